@@ -1,0 +1,506 @@
+/**
+ * A read-write mirror of a local directory, served through lib/fuse: the way the
+ * FUSE layer is tested and benchmarked without any network. Every operation is
+ * the matching libc call on the underlying path (or open fd), so errno values
+ * are the underlying filesystem's own.
+ *
+ * Calls are synchronous FFI calls: a local syscall costs about a microsecond,
+ * far less than a promise round (the reason `FuseSession` accepts sync answers).
+ */
+import {
+  type AttrOut,
+  type DirEntry,
+  direntSize,
+  type EntryOut,
+  FATTR,
+  type Filesystem,
+  FSYNC_FDATASYNC,
+  FuseError,
+  GETATTR_FH,
+  type Node,
+  NodeTable,
+  type OpenOut,
+  type Request,
+  type StatfsOut,
+  stringBytes,
+} from "../fuse/mod.ts";
+import { byteString } from "../fuse/cursor.ts";
+import { Errno } from "../sys/errno.ts";
+import {
+  AT_FDCWD,
+  AT_SYMLINK_NOFOLLOW,
+  check,
+  errno,
+  libc,
+  O,
+  SysError,
+  UTIME_NOW,
+  UTIME_OMIT,
+} from "../sys/libc.ts";
+import { decodeStat, S_IFDIR, type Stat, STAT_SIZE, STATFS_SIZE } from "../sys/stat.ts";
+
+export interface LoopbackOptions {
+  /** The directory to mirror, as a byte string (see `utf8ByteString`). */
+  root: string;
+  /** Absolute byte-string paths to leave out (the mount point itself, when it lies inside). */
+  hide?: string[];
+  /** Seconds the kernel may cache names and attributes. */
+  entryTimeout?: number;
+  attrTimeout?: number;
+}
+
+/** NUL-terminated bytes of a byte-string path. */
+function bpath(path: string): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(path.length + 1);
+  out.set(stringBytes(path));
+  return out;
+}
+
+const RENAME_EXCHANGE = 2;
+const DT_UNKNOWN = 0;
+
+interface DirHandle {
+  entries: { name: string; ino: bigint; type: number }[];
+}
+
+export class LoopbackFs implements Filesystem {
+  readonly nodes = new NodeTable();
+  readonly #root: string;
+  readonly #hide: Set<string>;
+  readonly #entryTimeout: number;
+  readonly #attrTimeout: number;
+  readonly #dirs = new Map<number, DirHandle>();
+  #nextDirHandle = 1;
+  readonly #statBuf = new Uint8Array(STAT_SIZE);
+  readonly #asRoot = Deno.uid() === 0;
+
+  constructor(options: LoopbackOptions) {
+    this.#root = options.root.length > 1 ? options.root.replace(/\/+$/, "") : options.root;
+    this.#hide = new Set(options.hide ?? []);
+    this.#entryTimeout = options.entryTimeout ?? 1;
+    this.#attrTimeout = options.attrTimeout ?? 1;
+  }
+
+  init(): void {
+    // Modes arrive with the caller's umask already applied: ours must not apply twice.
+    libc().umask(0);
+  }
+
+  #abs(rel: string): string {
+    if (rel === "") return this.#root;
+    return this.#root === "/" ? `/${rel}` : `${this.#root}/${rel}`;
+  }
+
+  #node(id: number): Node {
+    const node = this.nodes.get(id);
+    if (!node) throw new FuseError(Errno.ESTALE, `unknown node ${id}`);
+    return node;
+  }
+
+  #pathOf(id: number): string {
+    const rel = this.nodes.path(this.#node(id));
+    if (rel === null) throw new FuseError(Errno.ENOENT, `node ${id} was removed`);
+    return this.#abs(rel);
+  }
+
+  #childPath(parentId: number, name: string): string {
+    const parent = this.#pathOf(parentId);
+    const path = parent === "/" ? `/${name}` : `${parent}/${name}`;
+    if (this.#hide.has(path)) throw new FuseError(Errno.ENOENT);
+    return path;
+  }
+
+  #lstat(path: string): Stat {
+    check("lstat", libc().lstat(bpath(path), this.#statBuf));
+    return decodeStat(this.#statBuf);
+  }
+
+  #fstat(fd: number): Stat {
+    check("fstat", libc().fstat(fd, this.#statBuf));
+    return decodeStat(this.#statBuf);
+  }
+
+  #entry(node: Node, attr: Stat): EntryOut {
+    return {
+      nodeid: node.id,
+      entryTimeout: this.#entryTimeout,
+      attrTimeout: this.#attrTimeout,
+      attr,
+    };
+  }
+
+  /** Looks up a name we just created (or found), counting the kernel's reference. */
+  #lookupCreated(parentId: number, name: string, path: string): EntryOut {
+    const st = this.#lstat(path);
+    return this.#entry(this.nodes.lookup(this.#node(parentId), name), st);
+  }
+
+  /** New files belong to the caller, as they would on a local filesystem. */
+  #chownNew(path: string, parentPath: string, uid: number, gid: number): void {
+    if (!this.#asRoot) return;
+    // In a set-group-ID directory the group is inherited, which the create already did.
+    const parentSetgid = (this.#lstat(parentPath).mode & 0o2000) !== 0;
+    check("lchown", libc().lchown(bpath(path), uid, parentSetgid ? 0xffffffff : gid));
+  }
+
+  lookup(req: Request<"LOOKUP">): EntryOut {
+    const path = this.#childPath(req.header.nodeid, req.name);
+    const st = this.#lstat(path);
+    return this.#entry(this.nodes.lookup(this.#node(req.header.nodeid), req.name), st);
+  }
+
+  forget(nodeid: number, nlookup: number): void {
+    this.nodes.forget(nodeid, nlookup);
+  }
+
+  getattr(req: Request<"GETATTR">): AttrOut {
+    const attr = req.flags & GETATTR_FH
+      ? this.#fstat(req.fh)
+      : this.#lstat(this.#pathOf(req.header.nodeid));
+    return { attr, attrTimeout: this.#attrTimeout };
+  }
+
+  setattr(req: Request<"SETATTR">): AttrOut {
+    const lib = libc();
+    const useFd = (req.valid & FATTR.FH) !== 0;
+    const path = useFd ? null : this.#pathOf(req.header.nodeid);
+    const p = path === null ? null : bpath(path);
+    if (req.valid & FATTR.MODE) {
+      if (p) check("chmod", lib.chmod(p, req.mode & 0o7777));
+      else check("fchmod", lib.fchmod(req.fh, req.mode & 0o7777));
+    }
+    if (req.valid & (FATTR.UID | FATTR.GID)) {
+      const uid = req.valid & FATTR.UID ? req.uid : 0xffffffff;
+      const gid = req.valid & FATTR.GID ? req.gid : 0xffffffff;
+      if (p) check("lchown", lib.lchown(p, uid, gid));
+      else check("fchown", lib.fchown(req.fh, uid, gid));
+    }
+    if (req.valid & FATTR.SIZE) {
+      if (p) check("truncate", lib.truncate(p, req.size));
+      else check("ftruncate", lib.ftruncate(req.fh, req.size));
+    }
+    if (req.valid & (FATTR.ATIME | FATTR.MTIME | FATTR.ATIME_NOW | FATTR.MTIME_NOW)) {
+      const ts = new BigInt64Array(4);
+      const put = (i: number, set: number, now: number, sec: bigint, nsec: number) => {
+        if (req.valid & now) ts[i * 2 + 1] = BigInt(UTIME_NOW);
+        else if (req.valid & set) [ts[i * 2], ts[i * 2 + 1]] = [sec, BigInt(nsec)];
+        else ts[i * 2 + 1] = BigInt(UTIME_OMIT);
+      };
+      put(0, FATTR.ATIME, FATTR.ATIME_NOW, req.atimeSec, req.atimeNsec);
+      put(1, FATTR.MTIME, FATTR.MTIME_NOW, req.mtimeSec, req.mtimeNsec);
+      const bytes = new Uint8Array(ts.buffer);
+      if (p) check("utimensat", lib.utimensat(AT_FDCWD, p, bytes, AT_SYMLINK_NOFOLLOW));
+      else check("futimens", lib.futimens(req.fh, bytes));
+    }
+    const attr = path === null ? this.#fstat(req.fh) : this.#lstat(path);
+    return { attr, attrTimeout: this.#attrTimeout };
+  }
+
+  readlink(req: Request<"READLINK">): string {
+    const buf = new Uint8Array(4097);
+    const n = Number(check(
+      "readlink",
+      libc().readlink(bpath(this.#pathOf(req.header.nodeid)), buf, 4097n),
+    ));
+    return byteString(buf.subarray(0, n));
+  }
+
+  symlink(req: Request<"SYMLINK">): EntryOut {
+    const path = this.#childPath(req.header.nodeid, req.name);
+    check("symlink", libc().symlink(bpath(req.target), bpath(path)));
+    this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
+    return this.#lookupCreated(req.header.nodeid, req.name, path);
+  }
+
+  mknod(req: Request<"MKNOD">): EntryOut {
+    const path = this.#childPath(req.header.nodeid, req.name);
+    check("mknod", libc().mknod(bpath(path), req.mode, BigInt(req.rdev)));
+    this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
+    return this.#lookupCreated(req.header.nodeid, req.name, path);
+  }
+
+  mkdir(req: Request<"MKDIR">): EntryOut {
+    const path = this.#childPath(req.header.nodeid, req.name);
+    check("mkdir", libc().mkdir(bpath(path), req.mode));
+    this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
+    return this.#lookupCreated(req.header.nodeid, req.name, path);
+  }
+
+  unlink(req: Request<"UNLINK">): void {
+    check("unlink", libc().unlink(bpath(this.#childPath(req.header.nodeid, req.name))));
+    this.nodes.remove(this.#node(req.header.nodeid), req.name);
+  }
+
+  rmdir(req: Request<"RMDIR">): void {
+    check("rmdir", libc().rmdir(bpath(this.#childPath(req.header.nodeid, req.name))));
+    this.nodes.remove(this.#node(req.header.nodeid), req.name);
+  }
+
+  rename(req: Request<"RENAME" | "RENAME2">): void {
+    const from = this.#childPath(req.header.nodeid, req.name);
+    const to = this.#childPath(req.newdir, req.newName);
+    check(
+      "renameat2",
+      libc().renameat2(AT_FDCWD, bpath(from), AT_FDCWD, bpath(to), req.flags),
+    );
+    const [a, b] = [this.#node(req.header.nodeid), this.#node(req.newdir)];
+    if (req.flags & RENAME_EXCHANGE) this.nodes.exchange(a, req.name, b, req.newName);
+    else this.nodes.rename(a, req.name, b, req.newName);
+  }
+
+  link(req: Request<"LINK">): EntryOut {
+    const to = this.#childPath(req.header.nodeid, req.newName);
+    check("link", libc().link(bpath(this.#pathOf(req.oldNodeid)), bpath(to)));
+    return this.#lookupCreated(req.header.nodeid, req.newName, to);
+  }
+
+  open(req: Request<"OPEN">): OpenOut {
+    const flags = (req.flags & ~(O.CREAT | O.EXCL | O.NOCTTY)) | O.CLOEXEC;
+    const fd = check("open", libc().open(bpath(this.#pathOf(req.header.nodeid)), flags, 0));
+    return { fh: fd };
+  }
+
+  read(req: Request<"READ">, into: Uint8Array): number {
+    return Number(check("pread", libc().pread64(req.fh, into, BigInt(req.size), req.offset)));
+  }
+
+  write(req: Request<"WRITE">): number {
+    const data = req.data as Uint8Array<ArrayBuffer>;
+    return Number(
+      check("pwrite", libc().pwrite64(req.fh, data, BigInt(data.length), req.offset)),
+    );
+  }
+
+  statfs(): StatfsOut {
+    const buf = new Uint8Array(STATFS_SIZE);
+    check("statfs", libc().statfs(bpath(this.#root), buf));
+    const v = new DataView(buf.buffer);
+    const u = (off: number) => v.getBigUint64(off, true);
+    return {
+      bsize: Number(u(8)),
+      blocks: u(16),
+      bfree: u(24),
+      bavail: u(32),
+      files: u(40),
+      ffree: u(48),
+      namelen: Number(u(64)),
+      frsize: Number(u(72)),
+    };
+  }
+
+  release(req: Request<"RELEASE">): void {
+    check("close", libc().close(req.fh));
+  }
+
+  flush(): void {}
+
+  fsync(req: Request<"FSYNC">): void {
+    const lib = libc();
+    if (req.fsyncFlags & FSYNC_FDATASYNC) check("fdatasync", lib.fdatasync(req.fh));
+    else check("fsync", lib.fsync(req.fh));
+  }
+
+  setxattr(req: Request<"SETXATTR">): void {
+    const value = req.value as Uint8Array<ArrayBuffer>;
+    check(
+      "lsetxattr",
+      libc().lsetxattr(
+        bpath(this.#pathOf(req.header.nodeid)),
+        bpath(req.name),
+        value,
+        BigInt(value.length),
+        req.flags,
+      ),
+    );
+  }
+
+  /** Calls `get(buf, size)` with size 0 for the length, then for the value; retries a race. */
+  #sizedGet(
+    call: string,
+    get: (buf: Uint8Array<ArrayBuffer> | null, size: bigint) => number | bigint,
+  ) {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const size = Number(check(call, get(null, 0n)));
+      const buf = new Uint8Array(size);
+      const n = Number(get(buf, BigInt(size)));
+      if (n >= 0) return buf.subarray(0, n);
+      const e = errno();
+      if (e !== Errno.ERANGE) throw new SysError(call, e); // ERANGE: it grew meanwhile
+    }
+    throw new FuseError(Errno.ERANGE);
+  }
+
+  getxattr(req: Request<"GETXATTR">): Uint8Array {
+    const path = bpath(this.#pathOf(req.header.nodeid));
+    const name = bpath(req.name);
+    return this.#sizedGet("lgetxattr", (buf, size) => libc().lgetxattr(path, name, buf, size));
+  }
+
+  listxattr(req: Request<"LISTXATTR">): Uint8Array {
+    const path = bpath(this.#pathOf(req.header.nodeid));
+    return this.#sizedGet("llistxattr", (buf, size) => libc().llistxattr(path, buf, size));
+  }
+
+  removexattr(req: Request<"REMOVEXATTR">): void {
+    check(
+      "lremovexattr",
+      libc().lremovexattr(bpath(this.#pathOf(req.header.nodeid)), bpath(req.name)),
+    );
+  }
+
+  opendir(req: Request<"OPENDIR">): OpenOut {
+    const path = this.#pathOf(req.header.nodeid);
+    const lib = libc();
+    const dir = lib.opendir(bpath(path));
+    if (dir === null) check("opendir", -1);
+    const entries: DirHandle["entries"] = [];
+    try {
+      while (true) {
+        const ent = lib.readdir(dir);
+        if (ent === null) break;
+        // struct dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name[].
+        const view = new Deno.UnsafePointerView(ent);
+        const ino = view.getBigUint64(0);
+        const type = view.getUint8(18);
+        const raw = new Uint8Array(view.getArrayBuffer(256, 19));
+        const name = byteString(raw.subarray(0, raw.indexOf(0)));
+        const full = path === "/" ? `/${name}` : `${path}/${name}`;
+        if (this.#hide.has(full)) continue;
+        entries.push({ name, ino, type });
+      }
+    } finally {
+      lib.closedir(dir);
+    }
+    const fh = this.#nextDirHandle++;
+    this.#dirs.set(fh, { entries });
+    return { fh };
+  }
+
+  #dir(fh: number): DirHandle {
+    const dir = this.#dirs.get(fh);
+    if (!dir) throw new FuseError(Errno.EBADF);
+    return dir;
+  }
+
+  readdir(req: Request<"READDIR">): DirEntry[] {
+    const { entries } = this.#dir(req.fh);
+    const start = Number(req.offset);
+    const end = Math.min(entries.length, start + Math.ceil(req.size / 24) + 1);
+    const out: DirEntry[] = [];
+    for (let i = start; i < end; i++) {
+      const e = entries[i];
+      out.push({ name: e.name, ino: e.ino, type: e.type, nextOffset: BigInt(i + 1) });
+    }
+    return out;
+  }
+
+  readdirplus(req: Request<"READDIRPLUS">): DirEntry[] {
+    const { entries } = this.#dir(req.fh);
+    const parent = this.#node(req.header.nodeid);
+    const parentPath = this.#pathOf(req.header.nodeid);
+    const out: DirEntry[] = [];
+    let used = 0;
+    for (let i = Number(req.offset); i < entries.length; i++) {
+      const e = entries[i];
+      const size = direntSize(e.name.length, true);
+      if (used + size > req.size) break;
+      used += size;
+      let entry: EntryOut;
+      let type = e.type;
+      if (e.name === "." || e.name === "..") {
+        entry = { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR };
+      } else {
+        try {
+          const st = this.#lstat(parentPath === "/" ? `/${e.name}` : `${parentPath}/${e.name}`);
+          entry = this.#entry(this.nodes.lookup(parent, e.name), st);
+          if (type === DT_UNKNOWN) type = (st.mode >> 12) & 0xf;
+        } catch {
+          // Gone since opendir: list it without attributes.
+          entry = { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR };
+        }
+      }
+      out.push({ name: e.name, ino: e.ino, type, nextOffset: BigInt(i + 1), entry });
+    }
+    return out;
+  }
+
+  releasedir(req: Request<"RELEASEDIR">): void {
+    this.#dirs.delete(req.fh);
+  }
+
+  fsyncdir(req: Request<"FSYNCDIR">): void {
+    const fd = check("open", libc().open(bpath(this.#pathOf(req.header.nodeid)), O.RDONLY, 0));
+    try {
+      check("fsync", libc().fsync(fd));
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  access(req: Request<"ACCESS">): void {
+    check(
+      "faccessat",
+      libc().faccessat(AT_FDCWD, bpath(this.#pathOf(req.header.nodeid)), req.mask, 0),
+    );
+  }
+
+  create(req: Request<"CREATE">): { entry: EntryOut; open: OpenOut } {
+    const path = this.#childPath(req.header.nodeid, req.name);
+    const flags = (req.flags & ~O.NOCTTY) | O.CREAT | O.CLOEXEC;
+    const fd = check("open", libc().open(bpath(path), flags, req.mode));
+    try {
+      this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
+      const st = this.#fstat(fd);
+      return {
+        entry: this.#entry(this.nodes.lookup(this.#node(req.header.nodeid), req.name), st),
+        open: { fh: fd },
+      };
+    } catch (err) {
+      libc().close(fd);
+      throw err;
+    }
+  }
+
+  fallocate(req: Request<"FALLOCATE">): void {
+    check("fallocate", libc().fallocate(req.fh, req.mode, req.offset, req.length));
+  }
+
+  lseek(req: Request<"LSEEK">): bigint {
+    return check("lseek", libc().lseek(req.fh, req.offset, req.whence));
+  }
+
+  copyFileRange(req: Request<"COPY_FILE_RANGE">): number {
+    const offIn = new BigInt64Array([req.offIn]);
+    const offOut = new BigInt64Array([req.offOut]);
+    return Number(check(
+      "copy_file_range",
+      libc().copy_file_range(
+        req.fhIn,
+        new Uint8Array(offIn.buffer),
+        req.fhOut,
+        new Uint8Array(offOut.buffer),
+        req.len,
+        Number(req.flags),
+      ),
+    ));
+  }
+}
+
+const ZERO_ATTR: Stat = {
+  dev: 0n,
+  ino: 0n,
+  nlink: 0,
+  mode: S_IFDIR,
+  uid: 0,
+  gid: 0,
+  rdev: 0n,
+  size: 0n,
+  blksize: 0,
+  blocks: 0n,
+  atimeSec: 0n,
+  atimeNsec: 0,
+  mtimeSec: 0n,
+  mtimeNsec: 0,
+  ctimeSec: 0n,
+  ctimeNsec: 0,
+};
