@@ -37,7 +37,7 @@ import {
   UTIME_NOW,
   UTIME_OMIT,
 } from "../sys/libc.ts";
-import { decodeStat, S_IFDIR, type Stat, STAT_SIZE, STATFS_SIZE } from "../sys/stat.ts";
+import { decodeStat, S_IFDIR, S_IFMT, type Stat, STAT_SIZE, STATFS_SIZE } from "../sys/stat.ts";
 
 export interface LoopbackOptions {
   /** The directory to mirror, as a byte string (see `utf8ByteString`). */
@@ -129,10 +129,20 @@ export class LoopbackFs implements Filesystem {
     };
   }
 
-  /** Looks up a name we just created (or found), counting the kernel's reference. */
+  /** The node for `name` in `parent`, whose file `st` describes; counts the kernel's reference. */
+  #lookupNode(parentId: number, name: string, st: Stat): EntryOut {
+    const node = this.nodes.lookup(
+      this.#node(parentId),
+      name,
+      `${st.dev}:${st.ino}`,
+      (st.mode & S_IFMT) === S_IFDIR,
+    );
+    return this.#entry(node, st);
+  }
+
+  /** Looks up a name we just created (or linked). */
   #lookupCreated(parentId: number, name: string, path: string): EntryOut {
-    const st = this.#lstat(path);
-    return this.#entry(this.nodes.lookup(this.#node(parentId), name), st);
+    return this.#lookupNode(parentId, name, this.#lstat(path));
   }
 
   /** New files belong to the caller, as they would on a local filesystem. */
@@ -144,9 +154,11 @@ export class LoopbackFs implements Filesystem {
   }
 
   lookup(req: Request<"LOOKUP">): EntryOut {
-    const path = this.#childPath(req.header.nodeid, req.name);
-    const st = this.#lstat(path);
-    return this.#entry(this.nodes.lookup(this.#node(req.header.nodeid), req.name), st);
+    return this.#lookupCreated(
+      req.header.nodeid,
+      req.name,
+      this.#childPath(req.header.nodeid, req.name),
+    );
   }
 
   forget(nodeid: number, nlookup: number): void {
@@ -396,7 +408,6 @@ export class LoopbackFs implements Filesystem {
 
   readdirplus(req: Request<"READDIRPLUS">): DirEntry[] {
     const { entries } = this.#dir(req.fh);
-    const parent = this.#node(req.header.nodeid);
     const parentPath = this.#pathOf(req.header.nodeid);
     const out: DirEntry[] = [];
     let used = 0;
@@ -412,7 +423,7 @@ export class LoopbackFs implements Filesystem {
       } else {
         try {
           const st = this.#lstat(parentPath === "/" ? `/${e.name}` : `${parentPath}/${e.name}`);
-          entry = this.#entry(this.nodes.lookup(parent, e.name), st);
+          entry = this.#lookupNode(req.header.nodeid, e.name, st);
           if (type === DT_UNKNOWN) type = (st.mode >> 12) & 0xf;
         } catch {
           // Gone since opendir: list it without attributes.
@@ -450,9 +461,8 @@ export class LoopbackFs implements Filesystem {
     const fd = check("open", libc().open(bpath(path), flags, req.mode));
     try {
       this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
-      const st = this.#fstat(fd);
       return {
-        entry: this.#entry(this.nodes.lookup(this.#node(req.header.nodeid), req.name), st),
+        entry: this.#lookupNode(req.header.nodeid, req.name, this.#fstat(fd)),
         open: { fh: fd },
       };
     } catch (err) {

@@ -1,39 +1,40 @@
 /**
  * The node table a path-based filesystem keeps on top of the kernel's inodes:
- * node id <-> (parent, name), with the kernel's lookup count per node.
+ * node id <-> the names it has (parent, name), the kernel's lookup count, and the
+ * identity of the underlying file (device and inode number).
  *
- * Each name gets its own node (hard links included: the kernel sees one inode
- * per name, with the same st_ino, which is what tar and cp -a key on). Renames
- * move the node, so open handles and cached dentries stay right; a name that is
- * unlinked or renamed over detaches its node, which lives on (without a path)
- * until the kernel forgets it. Node ids are never reused.
+ * One node per underlying file, as the kernel expects: a hard link's LOOKUP or
+ * LINK answers the node the other name already has, so link counts and page
+ * cache stay coherent. A node can therefore have several names (`links`); its
+ * path is the first one still attached. Renames move a name, so open handles and
+ * cached dentries stay right; a node whose last name is unlinked lives on without
+ * a path until the kernel forgets it. Node ids are never reused.
  */
 import { FUSE_ROOT_ID } from "./abi.ts";
 
+export interface NodeLink {
+  parent: Node;
+  name: string;
+}
+
 export interface Node {
   readonly id: number;
-  parent: Node | null;
-  name: string;
+  /** Identity of the underlying file ("dev:ino"), or null when unknown. */
+  key: string | null;
+  isDir: boolean;
+  links: NodeLink[];
   lookups: number;
   children: Map<string, Node> | null;
-  /** False once unlinked or replaced: it has no path any more. */
-  attached: boolean;
 }
 
 export class NodeTable {
   readonly root: Node;
   readonly #byId = new Map<number, Node>();
+  readonly #byKey = new Map<string, Node>();
   #nextId = FUSE_ROOT_ID + 1;
 
   constructor() {
-    this.root = {
-      id: FUSE_ROOT_ID,
-      parent: null,
-      name: "",
-      lookups: 1,
-      children: null,
-      attached: true,
-    };
+    this.root = { id: FUSE_ROOT_ID, key: null, isDir: true, links: [], lookups: 1, children: null };
     this.#byId.set(FUSE_ROOT_ID, this.root);
   }
 
@@ -45,13 +46,14 @@ export class NodeTable {
     return this.#byId.get(id);
   }
 
-  /** The path below the root ("" for the root, "a/b" below it), or null when detached. */
+  /** The path below the root ("" for the root, "a/b" below it), or null when it has none. */
   path(node: Node): string | null {
-    if (node === this.root) return "";
     const parts: string[] = [];
-    for (let n: Node | null = node; n !== this.root; n = n.parent) {
-      if (n === null || !n.attached) return null;
-      parts.push(n.name);
+    for (let n = node; n !== this.root;) {
+      const link = n.links[0];
+      if (!link) return null;
+      parts.push(link.name);
+      n = link.parent;
     }
     return parts.reverse().join("/");
   }
@@ -60,13 +62,49 @@ export class NodeTable {
     return parent.children?.get(name);
   }
 
-  /** Finds or makes the node for `name` in `parent` and counts one kernel lookup. */
-  lookup(parent: Node, name: string): Node {
+  #attach(node: Node, parent: Node, name: string): void {
+    (parent.children ??= new Map()).set(name, node);
+    node.links.push({ parent, name });
+  }
+
+  #detach(parent: Node, name: string): Node | undefined {
+    const node = parent.children?.get(name);
+    if (!node) return undefined;
+    parent.children!.delete(name);
+    node.links = node.links.filter((l) => !(l.parent === parent && l.name === name));
+    return node;
+  }
+
+  /**
+   * Finds or makes the node for `name` in `parent`, whose underlying file is `key`,
+   * and counts one kernel lookup.
+   */
+  lookup(parent: Node, name: string, key: string | null = null, isDir = false): Node {
     let node = parent.children?.get(name);
+    if (node && key !== null && node.key !== null && node.key !== key) {
+      // Replaced underneath us: the old node keeps its other names, if any.
+      this.#detach(parent, name);
+      this.#reap(node);
+      node = undefined;
+    }
+    if (!node && key !== null) {
+      const known = this.#byKey.get(key);
+      if (known && known.links.length > 0) {
+        // Another name of a file we know: a hard link, or a directory moved behind our back.
+        if (known.isDir) {
+          const old = known.links[0];
+          this.#detach(old.parent, old.name);
+          this.#reap(old.parent);
+        }
+        node = known;
+        this.#attach(node, parent, name);
+      }
+    }
     if (!node) {
-      node = { id: this.#nextId++, parent, name, lookups: 0, children: null, attached: true };
-      (parent.children ??= new Map()).set(name, node);
+      node = { id: this.#nextId++, key, isDir, links: [], lookups: 0, children: null };
       this.#byId.set(node.id, node);
+      if (key !== null) this.#byKey.set(key, node);
+      this.#attach(node, parent, name);
     }
     node.lookups++;
     return node;
@@ -80,55 +118,48 @@ export class NodeTable {
     this.#reap(node);
   }
 
-  #reap(node: Node | null): void {
-    while (node && node !== this.root && node.lookups === 0 && !node.children?.size) {
+  /** Drops nodes nobody needs: no kernel lookups and no known children. */
+  #reap(start: Node): void {
+    const pending = [start];
+    while (pending.length) {
+      const node = pending.pop()!;
+      if (node === this.root || node.lookups > 0 || node.children?.size) continue;
+      if (!this.#byId.has(node.id)) continue;
       this.#byId.delete(node.id);
-      const parent = node.parent;
-      if (node.attached && parent?.children?.get(node.name) === node) {
-        parent.children.delete(node.name);
+      if (node.key !== null && this.#byKey.get(node.key) === node) this.#byKey.delete(node.key);
+      for (const link of node.links) {
+        if (link.parent.children?.get(link.name) === node) link.parent.children.delete(link.name);
+        pending.push(link.parent);
       }
-      node.parent = null;
-      node = parent;
+      node.links = [];
     }
   }
 
-  /** `name` in `parent` is gone (unlink, rmdir): its node, if any, loses its path. */
+  /** `name` in `parent` is gone (unlink, rmdir). */
   remove(parent: Node, name: string): void {
-    const node = parent.children?.get(name);
-    if (!node) return;
-    parent.children!.delete(name);
-    node.attached = false;
-    this.#reap(node.lookups === 0 ? node : parent);
-  }
-
-  /** Moves the node at (parent, name) to (newParent, newName), detaching what was there. */
-  rename(parent: Node, name: string, newParent: Node, newName: string): void {
-    const node = parent.children?.get(name);
-    if (parent === newParent && name === newName) return;
-    this.remove(newParent, newName);
-    if (!node) return;
-    parent.children!.delete(name);
-    node.parent = newParent;
-    node.name = newName;
-    (newParent.children ??= new Map()).set(newName, node);
+    const node = this.#detach(parent, name);
+    if (node) this.#reap(node);
     this.#reap(parent);
   }
 
-  /** RENAME_EXCHANGE: the two nodes trade places. */
+  /** Moves the name (parent, name) to (newParent, newName), dropping what was there. */
+  rename(parent: Node, name: string, newParent: Node, newName: string): void {
+    if (parent === newParent && name === newName) return;
+    const node = parent.children?.get(name);
+    const replaced = this.#detach(newParent, newName);
+    if (replaced && replaced !== node) this.#reap(replaced);
+    if (node) {
+      this.#detach(parent, name);
+      this.#attach(node, newParent, newName);
+    }
+    this.#reap(parent);
+  }
+
+  /** RENAME_EXCHANGE: the two names trade files. */
   exchange(parent: Node, name: string, newParent: Node, newName: string): void {
-    const a = parent.children?.get(name);
-    const b = newParent.children?.get(newName);
-    parent.children?.delete(name);
-    newParent.children?.delete(newName);
-    if (a) {
-      a.parent = newParent;
-      a.name = newName;
-      (newParent.children ??= new Map()).set(newName, a);
-    }
-    if (b) {
-      b.parent = parent;
-      b.name = name;
-      (parent.children ??= new Map()).set(name, b);
-    }
+    const a = this.#detach(parent, name);
+    const b = this.#detach(newParent, newName);
+    if (a) this.#attach(a, newParent, newName);
+    if (b) this.#attach(b, parent, name);
   }
 }

@@ -88,6 +88,8 @@ export interface Bodies {
   SETLKW: Record<never, never>;
   BMAP: Record<never, never>;
   IOCTL: Record<never, never>;
+  TMPFILE: Record<never, never>;
+  STATX: Record<never, never>;
 }
 
 export type OpName = keyof Bodies;
@@ -319,6 +321,9 @@ export const OPCODES: readonly OpcodeInfo[] = [
     flags: c.u64(),
   })),
   op(50, "SYNCFS", empty),
+  // Protocol 7.39+; kernels send it whatever minor we answered. ENOSYS makes them stop.
+  op(51, "TMPFILE", empty),
+  op(52, "STATX", empty),
 ] as OpcodeInfo[];
 
 const BY_CODE = new Map<number, OpcodeInfo>(OPCODES.map((o) => [o.code, o]));

@@ -48,6 +48,41 @@ Deno.test("nodes: exchange swaps", () => {
   assert.equal(t.path(b), "a");
 });
 
+Deno.test("nodes: a hard link is the same node with two names", () => {
+  const t = new NodeTable();
+  const d = t.lookup(t.root, "d", "1:10", true);
+  const a = t.lookup(t.root, "a", "1:20");
+  const h = t.lookup(d, "h", "1:20");
+  assert.equal(h, a);
+  assert.equal(a.lookups, 2);
+  assert.equal(t.path(a), "a");
+  t.remove(t.root, "a");
+  assert.equal(t.path(a), "d/h", "still reachable by its other name");
+  t.remove(d, "h");
+  assert.equal(t.path(a), null);
+  // A new file that reuses the inode number is a new node, not the unlinked one.
+  const b = t.lookup(t.root, "b", "1:20");
+  assert.notEqual(b.id, a.id);
+});
+
+Deno.test("nodes: a name whose file was replaced underneath gets a new node", () => {
+  const t = new NodeTable();
+  const a = t.lookup(t.root, "a", "1:20");
+  const again = t.lookup(t.root, "a", "1:21");
+  assert.notEqual(again.id, a.id);
+  assert.equal(t.path(a), null);
+  assert.equal(t.path(again), "a");
+});
+
+Deno.test("nodes: a directory seen under a new name is moved, not aliased", () => {
+  const t = new NodeTable();
+  const d = t.lookup(t.root, "d", "1:5", true);
+  const moved = t.lookup(t.root, "e", "1:5", true);
+  assert.equal(moved, d);
+  assert.equal(t.path(d), "e");
+  assert.equal(t.child(t.root, "d"), undefined);
+});
+
 Deno.test("nodes: unlinked node keeps its id until forgotten", () => {
   const t = new NodeTable();
   const a = t.lookup(t.root, "a");
@@ -71,14 +106,19 @@ Deno.test("nodes property: random operations keep the table consistent", () => {
   const names = ["a", "b", "c"];
   const kernelRefs = new Map<number, number>(); // what the kernel would still hold
   for (let i = 0; i < 5000; i++) {
-    // Parents: the root and every node the kernel holds that still has a path.
+    // As on a real filesystem: only directories are parents, and only files (a small
+    // key pool, so hard links happen) have several names.
     const dirs = [t.root, ...[...kernelRefs.keys()].map((id) => t.get(id)!)]
-      .filter((n) => t.path(n) !== null);
+      .filter((n) => n.isDir && t.path(n) !== null);
     const parent = dirs[rand(dirs.length)];
     const name = names[rand(names.length)];
     switch (rand(4)) {
       case 0: {
-        const n = t.lookup(parent, name);
+        // Files share a small key space, so hard links (same key, two names) happen.
+        const existing = t.child(parent, name);
+        const isDir = existing ? existing.isDir : rand(2) === 0;
+        const key = existing?.key ?? (isDir ? `d:${i}` : `f:${rand(6)}`);
+        const n = t.lookup(parent, name, key, isDir);
         kernelRefs.set(n.id, (kernelRefs.get(n.id) ?? 0) + 1);
         break;
       }
@@ -96,15 +136,21 @@ Deno.test("nodes property: random operations keep the table consistent", () => {
       case 2:
         t.remove(parent, name);
         break;
-      case 3:
-        t.rename(parent, name, dirs[rand(dirs.length)], names[rand(names.length)]);
+      case 3: {
+        // rename(2) refuses to move a directory into itself (EINVAL): so do we.
+        const to = dirs[rand(dirs.length)];
+        const moving = t.child(parent, name);
+        const into = moving?.isDir && (t.path(to) + "/").startsWith(t.path(moving) + "/");
+        if (!into) t.rename(parent, name, to, names[rand(names.length)]);
         break;
+      }
     }
     // Every node the kernel still references is in the table with the same count.
     for (const [id, refs] of kernelRefs) assert.equal(t.get(id)?.lookups, refs, `node ${id}`);
-    // Every attached node's path resolves back to it through the children maps.
+    // Every name of every node resolves back to it through the children maps.
     for (const id of kernelRefs.keys()) {
       const n = t.get(id)!;
+      for (const link of n.links) assert.equal(t.child(link.parent, link.name), n);
       const p = t.path(n);
       if (p === null) continue;
       let cur = t.root;

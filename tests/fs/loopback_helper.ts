@@ -1,0 +1,107 @@
+/**
+ * Runs `outrun debug loopback SRC MNT` as its own process for tests (a process
+ * must never make blocking calls into a FUSE mount it serves itself) and runs
+ * shell commands against the mount.
+ */
+import { mountsAt } from "../../lib/fuse/mount.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+
+export interface Loopback {
+  src: string;
+  mnt: string;
+  server: Deno.ChildProcess;
+  stop(): Promise<void>;
+}
+
+export function fuseMounted(mnt: string): boolean {
+  return mountsAt(mnt).some((m) => m.fstype === "fuse.outrun");
+}
+
+export async function waitFor(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export function startServer(src: string, mnt: string, extra: string[] = []): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN, "debug", "loopback", src, mnt, ...extra],
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+}
+
+/** A fresh src dir (or `src` given) mirrored at a fresh mount point. */
+export async function startLoopback(src?: string, extra: string[] = []): Promise<Loopback> {
+  const base = await Deno.makeTempDir({ prefix: "outrun-lb-" });
+  const source = src ?? `${base}/src`;
+  if (!src) await Deno.mkdir(source);
+  const mnt = `${base}/mnt`;
+  await Deno.mkdir(mnt);
+  const server = startServer(source, mnt, extra);
+  await waitFor(`mount at ${mnt}`, () => fuseMounted(mnt));
+  // The mount is there before INIT is answered; a stat waits for INIT, so this is ready.
+  await Deno.stat(mnt);
+  let stopped = false;
+  return {
+    src: source,
+    mnt,
+    server,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      try {
+        server.kill("SIGTERM");
+      } catch { /* already gone */ }
+      const status = await server.status;
+      if (!status.success && status.signal !== "SIGKILL") {
+        throw new Error(`loopback server exited with ${JSON.stringify(status)}`);
+      }
+      if (fuseMounted(mnt)) throw new Error(`${mnt} still mounted after stop`);
+      await Deno.remove(base, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+export interface ShellResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function sh(script: string, env: Record<string, string> = {}): Promise<ShellResult> {
+  const out = await new Deno.Command("bash", {
+    args: ["-euo", "pipefail", "-c", script],
+    env,
+    stdin: "null",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+/** Runs `script`, failing the test with its output when it exits non-zero. */
+export async function shOk(script: string, env: Record<string, string> = {}): Promise<string> {
+  const r = await sh(script, env);
+  if (r.code !== 0) throw new Error(`exit ${r.code}: ${script}\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+/** Runs `fn` against a fresh loopback, always stopping it (and checking it unmounted). */
+export async function withLoopback(
+  fn: (lb: Loopback) => Promise<void>,
+  options: { src?: string; extra?: string[] } = {},
+): Promise<void> {
+  const lb = await startLoopback(options.src, options.extra);
+  try {
+    await fn(lb);
+  } finally {
+    await lb.stop();
+  }
+}
