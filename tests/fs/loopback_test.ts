@@ -76,7 +76,7 @@ Deno.test("loopback: git init, add, commit, status inside the mount", async () =
       git add -A && git commit -qm first && echo change >> file7.txt && git mv file8.txt moved.txt &&
       git status --porcelain && git log --oneline | wc -l && git fsck --strict 2>&1 | tail -1`);
     assert.match(out, /^ M file7.txt$/m);
-    assert.match(out, /^R  file8.txt -> moved.txt$/m);
+    assert.match(out, /^R {2}file8\.txt -> moved\.txt$/m);
     assert.match(out, /^1$/m);
     // The underlying directory is a valid repository too.
     assert.match(await shOk(`git -C '${src}/repo' status --porcelain`), /M file7.txt/);
