@@ -38,6 +38,7 @@ export function startServer(src: string, mnt: string, extra: string[] = []): Den
 /** A fresh src dir (or `src` given) mirrored at a fresh mount point. */
 export async function startLoopback(src?: string, extra: string[] = []): Promise<Loopback> {
   const base = await Deno.makeTempDir({ prefix: "outrun-lb-" });
+  await Deno.chmod(base, 0o755); // other users' tests walk into it
   const source = src ?? `${base}/src`;
   if (!src) await Deno.mkdir(source);
   const mnt = `${base}/mnt`;
