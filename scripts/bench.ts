@@ -14,6 +14,7 @@ const { values, positionals } = parseArgs({
     "big-mib": { type: "string", default: "1024" },
     runs: { type: "string", default: "3" },
     json: { type: "string", default: "dist/bench/fuse.json" },
+    dir: { type: "string", default: "/dev/shm" },
   },
 });
 
@@ -47,7 +48,8 @@ if (which !== "fuse") {
   console.error(`bench: unknown benchmark ${which} (have: fuse)`);
   Deno.exit(2);
 }
-const workDir = await Deno.makeTempDir({ prefix: "outrun-bench-" });
+// On tmpfs: the rows then measure the FUSE path, not this VM's disk writeback.
+const workDir = await Deno.makeTempDir({ prefix: "outrun-bench-", dir: values.dir });
 try {
   const rows = await runFuseBench({
     files: Number(values.files),

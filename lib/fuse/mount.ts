@@ -32,7 +32,15 @@ export interface MountOptions {
 export interface FuseMount {
   fd: number;
   mountpoint: string;
+  /**
+   * The mount's source in /proc/mounts, unique to this mount ("NAME#pid.n"): it tells
+   * our mount from a later one at the same path (mount ids and device minors are
+   * reused as soon as they are freed).
+   */
+  source: string;
 }
+
+let mountsMade = 0;
 
 export function openFuseDevice(): number {
   return open("/dev/fuse", O.RDWR | O.CLOEXEC | O.NONBLOCK);
@@ -76,9 +84,10 @@ export function mountFuse(mountpoint: string, options: MountOptions = {}): FuseM
     ...(options.defaultPermissions ?? true ? ["default_permissions"] : []),
   ].join(",");
   const flags = MS_NOSUID | MS_NODEV | (options.readOnly ? MS_RDONLY : 0);
+  const source = `${options.fsName ?? "outrun"}#${Deno.pid}.${++mountsMade}`.replaceAll(" ", "_");
   try {
     sysMount(
-      options.fsName ?? "outrun",
+      source,
       mountpoint,
       `fuse.${options.subtype ?? "outrun"}`,
       flags,
@@ -88,7 +97,7 @@ export function mountFuse(mountpoint: string, options: MountOptions = {}): FuseM
     close(fd);
     throw err;
   }
-  return { fd, mountpoint };
+  return { fd, mountpoint, source };
 }
 
 export interface MountInfo {
@@ -180,8 +189,14 @@ export function clearStaleMounts(mountpoint: string, subtype = "outrun"): number
   return cleared;
 }
 
-/** Unmounts and closes: the server's loop then sees ENODEV and returns. */
+/**
+ * Unmounts our mount (the server's loop then sees ENODEV and returns), only if it
+ * is still the top mount at its path: after an abort, another server may have
+ * mounted there since, and that mount is not ours to remove.
+ */
 export function unmountFuse(mount: FuseMount): void {
+  const top = mountsAt(mount.mountpoint).at(-1);
+  if (!top || top.source !== mount.source) return;
   try {
     sysUmount(mount.mountpoint, MNT_DETACH);
   } catch (err) {

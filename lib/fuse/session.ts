@@ -38,6 +38,14 @@ import { errno, libc, SysError } from "../sys/libc.ts";
 import { OUT_HEADER_SIZE } from "./abi.ts";
 
 export interface SessionOptions {
+  /**
+   * With no async handler in flight, wait for the next request on this thread
+   * (blocking the event loop) for up to this long before giving the event loop a
+   * turn. Waking the thread that waits, rather than a poll() worker that then
+   * wakes this one, halves the cost of a request when they share a CPU
+   * (measured: 10.5k -> 21k LOOKUP/s). 0 waits only asynchronously. Default 10.
+   */
+  idleWaitMs?: number;
   /** Largest WRITE the kernel may send (and READ it asks for): up to 1 MiB. */
   maxWrite?: number;
   /** Ask for the writeback cache (buffered writes coalesced in the kernel). */
@@ -100,8 +108,8 @@ const HANDLERS: { [K in Request["op"]]?: Handler } = {
   READ: (s, r) => {
     const req = r as Request<"READ">;
     if (!s.fs.read) return null;
-    const out = new Uint8Array(OUT_HEADER_SIZE + req.size);
-    const into = out.subarray(OUT_HEADER_SIZE);
+    const out = s.takeReadBuffer(OUT_HEADER_SIZE + req.size);
+    const into = out.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + req.size);
     return then(s.fs.read(req, into), (data) => {
       if (typeof data !== "number") return encodeData(req.header.unique, data);
       const reply = out.subarray(0, OUT_HEADER_SIZE + Math.max(0, Math.min(data, req.size)));
@@ -167,6 +175,13 @@ export class FuseSession {
   readonly #log: (message: string) => void;
   #closed = false;
   #initialized = false;
+  /**
+   * Reply buffers for READ, reused: a fresh 1 MiB buffer per READ costs little at
+   * once but leaves V8 collecting external memory long after (measured: LOOKUP
+   * rate halved after serving 1 GiB of reads).
+   */
+  readonly #freeReadBuffers: Uint8Array<ArrayBuffer>[] = [];
+  readonly #readBuffers = new WeakSet<ArrayBuffer>();
   /** Requests whose async handler has not settled yet, by unique id. */
   readonly #inflight = new Set<bigint>();
   connection: Connection | null = null;
@@ -183,6 +198,8 @@ export class FuseSession {
   async serve(): Promise<void> {
     const buf = new Uint8Array(this.#maxWrite + FUSE_MIN_READ_BUFFER);
     const lib = libc();
+    const idleWaitMs = Math.max(0, Math.floor(this.#options.idleWaitMs ?? 10));
+    const pfd = this.#pollFd();
     let sinceYield = 0;
     while (!this.#closed) {
       const n = Number(lib.read(this.#fd, buf, BigInt(buf.length)));
@@ -190,7 +207,12 @@ export class FuseSession {
         const e = errno();
         if (e === Errno.EAGAIN) {
           sinceYield = 0;
-          await this.#waitReadable();
+          if (idleWaitMs > 0 && this.#inflight.size === 0) {
+            if (lib.poll_sync(pfd, 1n, idleWaitMs) > 0) continue;
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            continue;
+          }
+          await this.#waitReadable(pfd);
           continue;
         }
         if (e === Errno.EINTR || e === Errno.ENOENT) continue;
@@ -212,20 +234,36 @@ export class FuseSession {
     this.#closed = true;
   }
 
-  async #waitReadable(): Promise<void> {
-    // struct pollfd { int fd; short events; short revents; }, POLLIN = 1.
+  /** struct pollfd { int fd; short events; short revents; } for POLLIN on our fd. */
+  #pollFd(): Uint8Array<ArrayBuffer> {
     const pfd = new Uint8Array(8);
     const v = new DataView(pfd.buffer);
     v.setInt32(0, this.#fd, true);
     v.setInt16(4, 1, true);
+    return pfd;
+  }
+
+  async #waitReadable(pfd: Uint8Array<ArrayBuffer>): Promise<void> {
     while (!this.#closed) {
       const r = await libc().poll(pfd, 1n, 500);
       if (r !== 0) return; // readable, error or hangup: the next read tells which
     }
   }
 
+  /** A READ reply buffer of at least `size` bytes; it returns to the pool once written. */
+  takeReadBuffer(size: number): Uint8Array<ArrayBuffer> {
+    const capacity = OUT_HEADER_SIZE + this.#maxWrite;
+    if (size > capacity) return new Uint8Array(size);
+    const buf = this.#freeReadBuffers.pop() ?? new Uint8Array(capacity);
+    this.#readBuffers.add(buf.buffer);
+    return buf;
+  }
+
   #write(bytes: Uint8Array<ArrayBuffer>, what: string): number {
     const n = Number(libc().write(this.#fd, bytes, BigInt(bytes.length)));
+    if (this.#readBuffers.has(bytes.buffer) && this.#freeReadBuffers.length < 16) {
+      this.#freeReadBuffers.push(new Uint8Array(bytes.buffer));
+    }
     if (n < 0) {
       const e = errno();
       // ENOENT: the request was interrupted and is gone; ENODEV: unmounted meanwhile.

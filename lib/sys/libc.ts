@@ -26,6 +26,7 @@ const symbols = {
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  poll_sync: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32" },
   lstat: { parameters: ["buffer", "buffer"], result: "i32" },
   stat: { parameters: ["buffer", "buffer"], result: "i32" },
   fstat: { parameters: ["i32", "buffer"], result: "i32" },

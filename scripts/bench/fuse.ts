@@ -157,6 +157,7 @@ for i in range(n): open(f"d{i % 100:02d}/f{i}", "w").close()' ${o.files}
     const read = o.bigMiB / await timed(`cat '${root}/big' > /dev/null`);
     const write = o.bigMiB /
       await timed(`dd if=/dev/zero of='${root}/written' bs=1M count=${o.bigMiB} status=none`);
+    await sh("sync");
     await Deno.remove(`${src}/written`);
     return { lstatCold: cold, lstatWarm: warm, read, write, find: NaN, findSmall: NaN };
   };
