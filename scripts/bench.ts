@@ -10,7 +10,7 @@ const { values, positionals } = parseArgs({
   args: Deno.args,
   allowPositionals: true,
   options: {
-    files: { type: "string", default: "15000" },
+    files: { type: "string", default: "12000" },
     "big-mib": { type: "string", default: "1024" },
     runs: { type: "string", default: "3" },
     json: { type: "string", default: "dist/bench/fuse.json" },

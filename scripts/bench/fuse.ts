@@ -9,6 +9,8 @@ import { clearStaleMounts, mountsAt } from "../../lib/fuse/mount.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const SMALL_TREE = "/usr/include";
+const SETTLE_MS = 1500;
+const EARLY_FILES = 4000;
 
 export interface FuseBenchOptions {
   files: number;
@@ -55,6 +57,7 @@ async function withMount<T>(
   mnt: string,
   passthrough: string,
   fn: () => Promise<T>,
+  onMounted?: () => Promise<void>,
 ): Promise<T> {
   await Deno.mkdir(mnt, { recursive: true });
   const child = server === "outrun"
@@ -75,7 +78,7 @@ async function withMount<T>(
     }).spawn()
     : new Deno.Command("bash", {
       // passthrough_ll keeps an O_PATH fd per inode: give it all the fds it may have
-      // (the hard limit; here 20000, so the default file count stays below it).
+      // (the hard limit; here 20000, so the default file counts stay below it).
       args: [
         "-c",
         `ulimit -n "$(ulimit -Hn)" && exec '${passthrough}' -f -o source='${src}',allow_other,cache=always '${mnt}'`,
@@ -88,6 +91,9 @@ async function withMount<T>(
     await new Promise((r) => setTimeout(r, 20));
   }
   await sh(`stat '${mnt}' >/dev/null`);
+  if (onMounted) await onMounted();
+  // Steady state: both servers get the same settle time (ours warms up its JIT).
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
   if (server === "libfuse") {
     // Same readahead as outrun sets for itself.
     const m = mountsAt(mnt).at(-1)!;
@@ -106,8 +112,8 @@ async function withMount<T>(
 
 const LSTAT_PY = `
 import os, sys, time
-root, n = sys.argv[1], int(sys.argv[2])
-paths = [f"{root}/tree/d{i % 100:02d}/f{i}" for i in range(n)]
+root, n, tree = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+paths = [f"{root}/{tree}/d{i % 100:02d}/f{i}" for i in range(n)]
 t = time.perf_counter()
 for p in paths: os.lstat(p)
 cold = time.perf_counter() - t
@@ -133,14 +139,13 @@ export async function runFuseBench(o: FuseBenchOptions): Promise<FuseBenchRow[]>
   const mnt = `${o.workDir}/mnt`;
   await Deno.mkdir(src, { recursive: true });
   console.error(`bench: preparing ${o.files} files and a ${o.bigMiB} MiB file in ${src}`);
-  await sh(
-    `cd '${src}' && mkdir -p tree && cd tree && for d in $(seq -w 0 99); do mkdir -p d$d; done
+  await sh(`cd '${src}'
+    for tree in tree early; do for d in $(seq -w 0 99); do mkdir -p $tree/d$d; done; done
     /usr/bin/python3 -c '
 import sys
-n = int(sys.argv[1])
-for i in range(n): open(f"d{i % 100:02d}/f{i}", "w").close()' ${o.files}
-    cd .. && dd if=/dev/urandom of=big bs=1M count=${o.bigMiB} status=none && cat big > /dev/null`,
-  );
+for tree, n in (("tree", int(sys.argv[1])), ("early", int(sys.argv[2]))):
+    for i in range(n): open(f"{tree}/d{i % 100:02d}/f{i}", "w").close()' ${o.files} ${EARLY_FILES}
+    dd if=/dev/urandom of=big bs=1M count=${o.bigMiB} status=none && cat big > /dev/null`);
   const passthrough = await buildPassthrough(o.workDir);
 
   type Sample = {
@@ -150,29 +155,50 @@ for i in range(n): open(f"d{i % 100:02d}/f{i}", "w").close()' ${o.files}
     write: number;
     find: number;
     findSmall: number;
+    lstatEarly: number;
   };
   const measure = async (root: string): Promise<Sample> => {
-    const [cold, warm] = (await sh(`/usr/bin/python3 -c '${LSTAT_PY}' '${root}' ${o.files}`))
-      .trim().split(" ").map(Number);
+    const [cold, warm] = await lstatRates(root, o.files, "tree");
     const read = o.bigMiB / await timed(`cat '${root}/big' > /dev/null`);
     const write = o.bigMiB /
       await timed(`dd if=/dev/zero of='${root}/written' bs=1M count=${o.bigMiB} status=none`);
     await sh("sync");
     await Deno.remove(`${src}/written`);
-    return { lstatCold: cold, lstatWarm: warm, read, write, find: NaN, findSmall: NaN };
+    return {
+      lstatCold: cold,
+      lstatWarm: warm,
+      read,
+      write,
+      find: NaN,
+      findSmall: NaN,
+      lstatEarly: NaN,
+    };
   };
+  const lstatRates = async (root: string, n: number, tree: string) =>
+    (await sh(`/usr/bin/python3 -c '${LSTAT_PY}' '${root}' ${n} ${tree}`)).trim().split(" ")
+      .map(Number);
   const findTime = (root: string) => timed(`find '${root}' | wc -l > /dev/null`);
 
   const samples: Record<string, Sample[]> = { native: [], outrun: [], libfuse: [] };
   for (let run = 0; run < o.runs; run++) {
     console.error(`bench: run ${run + 1} of ${o.runs}`);
     const native = await measure(src);
+    native.lstatEarly = (await lstatRates(src, EARLY_FILES, "early"))[0];
     native.find = await findTime("/usr");
     native.findSmall = await findTime(SMALL_TREE);
     samples.native.push(native);
     for (const server of ["outrun", "libfuse"] as const) {
       if (server === "libfuse" && !passthrough) continue;
-      const s = await withMount(server, src, mnt, passthrough ?? "", () => measure(mnt));
+      let early = NaN;
+      const s = await withMount(
+        server,
+        src,
+        mnt,
+        passthrough ?? "",
+        () => measure(mnt),
+        async () => void (early = (await lstatRates(mnt, EARLY_FILES, "early"))[0]),
+      );
+      s.lstatEarly = early;
       // passthrough_ll holds an fd per known inode: /usr (140k) is beyond this machine's
       // 20000-fd hard limit, so the C server gets the smaller tree only.
       if (server === "outrun") {
@@ -193,6 +219,7 @@ for i in range(n): open(f"d{i % 100:02d}/f{i}", "w").close()' ${o.files}
     return xs.length ? median(xs) : null;
   };
   const rows: [string, string, keyof Sample][] = [
+    [`lstat ${EARLY_FILES} files, server just started`, "ops/s", "lstatEarly"],
     [`lstat ${o.files} distinct files (cold)`, "ops/s", "lstatCold"],
     [`lstat again (kernel cache)`, "ops/s", "lstatWarm"],
     [`sequential read ${o.bigMiB} MiB`, "MiB/s", "read"],
