@@ -14,12 +14,16 @@ import {
   utf8ByteString,
 } from "../fuse/mod.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
+import { delayedFilesystem } from "../fs/delayed.ts";
 
 export async function debugMain(args: string[]): Promise<number> {
   if (args[0] === "loopback") return await loopbackMain(args.slice(1));
-  console.error("usage: outrun debug loopback SRC MOUNTPOINT [--debug] [--writeback]");
+  console.error(USAGE);
   return 2;
 }
+
+const USAGE = "usage: outrun debug loopback SRC MOUNTPOINT [--debug] [--writeback] " +
+  "[--attr-timeout S] [--delay-ms N] [--stats FILE]";
 
 async function loopbackMain(args: string[]): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -29,10 +33,12 @@ async function loopbackMain(args: string[]): Promise<number> {
       debug: { type: "boolean" },
       writeback: { type: "boolean" },
       "attr-timeout": { type: "string" },
+      "delay-ms": { type: "string" },
+      stats: { type: "string" },
     },
   });
   if (positionals.length !== 2) {
-    console.error("usage: outrun debug loopback SRC MOUNTPOINT [--debug] [--writeback]");
+    console.error(USAGE);
     return 2;
   }
   const src = Deno.realPathSync(positionals[0]);
@@ -40,12 +46,17 @@ async function loopbackMain(args: string[]): Promise<number> {
   const cleared = clearStaleMounts(mountpoint);
   if (cleared) console.error(`outrun: cleared ${cleared} stale mount(s) at ${mountpoint}`);
   const timeout = values["attr-timeout"] === undefined ? 1 : Number(values["attr-timeout"]);
-  const fs = new LoopbackFs({
+  const loopback = new LoopbackFs({
     root: utf8ByteString(src),
     hide: [utf8ByteString(mountpoint)],
     entryTimeout: timeout,
     attrTimeout: timeout,
   });
+  // --delay-ms: every answer comes that late, asynchronously (a stand-in for a network).
+  const delayed = values["delay-ms"]
+    ? delayedFilesystem(loopback, Number(values["delay-ms"]))
+    : null;
+  const fs = delayed?.fs ?? loopback;
   const mount = mountFuse(mountpoint, { fsName: `loopback:${src}`, subtype: "outrun" });
   const session = new FuseSession(mount.fd, fs, {
     debug: values.debug,
@@ -70,6 +81,10 @@ async function loopbackMain(args: string[]): Promise<number> {
     stop();
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
+  }
+  if (values.stats) {
+    const stats = { session: session.stats, delayed: delayed?.stats ?? null };
+    Deno.writeTextFileSync(values.stats, JSON.stringify(stats) + "\n");
   }
   return 0;
 }

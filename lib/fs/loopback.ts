@@ -14,6 +14,7 @@ import {
   type EntryOut,
   FATTR,
   type Filesystem,
+  FOPEN,
   FSYNC_FDATASYNC,
   FuseError,
   GETATTR_FH,
@@ -47,6 +48,11 @@ export interface LoopbackOptions {
   /** Seconds the kernel may cache names and attributes. */
   entryTimeout?: number;
   attrTimeout?: number;
+  /**
+   * Let the kernel keep a file's cached pages across opens (FOPEN_KEEP_CACHE). Right
+   * when changes come only through the mount, or are announced with notifications.
+   */
+  keepCache?: boolean;
 }
 
 /** NUL-terminated bytes of a byte-string path. */
@@ -73,12 +79,14 @@ export class LoopbackFs implements Filesystem {
   #nextDirHandle = 1;
   readonly #statBuf = new Uint8Array(STAT_SIZE);
   readonly #asRoot = Deno.uid() === 0;
+  readonly #openFlags: number;
 
   constructor(options: LoopbackOptions) {
     this.#root = options.root.length > 1 ? options.root.replace(/\/+$/, "") : options.root;
     this.#hide = new Set(options.hide ?? []);
     this.#entryTimeout = options.entryTimeout ?? 1;
     this.#attrTimeout = options.attrTimeout ?? 1;
+    this.#openFlags = options.keepCache ? FOPEN.KEEP_CACHE : 0;
   }
 
   init(): void {
@@ -269,7 +277,7 @@ export class LoopbackFs implements Filesystem {
   open(req: Request<"OPEN">): OpenOut {
     const flags = (req.flags & ~(O.CREAT | O.EXCL | O.NOCTTY)) | O.CLOEXEC;
     const fd = check("open", libc().open(bpath(this.#pathOf(req.header.nodeid)), flags, 0));
-    return { fh: fd };
+    return { fh: fd, openFlags: this.#openFlags };
   }
 
   read(req: Request<"READ">, into: Uint8Array): number {

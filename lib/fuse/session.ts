@@ -50,6 +50,12 @@ export interface SessionOptions {
   maxWrite?: number;
   /** Ask for the writeback cache (buffered writes coalesced in the kernel). */
   writebackCache?: boolean;
+  /**
+   * AUTO_INVAL_DATA: the kernel checks attributes at open and drops cached pages when
+   * mtime or size changed (close-to-open coherence). Default true; a filesystem that
+   * announces changes with notifications turns it off and keeps its caches longer.
+   */
+  autoInvalData?: boolean;
   /** Log each request and the negotiated capabilities to stderr. */
   debug?: boolean;
   /** Where problems (a handler's unexpected exception, a bad request) are reported. */
@@ -392,6 +398,7 @@ export class FuseSession {
     }
     let wanted = WANTED_FLAGS;
     if (this.#options.writebackCache) wanted |= InitFlag.WRITEBACK_CACHE;
+    if (this.#options.autoInvalData === false) wanted &= ~InitFlag.AUTO_INVAL_DATA;
     const got = wanted & req.flags;
     const minor = Math.min(req.minor, FUSE_KERNEL_MINOR_VERSION);
     this.connection = {

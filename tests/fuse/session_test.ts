@@ -1,0 +1,82 @@
+/** FuseSession on real mounts (needs root): concurrency and kernel notifications. */
+import assert from "node:assert/strict";
+import { FuseSession, mountFuse, unmountFuse, utf8ByteString } from "../../lib/fuse/mod.ts";
+import { LoopbackFs } from "../../lib/fs/loopback.ts";
+import { shOk, withLoopback } from "../fs/loopback_helper.ts";
+
+Deno.test("session: slow async handlers run side by side, not one after another", async () => {
+  const base = await Deno.makeTempDir({ prefix: "outrun-delay-" });
+  try {
+    await withLoopback(async ({ mnt, src }) => {
+      await shOk(`cd '${src}' && for i in $(seq 0 63); do echo $i > f$i; done`);
+      // 64 threads released together, each stat-ing and reading its own file.
+      const out = await shOk(`/usr/bin/python3 - '${mnt}' <<'EOF'
+import os, sys, threading
+root = sys.argv[1]
+barrier = threading.Barrier(64)
+results = [None] * 64
+def work(i):
+    barrier.wait()
+    os.stat(f"{root}/f{i}")
+    with open(f"{root}/f{i}") as f:
+        results[i] = int(f.read())
+threads = [threading.Thread(target=work, args=(i,)) for i in range(64)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(results == list(range(64)))
+EOF`);
+      assert.equal(out, "True\n");
+    }, { extra: ["--delay-ms", "50", "--stats", `${base}/stats.json`] });
+    const stats = JSON.parse(await Deno.readTextFile(`${base}/stats.json`));
+    // Serialised handlers would never have more than one in flight.
+    assert.ok(stats.delayed.maxInFlight >= 16, JSON.stringify(stats));
+    assert.equal(stats.session.errors, 0);
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cached", async () => {
+  const base = await Deno.makeTempDir({ prefix: "outrun-notify-" });
+  await Deno.chmod(base, 0o755);
+  const src = `${base}/src`;
+  const mnt = `${base}/mnt`;
+  await Deno.mkdir(src);
+  await Deno.mkdir(mnt);
+  await Deno.writeTextFile(`${src}/f`, "version one\n");
+  await Deno.writeTextFile(`${src}/g`, "g\n");
+  // Served from this process: every client below is a subprocess, awaited asynchronously.
+  const fs = new LoopbackFs({
+    root: utf8ByteString(src),
+    entryTimeout: 3600,
+    attrTimeout: 3600,
+    keepCache: true,
+  });
+  const mount = mountFuse(mnt, { subtype: "outrun" });
+  // Without AUTO_INVAL_DATA the kernel trusts its caches until told otherwise.
+  const session = new FuseSession(mount.fd, fs, { idleWaitMs: 0, autoInvalData: false });
+  const serving = session.serve();
+  try {
+    assert.equal(await shOk(`cat '${mnt}/f'`), "version one\n");
+    // Changed behind the kernel's back: with hour-long timeouts and kept pages it still
+    // shows the old file (same size, so nothing but a notification can tell).
+    await Deno.writeTextFile(`${src}/f`, "version TWO\n");
+    assert.equal(await shOk(`cat '${mnt}/f'`), "version one\n");
+    const f = fs.nodes.child(fs.nodes.root, "f")!;
+    assert.equal(session.notifyInvalInode(f.id, 0n, 0n), 0);
+    assert.equal(await shOk(`cat '${mnt}/f'`), "version TWO\n");
+
+    assert.equal(await shOk(`stat -c %s '${mnt}/g'`), "2\n");
+    await Deno.remove(`${src}/g`);
+    assert.equal(await shOk(`stat -c %s '${mnt}/g'`), "2\n", "the dentry is still cached");
+    assert.equal(session.notifyInvalEntry(fs.nodes.root.id, "g"), 0);
+    assert.match(
+      (await new Deno.Command("stat", { args: [`${mnt}/g`] }).output()).code.toString(),
+      /^1$/,
+    );
+  } finally {
+    unmountFuse(mount);
+    await serving;
+    await Deno.remove(base, { recursive: true });
+  }
+});
