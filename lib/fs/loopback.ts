@@ -89,9 +89,18 @@ export class LoopbackFs implements Filesystem {
     this.#openFlags = options.keepCache ? FOPEN.KEEP_CACHE : 0;
   }
 
-  init(): void {
-    // Modes arrive with the caller's umask already applied: ours must not apply twice.
-    libc().umask(0);
+  /**
+   * Modes arrive with the caller's umask already applied: ours must not apply again.
+   * umask is per process, so it is 0 only for the one synchronous call.
+   */
+  #unmasked<T>(create: () => T): T {
+    const lib = libc();
+    const old = lib.umask(0);
+    try {
+      return create();
+    } finally {
+      lib.umask(old);
+    }
   }
 
   #abs(rel: string): string {
@@ -234,14 +243,14 @@ export class LoopbackFs implements Filesystem {
 
   mknod(req: Request<"MKNOD">): EntryOut {
     const path = this.#childPath(req.header.nodeid, req.name);
-    check("mknod", libc().mknod(bpath(path), req.mode, BigInt(req.rdev)));
+    this.#unmasked(() => check("mknod", libc().mknod(bpath(path), req.mode, BigInt(req.rdev))));
     this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
     return this.#lookupCreated(req.header.nodeid, req.name, path);
   }
 
   mkdir(req: Request<"MKDIR">): EntryOut {
     const path = this.#childPath(req.header.nodeid, req.name);
-    check("mkdir", libc().mkdir(bpath(path), req.mode));
+    this.#unmasked(() => check("mkdir", libc().mkdir(bpath(path), req.mode)));
     this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
     return this.#lookupCreated(req.header.nodeid, req.name, path);
   }
@@ -466,7 +475,7 @@ export class LoopbackFs implements Filesystem {
   create(req: Request<"CREATE">): { entry: EntryOut; open: OpenOut } {
     const path = this.#childPath(req.header.nodeid, req.name);
     const flags = (req.flags & ~O.NOCTTY) | O.CREAT | O.CLOEXEC;
-    const fd = check("open", libc().open(bpath(path), flags, req.mode));
+    const fd = this.#unmasked(() => check("open", libc().open(bpath(path), flags, req.mode)));
     try {
       this.#chownNew(path, this.#pathOf(req.header.nodeid), req.header.uid, req.header.gid);
       return {

@@ -109,6 +109,16 @@ if phase == "root":
     rec("listdir types", lambda: sorted((e.name, e.is_dir(follow_symlinks=False), e.is_symlink()) for e in os.scandir(".")))
     rec("fsync", lambda: (lambda fd: (os.fsync(fd), os.close(fd)))(os.open("f", os.O_RDONLY)) and None)
     rec("rmdir", lambda: (os.unlink("e/g"), os.rmdir("e"), os.path.exists("e")))
+    def umask_zero():
+        os.umask(0)
+        try:
+            write("u666", b"", mode=0o666)
+            os.mkdir("u777", 0o777)
+            os.mkfifo("ufifo", 0o666)
+            return [st("u666"), st("u777"), st("ufifo")]
+        finally:
+            os.umask(0o022)
+    rec("caller umask 0", umask_zero)
     # Leave a stage for the unprivileged phase.
     os.mkdir("shared", 0o1777); os.chmod("shared", 0o1777)
     write("secret", b"s", mode=0o600)

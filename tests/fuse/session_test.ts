@@ -56,6 +56,7 @@ Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cac
   // Without AUTO_INVAL_DATA the kernel trusts its caches until told otherwise.
   const session = new FuseSession(mount.fd, fs, { idleWaitMs: 0, autoInvalData: false });
   const serving = session.serve();
+  const umask = Deno.umask();
   try {
     assert.equal(await shOk(`cat '${mnt}/f'`), "version one\n");
     // Changed behind the kernel's back: with hour-long timeouts and kept pages it still

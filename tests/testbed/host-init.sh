@@ -12,6 +12,7 @@
 #   chroot the root has no glibc (tiny): keep this machine's sshd and let it
 #          ChrootDirectory each session into the root.
 set -euo pipefail
+umask 022 # whatever the caller had: sshd refuses a group- or world-writable /run/sshd
 name=$1 mode=$2 lower=$3 hostdir=$4
 
 mount --make-rprivate /
