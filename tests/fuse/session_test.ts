@@ -71,10 +71,10 @@ Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cac
     await Deno.remove(`${src}/g`);
     assert.equal(await shOk(`stat -c %s '${mnt}/g'`), "2\n", "the dentry is still cached");
     assert.equal(session.notifyInvalEntry(fs.nodes.root.id, "g"), 0);
-    assert.match(
-      (await new Deno.Command("stat", { args: [`${mnt}/g`] }).output()).code.toString(),
-      /^1$/,
-    );
+    const gone = await new Deno.Command("stat", { args: [`${mnt}/g`], stderr: "piped" }).output();
+    assert.match(new TextDecoder().decode(gone.stderr), /No such file or directory/);
+    await shOk(`mkdir '${mnt}/made-here'`);
+    assert.equal(Deno.umask(), umask, "serving left this process's umask alone");
   } finally {
     unmountFuse(mount);
     await serving;
