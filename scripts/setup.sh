@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DENO_VERSION=2.9.6
+ASC_VERSION=0.28.20
 APT_PACKAGES=(
   debootstrap openssh-server openssh-client busybox-static iproute2 procps psmisc file
-  fuse3 libfuse3-dev pkg-config gcc make git attr fio python3 lua5.4 ffmpeg tmux
+  fuse3 libfuse3-dev pkg-config gcc binutils make git attr fio python3 lua5.4 ffmpeg tmux
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -34,11 +35,16 @@ if ((${#missing[@]})); then
   [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 
+# One npm call for all pinned tools: npm prunes what a later call does not name. No
+# lock file is written (it would record the registry's address).
 deno=.tools/node_modules/.bin/deno
-if ! { [ -x "$deno" ] && "$deno" --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; }; then
-  echo "setup: installing deno $DENO_VERSION from the npm registry" >&2
+asc=.tools/node_modules/.bin/asc
+if ! { [ -x "$deno" ] && "$deno" --version 2>/dev/null | grep -q "^deno $DENO_VERSION " &&
+  [ -x "$asc" ] && [ "$("$asc" --version 2>/dev/null)" = "Version $ASC_VERSION" ]; }; then
+  echo "setup: installing deno $DENO_VERSION and assemblyscript $ASC_VERSION from the npm registry" >&2
   mkdir -p .tools
-  npm install --no-save --no-audit --no-fund --loglevel=error --prefix .tools "deno@$DENO_VERSION" >/dev/null
+  npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error --prefix .tools \
+    "deno@$DENO_VERSION" "assemblyscript@$ASC_VERSION" >/dev/null
 fi
 "$deno" --version | head -1 >&2
 # npm: packages named in deno.json, fetched once so later runs work offline.

@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/env.sh
 trap 'deno run -A tests/testbed/cli.ts down' EXIT
+bash scripts/build-wasm.sh # the tests use what wasm/ builds now, not a stale copy
 deno task check
 deno test -A tests/ "$@"

@@ -1,0 +1,183 @@
+/**
+ * A compact, self-describing binary encoding for RPC payloads: null, booleans,
+ * numbers, bigints, strings, byte arrays, arrays and plain objects. Bytes travel
+ * as bytes (no base64), which is most of what the file service moves.
+ *
+ * Tags: 0 null, 1 false, 2 true, 3 f64, 4 i32, 5 bigint (i64), 6 string (u32 len,
+ * UTF-8), 7 bytes (u32 len), 8 array (u32 count), 9 object (u32 count, then
+ * key string + value pairs), 10 undefined.
+ */
+
+export type Value =
+  | null
+  | undefined
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | Value[]
+  | { [key: string]: Value };
+
+export class CodecError extends Error {
+  override name = "CodecError";
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+class Writer {
+  buf = new Uint8Array(256);
+  view = new DataView(this.buf.buffer);
+  length = 0;
+
+  reserve(n: number): number {
+    if (this.length + n > this.buf.length) {
+      let size = this.buf.length * 2;
+      while (size < this.length + n) size *= 2;
+      const next = new Uint8Array(size);
+      next.set(this.buf.subarray(0, this.length));
+      this.buf = next;
+      this.view = new DataView(next.buffer);
+    }
+    const at = this.length;
+    this.length += n;
+    return at;
+  }
+  u8(v: number) {
+    this.buf[this.reserve(1)] = v;
+  }
+  u32(v: number) {
+    this.view.setUint32(this.reserve(4), v, true);
+  }
+  bytes(b: Uint8Array) {
+    this.u32(b.length);
+    this.buf.set(b, this.reserve(b.length));
+  }
+}
+
+function put(w: Writer, v: Value, depth: number): void {
+  if (depth > 64) throw new CodecError("value nested too deeply");
+  if (v === null) return w.u8(0);
+  if (v === undefined) return w.u8(10);
+  switch (typeof v) {
+    case "boolean":
+      return w.u8(v ? 2 : 1);
+    case "number":
+      if (Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff) {
+        w.u8(4);
+        w.view.setInt32(w.reserve(4), v, true);
+      } else {
+        w.u8(3);
+        w.view.setFloat64(w.reserve(8), v, true);
+      }
+      return;
+    case "bigint":
+      w.u8(5);
+      w.view.setBigInt64(w.reserve(8), BigInt.asIntN(64, v), true);
+      return;
+    case "string":
+      w.u8(6);
+      w.bytes(encoder.encode(v));
+      return;
+  }
+  if (v instanceof Uint8Array) {
+    w.u8(7);
+    w.bytes(v);
+  } else if (Array.isArray(v)) {
+    w.u8(8);
+    w.u32(v.length);
+    for (const item of v) put(w, item, depth + 1);
+  } else if (typeof v === "object") {
+    const keys = Object.keys(v);
+    w.u8(9);
+    w.u32(keys.length);
+    for (const k of keys) {
+      w.bytes(encoder.encode(k));
+      put(w, v[k], depth + 1);
+    }
+  } else {
+    throw new CodecError(`cannot encode ${typeof v}`);
+  }
+}
+
+export function encodeValue(v: Value): Uint8Array {
+  const w = new Writer();
+  put(w, v, 0);
+  return w.buf.subarray(0, w.length);
+}
+
+class Reader {
+  at = 0;
+  readonly view: DataView;
+  constructor(readonly buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  need(n: number): number {
+    if (this.at + n > this.buf.length) throw new CodecError("truncated value");
+    const at = this.at;
+    this.at += n;
+    return at;
+  }
+  u32(): number {
+    return this.view.getUint32(this.need(4), true);
+  }
+  bytes(): Uint8Array {
+    const n = this.u32();
+    const at = this.need(n);
+    return this.buf.slice(at, at + n);
+  }
+}
+
+function get(r: Reader, depth: number): Value {
+  if (depth > 64) throw new CodecError("value nested too deeply");
+  const tag = r.buf[r.need(1)];
+  switch (tag) {
+    case 0:
+      return null;
+    case 1:
+      return false;
+    case 2:
+      return true;
+    case 3:
+      return r.view.getFloat64(r.need(8), true);
+    case 4:
+      return r.view.getInt32(r.need(4), true);
+    case 5:
+      return r.view.getBigInt64(r.need(8), true);
+    case 6:
+      return decoder.decode(r.bytes());
+    case 7:
+      return r.bytes();
+    case 8: {
+      const n = r.u32();
+      if (n > r.buf.length - r.at) throw new CodecError("array longer than its message");
+      const out: Value[] = [];
+      for (let i = 0; i < n; i++) out.push(get(r, depth + 1));
+      return out;
+    }
+    case 9: {
+      const n = r.u32();
+      if (n > r.buf.length - r.at) throw new CodecError("object longer than its message");
+      const out: { [key: string]: Value } = {};
+      for (let i = 0; i < n; i++) {
+        const key = decoder.decode(r.bytes());
+        if (key === "__proto__") throw new CodecError("forbidden key");
+        out[key] = get(r, depth + 1);
+      }
+      return out;
+    }
+    case 10:
+      return undefined;
+    default:
+      throw new CodecError(`unknown tag ${tag}`);
+  }
+}
+
+/** Decodes exactly one value filling `bytes`; anything else is a CodecError. */
+export function decodeValue(bytes: Uint8Array): Value {
+  const r = new Reader(bytes);
+  const v = get(r, 0);
+  if (r.at !== bytes.length) throw new CodecError(`${bytes.length - r.at} bytes after the value`);
+  return v;
+}
