@@ -1,0 +1,258 @@
+/**
+ * One RPC endpoint over a byte stream (an SSH channel, a pipe): typed, versioned,
+ * multiplexed. Either side may call the other; many calls may be in flight.
+ *
+ * Frame: u32 length of what follows, u8 kind, u32 id, then a codec Value.
+ *   HELLO    {protocol, version, program}: first frame each way; a mismatch ends
+ *            the connection with a clear error on both sides.
+ *   CALL     id, [method, args]          RESULT id, value
+ *   ERROR    id, {errno, message}        (errno 0: not a system error)
+ *   EVENT    0, [name, args]             one-way (stdout bytes, exit status, forget, ...)
+ */
+import { decodeValue, encodeValue, type Value } from "./codec.ts";
+import { errnoName } from "../sys/errno.ts";
+
+export const RPC_PROTOCOL = "outrun-rpc";
+export const RPC_VERSION = 1;
+
+const enum Kind {
+  Hello = 1,
+  Call = 2,
+  Result = 3,
+  Error = 4,
+  Event = 5,
+}
+
+/** Largest frame accepted: a 1 MiB READ or WRITE plus its header, with room to spare. */
+export const MAX_FRAME = 4 * 1024 * 1024;
+
+export class RpcError extends Error {
+  override name = "RpcError";
+  constructor(readonly errno: number, message: string, readonly method?: string) {
+    super(message);
+  }
+  get code(): string {
+    return errnoName(this.errno);
+  }
+}
+
+/** The connection is gone or broken: every pending call fails with this. */
+export class RpcClosed extends Error {
+  override name = "RpcClosed";
+}
+
+export type Handler = (args: Value) => Value | Promise<Value>;
+export type EventHandler = (args: Value) => void;
+
+export interface Transport {
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array>;
+}
+
+export interface PeerOptions {
+  /** This program's version, sent in HELLO (informational). */
+  program: string;
+  /** Errors thrown by handlers that carry no errno are reported here. */
+  log?: (message: string) => void;
+}
+
+export interface Hello {
+  protocol: string;
+  version: number;
+  program: string;
+}
+
+export class RpcPeer {
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #handlers = new Map<string, Handler>();
+  readonly #events = new Map<string, EventHandler>();
+  readonly #pending = new Map<
+    number,
+    { resolve(v: Value): void; reject(e: Error): void; method: string }
+  >();
+  readonly #log: (message: string) => void;
+  #nextId = 1;
+  #closed: Error | null = null;
+  #helloResolve!: (h: Hello) => void;
+  #helloReject!: (e: Error) => void;
+  /** The other side's HELLO, once it came and matched ours. */
+  readonly remoteHello: Promise<Hello>;
+  /** Resolves when the stream ends or breaks (with the reason, null for a clean end). */
+  readonly closed: Promise<Error | null>;
+  /** Bytes and frames each way, for --stats. */
+  readonly stats = { framesOut: 0, framesIn: 0, bytesOut: 0, bytesIn: 0, calls: 0 };
+
+  constructor(transport: Transport, readonly options: PeerOptions) {
+    this.#writer = transport.writable.getWriter();
+    this.#reader = transport.readable.getReader();
+    this.#log = options.log ?? ((m) => console.error(`outrun: rpc: ${m}`));
+    this.remoteHello = new Promise((resolve, reject) => {
+      this.#helloResolve = resolve;
+      this.#helloReject = reject;
+    });
+    this.remoteHello.catch(() => {});
+    this.#send(Kind.Hello, 0, {
+      protocol: RPC_PROTOCOL,
+      version: RPC_VERSION,
+      program: options.program,
+    });
+    this.closed = this.#readLoop();
+  }
+
+  /** Registers the function that answers calls of `method`. */
+  handle(method: string, handler: Handler): void {
+    this.#handlers.set(method, handler);
+  }
+
+  onEvent(name: string, handler: EventHandler): void {
+    this.#events.set(name, handler);
+  }
+
+  async call(method: string, args: Value): Promise<Value> {
+    await this.remoteHello;
+    if (this.#closed) throw this.#closed;
+    const id = this.#nextId++;
+    this.stats.calls++;
+    const result = new Promise<Value>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, method });
+    });
+    this.#send(Kind.Call, id, [method, args]);
+    return await result;
+  }
+
+  /** A one-way message; dropped silently once the connection is closed. */
+  event(name: string, args: Value): void {
+    if (!this.#closed) this.#send(Kind.Event, 0, [name, args]);
+  }
+
+  /** Ends the connection: pending calls fail, the stream is closed. */
+  async close(reason: Error = new RpcClosed("connection closed")): Promise<void> {
+    this.#fail(reason);
+    await this.#writer.close().catch(() => {});
+    await this.#reader.cancel().catch(() => {});
+  }
+
+  #send(kind: Kind, id: number, value: Value): void {
+    const body = encodeValue(value);
+    const frame = new Uint8Array(9 + body.length);
+    const v = new DataView(frame.buffer);
+    v.setUint32(0, 5 + body.length, true);
+    frame[4] = kind;
+    v.setUint32(5, id, true);
+    frame.set(body, 9);
+    this.stats.framesOut++;
+    this.stats.bytesOut += frame.length;
+    this.#writer.write(frame).catch((err) => this.#fail(new RpcClosed(`write: ${err}`)));
+  }
+
+  #fail(reason: Error): void {
+    if (this.#closed) return;
+    this.#closed = reason;
+    this.#helloReject(reason);
+    for (const p of this.#pending.values()) p.reject(reason);
+    this.#pending.clear();
+  }
+
+  async #readLoop(): Promise<Error | null> {
+    let buf: Uint8Array = new Uint8Array(0);
+    try {
+      while (true) {
+        const { value, done } = await this.#reader.read();
+        if (done) break;
+        this.stats.bytesIn += value.length;
+        buf = buf.length ? concat(buf, value) : value;
+        let at = 0;
+        while (buf.length - at >= 4) {
+          const len = new DataView(buf.buffer, buf.byteOffset + at, 4).getUint32(0, true);
+          if (len < 5 || len > MAX_FRAME) throw new RpcClosed(`bad frame length ${len}`);
+          if (buf.length - at - 4 < len) break;
+          this.#onFrame(buf.subarray(at + 4, at + 4 + len));
+          at += 4 + len;
+        }
+        buf = at === buf.length ? new Uint8Array(0) : buf.slice(at);
+      }
+      if (buf.length) throw new RpcClosed("stream ended inside a frame");
+      this.#fail(new RpcClosed("the other side closed the connection"));
+      return null;
+    } catch (err) {
+      const reason = err instanceof Error ? err : new Error(String(err));
+      this.#fail(reason);
+      return reason;
+    }
+  }
+
+  #onFrame(frame: Uint8Array): void {
+    this.stats.framesIn++;
+    const kind = frame[0];
+    const id = new DataView(frame.buffer, frame.byteOffset + 1, 4).getUint32(0, true);
+    const value = decodeValue(frame.subarray(5));
+    switch (kind) {
+      case Kind.Hello:
+        return this.#onHello(value);
+      case Kind.Call:
+        return this.#onCall(id, value);
+      case Kind.Result:
+      case Kind.Error: {
+        const p = this.#pending.get(id);
+        if (!p) return;
+        this.#pending.delete(id);
+        if (kind === Kind.Result) return p.resolve(value);
+        const e = value as { errno: number; message: string };
+        return p.reject(new RpcError(e.errno, `${p.method}: ${e.message}`, p.method));
+      }
+      case Kind.Event: {
+        const [name, args] = value as [string, Value];
+        this.#events.get(name)?.(args);
+        return;
+      }
+      default:
+        throw new RpcClosed(`unknown frame kind ${kind}`);
+    }
+  }
+
+  #onHello(value: Value): void {
+    const h = value as unknown as Hello;
+    if (h?.protocol !== RPC_PROTOCOL || h.version !== RPC_VERSION) {
+      const theirs = `${h?.protocol ?? "?"} v${h?.version ?? "?"} (${h?.program ?? "?"})`;
+      const ours = `${RPC_PROTOCOL} v${RPC_VERSION} (${this.options.program})`;
+      throw new RpcClosed(`protocol mismatch: this side speaks ${ours}, the other ${theirs}`);
+    }
+    this.#helloResolve(h);
+  }
+
+  #onCall(id: number, value: Value): void {
+    const [method, args] = value as [string, Value];
+    const handler = this.#handlers.get(method);
+    if (!handler) {
+      this.#send(Kind.Error, id, { errno: 38, message: `no method ${method}` }); // ENOSYS
+      return;
+    }
+    const reply = (v: Value) => !this.#closed && this.#send(Kind.Result, id, v);
+    const fail = (err: unknown) => {
+      if (this.#closed) return;
+      const errno = typeof (err as { errno?: unknown })?.errno === "number"
+        ? (err as { errno: number }).errno
+        : 0;
+      if (!errno) this.#log(`${method}: ${err instanceof Error ? err.stack : err}`);
+      this.#send(Kind.Error, id, {
+        errno: errno || 5,
+        message: String((err as Error)?.message ?? err),
+      });
+    };
+    try {
+      const result = handler(args);
+      if (result instanceof Promise) result.then(reply, fail);
+      else reply(result);
+    } catch (err) {
+      fail(err);
+    }
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

@@ -1,0 +1,141 @@
+import assert from "node:assert/strict";
+import { CodecError, decodeValue, encodeValue, type Value } from "../../lib/rpc/codec.ts";
+import { RpcClosed, RpcError, RpcPeer, type Transport } from "../../lib/rpc/peer.ts";
+
+/** Two transports joined back to back, like the two ends of an SSH channel. */
+function pipePair(): [Transport, Transport] {
+  const a = new TransformStream<Uint8Array, Uint8Array>();
+  const b = new TransformStream<Uint8Array, Uint8Array>();
+  return [{ readable: a.readable, writable: b.writable }, {
+    readable: b.readable,
+    writable: a.writable,
+  }];
+}
+
+Deno.test("codec: round trips every kind of value", () => {
+  const values: Value[] = [
+    null,
+    undefined,
+    true,
+    false,
+    0,
+    -1,
+    2 ** 31,
+    -(2 ** 31),
+    1.5,
+    Number.MAX_SAFE_INTEGER,
+    -(2n ** 63n),
+    2n ** 63n - 1n,
+    "",
+    "héllo \u0000 wörld",
+    new Uint8Array([0, 1, 255]),
+    [],
+    [1, [2, [3]]],
+    { a: 1, b: { c: [new Uint8Array(3), "x"] }, "": null },
+  ];
+  for (const v of values) assert.deepEqual(decodeValue(encodeValue(v)), v);
+});
+
+Deno.test("codec property: random values round trip, random bytes never crash", () => {
+  let seed = 3;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
+  const gen = (depth: number): Value => {
+    switch (rand(depth > 3 ? 6 : 8)) {
+      case 0:
+        return null;
+      case 1:
+        return rand(2) === 0;
+      case 2:
+        return rand(1 << 30) - (1 << 29);
+      case 3:
+        return BigInt(rand(1 << 30)) << 20n;
+      case 4:
+        return String.fromCharCode(...Array.from({ length: rand(10) }, () => 32 + rand(500)));
+      case 5:
+        return new Uint8Array(Array.from({ length: rand(20) }, () => rand(256)));
+      case 6:
+        return Array.from({ length: rand(5) }, () => gen(depth + 1));
+      default:
+        return Object.fromEntries(
+          Array.from({ length: rand(5) }, (_, i) => [`k${i}`, gen(depth + 1)]),
+        );
+    }
+  };
+  for (let i = 0; i < 2000; i++) {
+    const v = gen(0);
+    assert.deepEqual(decodeValue(encodeValue(v)), v);
+  }
+  for (let i = 0; i < 5000; i++) {
+    const bytes = new Uint8Array(Array.from({ length: rand(40) }, () => rand(12)));
+    try {
+      decodeValue(bytes);
+    } catch (e) {
+      assert.ok(e instanceof CodecError || e instanceof TypeError, String(e));
+    }
+  }
+});
+
+Deno.test("rpc: calls both ways, many in flight, errors keep their errno, events", async () => {
+  const [x, y] = pipePair();
+  const a = new RpcPeer(x, { program: "a" });
+  const b = new RpcPeer(y, { program: "b" });
+  b.handle("add", (args) => {
+    const [p, q] = args as number[];
+    return p + q;
+  });
+  b.handle("slow", async (args) => {
+    await new Promise((r) => setTimeout(r, (args as number) * 2));
+    return args;
+  });
+  b.handle("fail", () => {
+    throw Object.assign(new Error("no such file"), { errno: 2 });
+  });
+  a.handle("ping", () => "pong");
+  assert.equal(await a.call("add", [2, 3]), 5);
+  assert.equal(await b.call("ping", null), "pong");
+  // Later calls answer first: replies are matched by id, not by order.
+  const order: number[] = [];
+  await Promise.all([5, 1, 3].map(async (n) => order.push(await a.call("slow", n) as number)));
+  assert.deepEqual(order, [1, 3, 5]);
+  await assert.rejects(a.call("fail", null), (e) => e instanceof RpcError && e.code === "ENOENT");
+  await assert.rejects(a.call("nope", null), (e) => e instanceof RpcError && e.code === "ENOSYS");
+  const got: Value[] = [];
+  b.onEvent("out", (v) => got.push(v));
+  a.event("out", new Uint8Array([1, 2]));
+  assert.equal(await a.call("add", [0, 0]), 0); // events and calls keep their order
+  assert.deepEqual(got, [new Uint8Array([1, 2])]);
+  assert.equal((await a.remoteHello).program, "b");
+  await a.close();
+  await b.closed;
+  await assert.rejects(b.call("ping", null), RpcClosed);
+});
+
+Deno.test("rpc: a version mismatch fails clearly on both sides", async () => {
+  const [x, y] = pipePair();
+  const a = new RpcPeer(x, { program: "outrun 0.1.0" });
+  // A fake old peer: writes a HELLO with version 0.
+  const writer = y.writable.getWriter();
+  const body = encodeValue({ protocol: "outrun-rpc", version: 0, program: "outrun 0.0.1" });
+  const frame = new Uint8Array(9 + body.length);
+  new DataView(frame.buffer).setUint32(0, 5 + body.length, true);
+  frame[4] = 1;
+  frame.set(body, 9);
+  await writer.write(frame);
+  await assert.rejects(a.call("x", null), /protocol mismatch.*outrun-rpc v1.*outrun-rpc v0/);
+  const reason = await a.closed;
+  assert.match(String(reason), /protocol mismatch/);
+  await writer.close().catch(() => {});
+  await y.readable.cancel().catch(() => {});
+});
+
+Deno.test("rpc: a cut stream fails pending calls instead of hanging", async () => {
+  const [x, y] = pipePair();
+  const a = new RpcPeer(x, { program: "a" });
+  const b = new RpcPeer(y, { program: "b" });
+  b.handle("never", () => new Promise(() => {}));
+  const pending = a.call("never", null);
+  await a.remoteHello;
+  await b.close();
+  await assert.rejects(pending, RpcClosed);
+  await a.close();
+});
