@@ -15,9 +15,17 @@ import {
 } from "../fuse/mod.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { delayedFilesystem } from "../fs/delayed.ts";
+import { ProxyFs, serveFilesystem } from "../fs/proxy.ts";
+import { RpcClosed, RpcPeer } from "../rpc/mod.ts";
+import type { Filesystem } from "../fuse/mod.ts";
+import { VERSION } from "../version.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 export async function debugMain(args: string[]): Promise<number> {
   if (args[0] === "loopback") return await loopbackMain(args.slice(1));
+  if (args[0] === "proxy") return await loopbackMain(args.slice(1), true);
+  if (args[0] === "serve-fs") return await serveFsMain(args.slice(1));
   console.error(USAGE);
   return 2;
 }
@@ -25,7 +33,36 @@ export async function debugMain(args: string[]): Promise<number> {
 const USAGE = "usage: outrun debug loopback SRC MOUNTPOINT [--debug] [--writeback] " +
   "[--attr-timeout S] [--delay-ms N] [--stats FILE]";
 
-async function loopbackMain(args: string[]): Promise<number> {
+/**
+ * `debug serve-fs ROOT`: the file service of ROOT on stdin/stdout (RPC), as outrun's
+ * local side serves "/" to the remote agent. Ends when the other side closes.
+ */
+async function serveFsMain(args: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { hide: { type: "string", multiple: true } },
+  });
+  const root = Deno.realPathSync(positionals[0] ?? "/");
+  const peer = new RpcPeer(
+    { readable: Deno.stdin.readable, writable: Deno.stdout.writable },
+    { program: `outrun ${VERSION}` },
+  );
+  const hide = (values.hide ?? []).map(utf8ByteString);
+  serveFilesystem(peer, new LoopbackFs({ root: utf8ByteString(root), hide }));
+  const reason = await peer.closed;
+  if (reason && !(reason instanceof RpcClosed)) {
+    console.error(`outrun: serve-fs: ${reason.message}`);
+  }
+  return 0;
+}
+
+/**
+ * `debug loopback` serves the mirror in this process; `debug proxy` starts
+ * `debug serve-fs SRC` as a child and forwards every request to it over RPC on the
+ * child's stdin/stdout: outrun's whole data path except SSH.
+ */
+async function loopbackMain(args: string[], proxy = false): Promise<number> {
   const { positionals, values } = parseArgs({
     args,
     allowPositionals: true,
@@ -56,19 +93,37 @@ async function loopbackMain(args: string[]): Promise<number> {
   const delayed = values["delay-ms"]
     ? delayedFilesystem(loopback, Number(values["delay-ms"]))
     : null;
-  const fs = delayed?.fs ?? loopback;
+  let fs: Filesystem = delayed?.fs ?? loopback;
+  let server: Deno.ChildProcess | null = null;
+  let peer: RpcPeer | null = null;
+  if (proxy) {
+    server = new Deno.Command(Deno.execPath(), {
+      // The mount point must stay hidden: looking it up would re-enter the mount.
+      args: ["run", "-A", "--quiet", MAIN, "debug", "serve-fs", src, "--hide", mountpoint],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    peer = new RpcPeer(
+      { readable: server.stdout, writable: server.stdin },
+      { program: `outrun ${VERSION}` },
+    );
+    await peer.remoteHello;
+    fs = new ProxyFs(peer);
+    peer.closed.then(() => stop());
+  }
   const mount = mountFuse(mountpoint, { fsName: `loopback:${src}`, subtype: "outrun" });
   const session = new FuseSession(mount.fd, fs, {
     debug: values.debug,
     writebackCache: values.writeback,
   });
   let stopping = false;
-  const stop = () => {
+  function stop() {
     if (stopping) return;
     stopping = true;
     unmountFuse(mount);
     session.close();
-  };
+  }
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   const serving = session.serve();
@@ -81,6 +136,13 @@ async function loopbackMain(args: string[]): Promise<number> {
     stop();
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
+  }
+  if (server && peer) {
+    // Closing our end is the child's signal to finish; it gets 5 s before SIGKILL.
+    await peer.close();
+    const timer = setTimeout(() => server.kill("SIGKILL"), 5000);
+    await server.status;
+    clearTimeout(timer);
   }
   if (values.stats) {
     const stats = { session: session.stats, delayed: delayed?.stats ?? null };

@@ -84,9 +84,11 @@ function then<T>(
   return value instanceof Promise ? value.then(f) : f(value);
 }
 
+/** The errno an error carries (FuseError, SysError, or any error with a numeric errno). */
 function errnoOf(err: unknown): number | null {
   if (err instanceof FuseError || err instanceof SysError) return err.errno;
-  return null;
+  const errno = (err as { errno?: unknown } | null)?.errno;
+  return typeof errno === "number" && errno > 0 ? errno : null;
 }
 
 /** Per opcode: how to call the filesystem and encode its answer. */

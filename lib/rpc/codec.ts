@@ -45,14 +45,17 @@ class Writer {
     return at;
   }
   u8(v: number) {
-    this.buf[this.reserve(1)] = v;
+    const at = this.reserve(1);
+    this.buf[at] = v;
   }
   u32(v: number) {
-    this.view.setUint32(this.reserve(4), v, true);
+    const at = this.reserve(4);
+    this.view.setUint32(at, v, true);
   }
   bytes(b: Uint8Array) {
     this.u32(b.length);
-    this.buf.set(b, this.reserve(b.length));
+    const at = this.reserve(b.length); // may replace this.buf: reserve first
+    this.buf.set(b, at);
   }
 }
 
@@ -66,15 +69,18 @@ function put(w: Writer, v: Value, depth: number): void {
     case "number":
       if (Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff) {
         w.u8(4);
-        w.view.setInt32(w.reserve(4), v, true);
+        const at = w.reserve(4);
+        w.view.setInt32(at, v, true);
       } else {
         w.u8(3);
-        w.view.setFloat64(w.reserve(8), v, true);
+        const at = w.reserve(8);
+        w.view.setFloat64(at, v, true);
       }
       return;
     case "bigint":
       w.u8(5);
-      w.view.setBigInt64(w.reserve(8), BigInt.asIntN(64, v), true);
+      const at = w.reserve(8);
+      w.view.setBigInt64(at, BigInt.asIntN(64, v), true);
       return;
     case "string":
       w.u8(6);

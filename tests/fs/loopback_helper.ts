@@ -26,9 +26,21 @@ export async function waitFor(what: string, cond: () => boolean, ms = 10_000): P
   }
 }
 
-export function startServer(src: string, mnt: string, extra: string[] = []): Deno.ChildProcess {
+/**
+ * How a test mirror is served: `loopback` in one process; `proxy` forwards every
+ * request over RPC to a `serve-fs` child (outrun's data path without SSH).
+ */
+export type Mode = "loopback" | "proxy";
+export const MODES: readonly Mode[] = ["loopback", "proxy"];
+
+export function startServer(
+  src: string,
+  mnt: string,
+  extra: string[] = [],
+  mode: Mode = "loopback",
+): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, "debug", "loopback", src, mnt, ...extra],
+    args: ["run", "-A", "--quiet", MAIN, "debug", mode, src, mnt, ...extra],
     stdin: "null",
     stdout: "inherit",
     stderr: "inherit",
@@ -36,14 +48,18 @@ export function startServer(src: string, mnt: string, extra: string[] = []): Den
 }
 
 /** A fresh src dir (or `src` given) mirrored at a fresh mount point. */
-export async function startLoopback(src?: string, extra: string[] = []): Promise<Loopback> {
+export async function startLoopback(
+  src?: string,
+  extra: string[] = [],
+  mode: Mode = "loopback",
+): Promise<Loopback> {
   const base = await Deno.makeTempDir({ prefix: "outrun-lb-" });
   await Deno.chmod(base, 0o755); // other users' tests walk into it
   const source = src ?? `${base}/src`;
   if (!src) await Deno.mkdir(source);
   const mnt = `${base}/mnt`;
   await Deno.mkdir(mnt);
-  const server = startServer(source, mnt, extra);
+  const server = startServer(source, mnt, extra, mode);
   await waitFor(`mount at ${mnt}`, () => fuseMounted(mnt));
   // The mount is there before INIT is answered; a stat waits for INIT, so this is ready.
   await Deno.stat(mnt);
@@ -97,12 +113,23 @@ export async function shOk(script: string, env: Record<string, string> = {}): Pr
 /** Runs `fn` against a fresh loopback, always stopping it (and checking it unmounted). */
 export async function withLoopback(
   fn: (lb: Loopback) => Promise<void>,
-  options: { src?: string; extra?: string[] } = {},
+  options: { src?: string; extra?: string[]; mode?: Mode } = {},
 ): Promise<void> {
-  const lb = await startLoopback(options.src, options.extra);
+  const lb = await startLoopback(options.src, options.extra, options.mode);
   try {
     await fn(lb);
   } finally {
     await lb.stop();
+  }
+}
+
+/** One test per mode: the same checks through the loopback and through the RPC proxy. */
+export function fsTest(
+  name: string,
+  body: (lb: Loopback) => Promise<void>,
+  options: { src?: string; extra?: string[] } = {},
+): void {
+  for (const mode of MODES) {
+    Deno.test(`${mode}: ${name}`, () => withLoopback(body, { ...options, mode }));
   }
 }

@@ -4,7 +4,7 @@
  * loopback mount of an identical one; every result and errno must be the same.
  */
 import assert from "node:assert/strict";
-import { shOk, withLoopback } from "./loopback_helper.ts";
+import { MODES, shOk, withLoopback } from "./loopback_helper.ts";
 
 const PROBE = new URL("./posix_ops.py", import.meta.url).pathname;
 const AS_NOBODY = "setpriv --reuid=65534 --regid=65534 --clear-groups";
@@ -16,23 +16,25 @@ async function probe(dir: string, phase: "root" | "user"): Promise<string[]> {
   );
 }
 
-Deno.test("posix: every call answers the same through the loopback as on the directory", async () => {
-  const plain = await Deno.makeTempDir({ prefix: "outrun-posix-" });
-  await Deno.chmod(plain, 0o755);
-  try {
-    await withLoopback(async ({ src, mnt }) => {
-      await Deno.chmod(src, 0o755);
-      for (const phase of ["root", "user"] as const) {
-        const expected = await probe(plain, phase);
-        const actual = await probe(mnt, phase);
-        assert.ok(expected.length > 20, `${phase}: the probe ran (${expected.length} results)`);
-        for (let i = 0; i < expected.length; i++) {
-          assert.equal(actual[i], expected[i], `${phase} call ${i}`);
+for (const mode of MODES) {
+  Deno.test(`posix: every call answers the same through the ${mode} as on the directory`, async () => {
+    const plain = await Deno.makeTempDir({ prefix: "outrun-posix-" });
+    await Deno.chmod(plain, 0o755);
+    try {
+      await withLoopback(async ({ src, mnt }) => {
+        await Deno.chmod(src, 0o755);
+        for (const phase of ["root", "user"] as const) {
+          const expected = await probe(plain, phase);
+          const actual = await probe(mnt, phase);
+          assert.ok(expected.length > 20, `${phase}: the probe ran (${expected.length} results)`);
+          for (let i = 0; i < expected.length; i++) {
+            assert.equal(actual[i], expected[i], `${phase} call ${i}`);
+          }
+          assert.equal(actual.length, expected.length);
         }
-        assert.equal(actual.length, expected.length);
-      }
-    });
-  } finally {
-    await Deno.remove(plain, { recursive: true });
-  }
-});
+      }, { mode });
+    } finally {
+      await Deno.remove(plain, { recursive: true });
+    }
+  });
+}
