@@ -77,11 +77,12 @@ function put(w: Writer, v: Value, depth: number): void {
         w.view.setFloat64(at, v, true);
       }
       return;
-    case "bigint":
+    case "bigint": {
       w.u8(5);
       const at = w.reserve(8);
       w.view.setBigInt64(at, BigInt.asIntN(64, v), true);
       return;
+    }
     case "string":
       w.u8(6);
       w.bytes(encoder.encode(v));
