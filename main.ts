@@ -1,31 +1,43 @@
 /**
  * outrun: run a local command with the CPU of another Linux machine.
  *
- * The CLI entry point. Everything it does lives under lib/; this file only
- * parses the first word and dispatches.
+ * The CLI entry point: parses the command line like ssh does and hands over to
+ * lib/session/local.ts. Its own failures print one `outrun: ...` line and exit 255.
  */
+import { parseCli, USAGE } from "./lib/cli.ts";
 import { VERSION } from "./lib/version.ts";
 
-const USAGE = `usage: outrun [options] [user@]host command [args...]
-       outrun --version
-       outrun debug loopback SRC MOUNTPOINT`;
-
 export async function main(args: string[]): Promise<number> {
-  if (args[0] === "--version" || args[0] === "-V") {
-    console.log(`outrun ${VERSION}`);
-    return 0;
+  const cli = parseCli(args);
+  switch (cli.kind) {
+    case "version":
+      console.log(`outrun ${VERSION}`);
+      return 0;
+    case "help":
+      console.log(USAGE);
+      return 0;
+    case "usage":
+      console.error(`outrun: ${cli.message}\n${USAGE}`);
+      return 255;
+    case "debug": {
+      const { debugMain } = await import("./lib/debug/mod.ts");
+      return await debugMain(cli.args);
+    }
+    case "run": {
+      const { runRemote } = await import("./lib/session/local.ts");
+      try {
+        return await runRemote(cli.options);
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        console.error(
+          message.startsWith("outrun:") || message.startsWith("ssh:")
+            ? message.replace(/^ssh: /, "outrun: ")
+            : `outrun: ${message}`,
+        );
+        return 255;
+      }
+    }
   }
-  if (args[0] === "--help" || args[0] === "-h") {
-    console.log(USAGE);
-    return 0;
-  }
-  if (args[0] === "debug") {
-    const { debugMain } = await import("./lib/debug/mod.ts");
-    return await debugMain(args.slice(1));
-  }
-  console.error(USAGE);
-  console.error("outrun: remote execution is not implemented yet");
-  return 255;
 }
 
 if (import.meta.main) {

@@ -313,7 +313,7 @@ export class FuseSession {
     this.stats.requests++;
     this.stats.byOp[req.op] = (this.stats.byOp[req.op] ?? 0) + 1;
     if (this.#options.debug) {
-      console.error(`fuse: <- ${req.op} #${req.header.unique} node ${req.header.nodeid}`);
+      this.#log(`<- ${req.op} #${req.header.unique} node ${req.header.nodeid}`);
     }
     switch (req.op) {
       case "INIT":

@@ -74,6 +74,7 @@ const symbols = {
   setresuid: { parameters: ["u32", "u32", "u32"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   umask: { parameters: ["u32"], result: "u32" },
+  execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | null = null;
@@ -135,3 +136,18 @@ export function open(path: string, flags: number, mode = 0): number {
 export function close(fd: number): void {
   check("close", libc().close(fd));
 }
+
+/** A NULL-terminated array of C strings (argv, envp); keep the result alive across the call. */
+export function cStringArray(
+  items: string[],
+): { array: Uint8Array<ArrayBuffer>; keep: Uint8Array[] } {
+  const keep = items.map(cstr);
+  const pointers = new BigUint64Array(items.length + 1);
+  keep.forEach((
+    b,
+    i,
+  ) => (pointers[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(b)))));
+  return { array: new Uint8Array(pointers.buffer), keep };
+}
+
+export const CLONE_NEWNS = 0x00020000;

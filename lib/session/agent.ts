@@ -1,0 +1,123 @@
+/**
+ * The remote agent: started by outrun's local side over SSH (as root), it speaks
+ * RPC on its stdin/stdout. For a "run" call it enters a private mount namespace,
+ * mounts the FUSE mirror of the local `/` (each request forwarded to the local
+ * side), and starts the exec helper: a second process that binds the remote's
+ * /dev, /proc, /sys and /run into the mirror, chroots into it, takes the local
+ * user's uid/gid/groups and execs the command. Output goes back as events; the
+ * exit status is the call's answer. When the connection ends, for whatever
+ * reason, the command is killed and the namespace (with every mount) goes with
+ * this process.
+ */
+import { FuseSession, mountFuse, MS_PRIVATE, MS_REC, sysMount, unmountFuse } from "../fuse/mod.ts";
+import { ProxyFs } from "../fs/proxy.ts";
+import { RpcPeer, type Value } from "../rpc/mod.ts";
+import { check, CLONE_NEWNS, libc } from "../sys/libc.ts";
+import { VERSION } from "../version.ts";
+import { EVENTS, type ExecPlan, type RunRequest, type RunResult } from "./protocol.ts";
+
+const BINDS = ["/dev", "/proc", "/sys", "/run"];
+const DEBUG = Deno.env.get("OUTRUN_DEBUG") === "1";
+const t0 = performance.now();
+
+/** With OUTRUN_DEBUG=1: a timestamped line in /tmp/outrun-agent.log on the remote. */
+export function trace(line: string): void {
+  if (!DEBUG) return;
+  Deno.writeTextFileSync(
+    "/tmp/outrun-agent.log",
+    `${(performance.now() - t0).toFixed(1)} ms ${line}\n`,
+    {
+      append: true,
+    },
+  );
+}
+
+export async function runAgent(agentScript: string): Promise<number> {
+  const peer = new RpcPeer(
+    { readable: Deno.stdin.readable, writable: Deno.stdout.writable },
+    { program: `outrun-agent ${VERSION}` },
+  );
+  let cleanup: (() => Promise<void>) | null = null;
+  peer.handle("session.run", async (args) => {
+    const req = args as unknown as RunRequest;
+    const run = await startRun(peer, req, agentScript);
+    cleanup = run.cleanup;
+    try {
+      return (await run.done) as unknown as Value;
+    } finally {
+      await run.cleanup();
+      cleanup = null;
+    }
+  });
+  await peer.closed;
+  if (cleanup) await (cleanup as () => Promise<void>)();
+  return 0;
+}
+
+async function startRun(peer: RpcPeer, req: RunRequest, agentScript: string) {
+  // Only this (the main) thread moves to the new namespace; the mounts below are made
+  // from it, and children it spawns start in it.
+  trace("run: unshare");
+  check("unshare", libc().unshare(CLONE_NEWNS));
+  sysMount("none", "/", null, MS_REC | MS_PRIVATE, null);
+  const root = Deno.makeTempDirSync({ prefix: "outrun-root-" });
+  const mount = mountFuse(root, { fsName: "outrun", subtype: "outrun" });
+  const session = new FuseSession(mount.fd, new ProxyFs(peer), {
+    idleWaitMs: 0,
+    debug: DEBUG,
+    log: (m) => trace(m),
+  });
+  const serving = session.serve().catch((err) => console.error(`outrun-agent: fuse: ${err}`));
+
+  trace("mounted; spawning the exec helper");
+  const plan: ExecPlan = { ...req, root, binds: BINDS };
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", "--no-config", agentScript, "exec", JSON.stringify(plan)],
+    clearEnv: true,
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", DENO_NO_UPDATE_CHECK: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+
+  const stdin = child.stdin.getWriter();
+  peer.onEvent(EVENTS.stdin, (data) => void stdin.write(data as Uint8Array).catch(() => {}));
+  peer.onEvent(EVENTS.stdinEof, () => void stdin.close().catch(() => {}));
+  peer.onEvent(EVENTS.signal, (name) => {
+    try {
+      child.kill(name as Deno.Signal);
+    } catch { /* already gone */ }
+  });
+  const relay = async (stream: ReadableStream<Uint8Array>, event: string) => {
+    for await (const chunk of stream) peer.event(event, chunk);
+  };
+  const relays = Promise.all([
+    relay(child.stdout, EVENTS.stdout),
+    relay(child.stderr, EVENTS.stderr),
+  ]);
+
+  let cleaned = false;
+  const cleanup = async () => {
+    if (cleaned) return;
+    cleaned = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await child.status;
+    unmountFuse(mount);
+    session.close();
+    await serving;
+    try {
+      Deno.removeSync(root);
+    } catch { /* still busy: the namespace goes with this process anyway */ }
+  };
+  peer.closed.then(cleanup);
+
+  const done = (async (): Promise<RunResult> => {
+    const status = await child.status;
+    trace(`helper exited ${JSON.stringify(status)}`);
+    await relays;
+    return { code: status.signal ? null : status.code, signal: status.signal ?? null };
+  })();
+  return { done, cleanup };
+}

@@ -1,0 +1,61 @@
+/**
+ * The exec helper: run by the agent inside its mount namespace, as root. Binds the
+ * remote's /dev, /proc, /sys and /run into the mirror (from this process: a mount
+ * on a path inside the FUSE mount makes the kernel ask the agent, which must be
+ * free to answer), chroots, changes to the local cwd, takes the local user's
+ * groups, gid and uid (in that order: after setresuid nothing else is allowed),
+ * and execs the command found through PATH. It never returns on success.
+ */
+import { MS_BIND, MS_REC, sysMount } from "../fuse/mod.ts";
+import { check, cstr, cStringArray, errno, libc } from "../sys/libc.ts";
+import { Errno, errnoName } from "../sys/errno.ts";
+import type { ExecPlan } from "./protocol.ts";
+
+function fail(message: string, code: number): never {
+  Deno.stderr.writeSync(new TextEncoder().encode(`outrun: ${message}\n`));
+  Deno.exit(code);
+}
+
+function findInPath(command: string, path: string): string | null {
+  if (command.includes("/")) return command;
+  for (const dir of path.split(":")) {
+    const candidate = `${dir || "."}/${command}`;
+    try {
+      const st = Deno.statSync(candidate);
+      if (st.isFile && (st.mode ?? 0) & 0o111) return candidate;
+    } catch { /* not here */ }
+  }
+  return null;
+}
+
+export function execHelper(plan: ExecPlan): never {
+  for (const dir of plan.binds) {
+    try {
+      sysMount(dir, `${plan.root}${dir}`, null, MS_BIND | MS_REC, null);
+    } catch (err) {
+      // The local machine has no such directory to mount on: run without it.
+      Deno.stderr.writeSync(new TextEncoder().encode(`outrun: warning: bind ${dir}: ${err}\n`));
+    }
+  }
+  const lib = libc();
+  check("chroot", lib.chroot(cstr(plan.root)));
+  if (lib.chdir(cstr(plan.cwd)) !== 0) {
+    Deno.stderr.writeSync(
+      new TextEncoder().encode(`outrun: warning: cd ${plan.cwd} failed; running in /\n`),
+    );
+    check("chdir", lib.chdir(cstr("/")));
+  }
+  const groups = new Uint32Array(plan.groups);
+  check("setgroups", lib.setgroups(BigInt(groups.length), new Uint8Array(groups.buffer)));
+  check("setresgid", lib.setresgid(plan.gid, plan.gid, plan.gid));
+  check("setresuid", lib.setresuid(plan.uid, plan.uid, plan.uid));
+  const command = plan.argv[0];
+  const path = findInPath(command, plan.env.PATH ?? "/usr/local/bin:/usr/bin:/bin");
+  if (path === null) fail(`${command}: command not found`, 127);
+  const argv = cStringArray(plan.argv);
+  const envp = cStringArray(Object.entries(plan.env).map(([k, v]) => `${k}=${v}`));
+  lib.execve(cstr(path), argv.array, envp.array);
+  // Only a failed execve returns. Like a shell: 127 when there is no such file, 126 else.
+  const e = errno();
+  fail(`${command}: ${errnoName(e)}`, e === Errno.ENOENT ? 127 : 126);
+}

@@ -1,0 +1,138 @@
+/**
+ * outrun's local side: connect, bootstrap, start the agent, serve this machine's
+ * files to it, relay stdin/stdout/stderr and signals, and come back with the
+ * command's exit status. One SSH connection; the RPC runs inside its exec channel.
+ */
+import { Readable, Writable } from "node:stream";
+import type { CliOptions } from "../cli.ts";
+import { LoopbackFs } from "../fs/loopback.ts";
+import { serveFilesystem } from "../fs/proxy.ts";
+import { utf8ByteString } from "../fuse/mod.ts";
+import { RpcPeer, type Value } from "../rpc/mod.ts";
+import { connect, SshError } from "../ssh/connect.ts";
+import { VERSION } from "../version.ts";
+import { ensurePayload, localPayload } from "./bootstrap.ts";
+import { EVENTS, FORWARDED_SIGNALS, type RunRequest, type RunResult } from "./protocol.ts";
+
+export const SIGNAL_NUMBERS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+  SIGABRT: 6,
+};
+
+function localGroups(): number[] {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  // [ \t], not \s: an empty Groups: line must not run on into the next line.
+  const line = /^Groups:[ \t]*(.*)$/m.exec(status)?.[1] ?? "";
+  return line.split(/\s+/).filter(Boolean).map(Number);
+}
+
+export async function runRemote(o: CliOptions): Promise<number> {
+  const t0 = performance.now();
+  const log = (line: string) => {
+    if (o.verbose > 0) console.error(`debug1: ${(performance.now() - t0).toFixed(0)} ms: ${line}`);
+  };
+  const { client, resolved } = await connect({
+    destination: o.destination,
+    port: o.port,
+    user: o.user,
+    identityFiles: o.identityFiles,
+    configFile: o.configFile,
+    options: o.sshOptions,
+    jump: o.jump,
+    verbose: o.verbose,
+    log,
+  });
+  const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
+  log("connected");
+  try {
+    const payload = await localPayload();
+    log(`payload ${payload.dirName}`);
+    const dir = await ensurePayload(client, payload, log);
+    log("payload present");
+    const sudo = resolved.user === "root" ? "" : "sudo -n ";
+    const command =
+      `cd ${dir} && DENO_NO_UPDATE_CHECK=1 exec ${sudo}./deno run -A --quiet --no-config agent.js`;
+    const channel = await new Promise<import("ssh2").ClientChannel>((resolve, reject) =>
+      client.exec(
+        command,
+        (err, ch) => (err ? reject(new SshError(`outrun: ${err.message}`)) : resolve(ch)),
+      )
+    );
+    let agentStderr = "";
+    channel.stderr.on("data", (d: Uint8Array) => {
+      agentStderr += new TextDecoder().decode(d);
+      if (o.verbose > 0) Deno.stderr.writeSync(d);
+    });
+    const peer = new RpcPeer(
+      {
+        readable: Readable.toWeb(channel) as unknown as ReadableStream<Uint8Array>,
+        writable: Writable.toWeb(channel) as unknown as WritableStream<Uint8Array>,
+      },
+      { program: `outrun ${VERSION}` },
+    );
+    // This machine's files, as this user: the local kernel decides what may be read.
+    serveFilesystem(peer, new LoopbackFs({ root: "/" }));
+    peer.onEvent(EVENTS.stdout, (d) => void Deno.stdout.write(d as Uint8Array));
+    peer.onEvent(EVENTS.stderr, (d) => void Deno.stderr.write(d as Uint8Array));
+    const forward = FORWARDED_SIGNALS.map((name) => {
+      const handler = () => peer.event(EVENTS.signal, name);
+      Deno.addSignalListener(name, handler);
+      return () => Deno.removeSignalListener(name, handler);
+    });
+    try {
+      await peer.remoteHello.catch((err) => {
+        const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";
+        throw new SshError(
+          /sudo/.test(agentStderr)
+            ? `outrun: ${resolved.user}@${resolved.hostname} needs root for mounts, and sudo -n failed${hint}`
+            : `outrun: the remote agent did not start (${err.message})${hint}`,
+        );
+      });
+      log("agent up");
+      pumpStdin(peer);
+      const req: RunRequest = {
+        argv: o.command,
+        cwd: Deno.cwd(),
+        env: Deno.env.toObject(),
+        uid: Deno.uid() ?? 0,
+        gid: Deno.gid() ?? 0,
+        groups: localGroups(),
+      };
+      const result = await peer.call("session.run", req as unknown as Value).catch((err) => {
+        throw new SshError(`outrun: connection to ${resolved.alias} lost: ${err.message}`);
+      }) as unknown as RunResult;
+      log(
+        `command done: ${JSON.stringify(result)}; ${peer.stats.calls} calls from here, ` +
+          `${peer.stats.framesIn} frames in (${peer.stats.bytesIn} bytes), ${peer.stats.framesOut} out (${peer.stats.bytesOut} bytes)`,
+      );
+      // Let the last output events land before leaving.
+      await new Promise((r) => setTimeout(r, 0));
+      await peer.close();
+      if (result.signal) return 128 + (SIGNAL_NUMBERS[result.signal] ?? 0);
+      return result.code ?? 255;
+    } finally {
+      for (const remove of forward) remove();
+    }
+  } finally {
+    client.end();
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
+  }
+}
+
+function pumpStdin(peer: RpcPeer): void {
+  (async () => {
+    try {
+      for await (const chunk of Deno.stdin.readable) peer.event(EVENTS.stdin, chunk);
+    } catch { /* stdin closed */ }
+    peer.event(EVENTS.stdinEof, null);
+  })();
+}

@@ -1,0 +1,338 @@
+/**
+ * One SSH connection made the way OpenSSH would make it for the same command line
+ * and configuration: ssh_config (-F, else ~/.ssh/config then /etc/ssh/ssh_config),
+ * known_hosts with StrictHostKeyChecking, identity files and the agent, keepalives,
+ * ProxyJump. Failures are `SshError`s whose message is the one line OpenSSH would
+ * print (outrun then exits 255).
+ */
+// @deno-types="@types/ssh2"
+import { Client, type ClientChannel, type ConnectConfig, utils } from "ssh2";
+import {
+  type ConfigBlock,
+  expandPath,
+  type HostConfig,
+  parseSshConfig,
+  resolveHost,
+} from "./config.ts";
+import { checkHostKey, knownHostsLine, parseKnownHosts } from "./known_hosts.ts";
+import { connect as netConnect, type Socket } from "node:net";
+
+export class SshError extends Error {
+  override name = "SshError";
+}
+
+export interface SshOptions {
+  /** What the user typed: `host` or `user@host`. */
+  destination: string;
+  port?: number;
+  user?: string;
+  identityFiles?: string[];
+  configFile?: string;
+  /** `-o Key=Value` pairs, applied before any file. */
+  options?: string[];
+  jump?: string;
+  verbose?: number;
+  log?: (line: string) => void;
+}
+
+export interface Resolved {
+  alias: string;
+  hostname: string;
+  port: number;
+  user: string;
+  config: HostConfig;
+}
+
+function home(): string {
+  return Deno.env.get("HOME") ?? "/";
+}
+
+function localUser(): string {
+  return Deno.env.get("USER") ?? Deno.env.get("LOGNAME") ?? "root";
+}
+
+function readIfExists(path: string): string | null {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return null;
+  }
+}
+
+export function loadConfigBlocks(options: SshOptions): ConfigBlock[] {
+  const blocks: ConfigBlock[] = [];
+  if (options.options?.length) {
+    const text = options.options.map((o) => o.replace("=", " ")).join("\n");
+    blocks.push(...parseSshConfig(text).blocks);
+  }
+  const files = options.configFile
+    ? [options.configFile]
+    : [`${home()}/.ssh/config`, "/etc/ssh/ssh_config"];
+  for (const file of files) {
+    const text = readIfExists(file);
+    if (text === null) {
+      if (options.configFile) {
+        throw new SshError(`Can't open user config file ${file}: No such file or directory`);
+      }
+      continue;
+    }
+    const parsed = parseSshConfig(text);
+    for (const w of parsed.warnings) options.log?.(`${file}: ${w}`);
+    blocks.push(...parsed.blocks);
+  }
+  return blocks;
+}
+
+export function resolveDestination(options: SshOptions, blocks: ConfigBlock[]): Resolved {
+  let alias = options.destination;
+  let user = options.user;
+  const at = alias.lastIndexOf("@");
+  if (at >= 0) {
+    user ??= alias.slice(0, at);
+    alias = alias.slice(at + 1);
+  }
+  if (!alias) throw new SshError("ssh: no host given");
+  const config = resolveHost(alias, blocks);
+  return {
+    alias,
+    hostname: config.hostname ?? alias,
+    port: options.port ?? config.port ?? 22,
+    user: user ?? config.user ?? localUser(),
+    config,
+  };
+}
+
+function identityKeys(
+  r: Resolved,
+  options: SshOptions,
+): { path: string; key: ReturnType<typeof utils.parseKey> }[] {
+  const configured = [...(options.identityFiles ?? []), ...r.config.identityFiles];
+  const defaults = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"];
+  const paths = (configured.length ? configured : defaults)
+    .map((p) => expandPath(p, r.hostname, home(), localUser()));
+  const keys = [];
+  for (const path of paths) {
+    const text = readIfExists(path);
+    if (text === null) {
+      if (configured.length) options.log?.(`no such identity: ${path}`);
+      continue;
+    }
+    const key = utils.parseKey(text);
+    if (key instanceof Error) {
+      // Encrypted keys need a passphrase prompt, which is not implemented yet.
+      options.log?.(`${path}: ${key.message}`);
+      continue;
+    }
+    keys.push({ path, key });
+  }
+  return keys;
+}
+
+function knownHostsFiles(r: Resolved): string[] {
+  const user = r.config.userKnownHostsFiles ?? ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"];
+  const global = r.config.globalKnownHostsFiles ??
+    ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
+  return [...user, ...global].filter((f) => f !== "none" && f !== "/dev/null")
+    .map((f) => expandPath(f, r.hostname, home(), localUser()));
+}
+
+function keyTypeOf(blob: Uint8Array): string {
+  const len = new DataView(blob.buffer, blob.byteOffset).getUint32(0);
+  return new TextDecoder().decode(blob.subarray(4, 4 + len));
+}
+
+/** ssh2's hostVerifier: the known_hosts verdict under StrictHostKeyChecking. */
+function verifyHostKey(r: Resolved, blob: Uint8Array, log: (s: string) => void): string | null {
+  const files = knownHostsFiles(r);
+  const lines = files.flatMap((f) => parseKnownHosts(readIfExists(f) ?? "", f));
+  const verdict = checkHostKey(lines, r.hostname, r.port, blob);
+  const type = keyTypeOf(blob);
+  const name = r.port === 22 ? r.hostname : `[${r.hostname}]:${r.port}`;
+  switch (verdict.kind) {
+    case "match":
+      return null;
+    case "revoked":
+      return `Host key for ${name} was revoked (${verdict.file}:${verdict.line}). Host key verification failed.`;
+    case "changed":
+      return `WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! The ${type} key of ${name} is not ` +
+        `the one in ${verdict.file}:${verdict.line}. Host key verification failed.`;
+    case "unknown": {
+      const strict = r.config.strictHostKeyChecking ?? "ask";
+      if (strict === "no" || strict === "off" || strict === "accept-new") {
+        const file = files[0];
+        if (file) {
+          try {
+            Deno.mkdirSync(file.replace(/\/[^/]*$/, ""), { recursive: true, mode: 0o700 });
+            Deno.writeTextFileSync(file, knownHostsLine(r.hostname, r.port, type, blob), {
+              append: true,
+            });
+            log(`Warning: Permanently added '${name}' (${type}) to the list of known hosts.`);
+          } catch { /* a read-only known_hosts: accept for this connection only */ }
+        }
+        return null;
+      }
+      // "ask" needs a terminal dialogue, which is not implemented: refuse like BatchMode.
+      return `No ${type} host key is known for ${name} and you have requested strict checking. ` +
+        `Host key verification failed.`;
+    }
+  }
+}
+
+function describeConnectError(r: Resolved, err: Error & { code?: string; level?: string }): string {
+  const where = `connect to host ${r.hostname} port ${r.port}`;
+  if (
+    err.code === "ENOTFOUND" || err.code === "EAI_AGAIN" || /getaddrinfo|lookup/i.test(err.message)
+  ) {
+    return `ssh: Could not resolve hostname ${r.hostname}: Name or service not known`;
+  }
+  if (err.code === "ECONNREFUSED" || /refused/i.test(err.message)) {
+    return `ssh: ${where}: Connection refused`;
+  }
+  if (err.code === "EHOSTUNREACH") return `ssh: ${where}: No route to host`;
+  if (/timed out/i.test(err.message)) return `ssh: ${where}: Connection timed out`;
+  if (err.level === "client-authentication") {
+    return `${r.user}@${r.hostname}: Permission denied (publickey).`;
+  }
+  return `ssh: ${where}: ${err.message}`;
+}
+
+/** Connects (through every ProxyJump hop first); resolves once authenticated. */
+export async function connect(
+  options: SshOptions,
+): Promise<{ client: Client; resolved: Resolved }> {
+  const log = options.log ?? (() => {});
+  const blocks = loadConfigBlocks(options);
+  const r = resolveDestination(options, blocks);
+  const jump = options.jump ?? r.config.proxyJump;
+  let sock: ClientChannel | undefined;
+  let jumpClient: Client | undefined;
+  if (jump) {
+    const hops = jump.split(",");
+    const last = hops.pop()!;
+    const via = await connect({
+      ...options,
+      destination: last.replace(/:(\d+)$/, ""),
+      port: /:(\d+)$/.test(last) ? Number(/:(\d+)$/.exec(last)![1]) : undefined,
+      user: undefined,
+      jump: hops.length ? hops.join(",") : "none",
+      identityFiles: options.identityFiles,
+    });
+    jumpClient = via.client;
+    sock = await new Promise<ClientChannel>((resolve, reject) =>
+      via.client.forwardOut(
+        "127.0.0.1",
+        0,
+        r.hostname,
+        r.port,
+        (err, ch) =>
+          err
+            ? reject(new SshError(`ssh: jump to ${r.hostname}:${r.port}: ${err.message}`))
+            : resolve(ch),
+      )
+    );
+  }
+  if (!sock) sock = await tcpConnect(r) as unknown as ClientChannel;
+  const keys = identityKeys(r, options);
+  const agent = !r.config.identitiesOnly ? Deno.env.get("SSH_AUTH_SOCK") : undefined;
+  const methods: (() => unknown)[] = [
+    ...keys.map((k) => () => ({ type: "publickey", username: r.user, key: k.key })),
+    ...(agent ? [() => ({ type: "agent", username: r.user, agent })] : []),
+  ];
+  let hostKeyProblem: string | null = null;
+  const client = new Client();
+  const interval = (r.config.serverAliveInterval ?? 5) * 1000;
+  const config: ConnectConfig = {
+    host: r.hostname,
+    port: r.port,
+    username: r.user,
+    sock,
+    readyTimeout: (r.config.connectTimeout ?? 20) * 1000,
+    keepaliveInterval: interval,
+    keepaliveCountMax: r.config.serverAliveCountMax ?? 3,
+    hostVerifier: (key: Uint8Array) => {
+      hostKeyProblem = verifyHostKey(r, new Uint8Array(key), log);
+      return hostKeyProblem === null;
+    },
+    authHandler: (_left: unknown, _partial: unknown, next: (m: unknown) => void) => {
+      const method = methods.shift();
+      next(method ? method() : false);
+    },
+  } as unknown as ConnectConfig;
+  log(`connecting to ${r.user}@${r.hostname}:${r.port}${jump ? ` via ${jump}` : ""}`);
+  await new Promise<void>((resolve, reject) => {
+    client.once("ready", () => resolve());
+    client.once("error", (err: Error & { code?: string; level?: string }) => {
+      reject(new SshError(hostKeyProblem ?? describeConnectError(r, err)));
+    });
+    client.connect(config);
+  });
+  if (jumpClient) client.once("close", () => jumpClient!.end());
+  return { client, resolved: r };
+}
+
+/**
+ * The TCP connection, with Nagle's algorithm off: RPC frames are small and many are
+ * in flight, and Nagle plus the peer's delayed ACKs stalled each call by ~40 ms.
+ */
+function tcpConnect(r: Resolved): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: r.hostname, port: r.port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(
+        new SshError(`ssh: connect to host ${r.hostname} port ${r.port}: Connection timed out`),
+      );
+    }, (r.config.connectTimeout ?? 20) * 1000);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once("error", (err: Error & { code?: string }) => {
+      clearTimeout(timer);
+      reject(new SshError(describeConnectError(r, err)));
+    });
+  });
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: string | null;
+  stdout: Uint8Array;
+  stderr: string;
+}
+
+/** Runs a remote shell command to completion, feeding `stdin` (which may be large). */
+export function execCommand(
+  client: Client,
+  command: string,
+  stdin?: Uint8Array,
+): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    client.exec(command, (err, ch) => {
+      if (err) return reject(new SshError(`ssh: exec: ${err.message}`));
+      const out: Uint8Array[] = [];
+      let stderr = "";
+      let code: number | null = null;
+      let signal: string | null = null;
+      ch.on("data", (d: Uint8Array) => out.push(new Uint8Array(d)));
+      ch.stderr.on("data", (d: Uint8Array) => (stderr += new TextDecoder().decode(d)));
+      ch.on("exit", (c: number | null, s?: string) => {
+        code = c;
+        signal = s ?? null;
+      });
+      ch.on("close", () => {
+        const total = out.reduce((n, b) => n + b.length, 0);
+        const stdout = new Uint8Array(total);
+        let at = 0;
+        for (const b of out) {
+          stdout.set(b, at);
+          at += b.length;
+        }
+        resolve({ code, signal, stdout, stderr });
+      });
+      if (stdin) ch.end(stdin);
+      else ch.end();
+    });
+  });
+}
