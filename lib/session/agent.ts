@@ -40,7 +40,7 @@ export async function runAgent(agentScript: string): Promise<number> {
   let cleanup: (() => Promise<void>) | null = null;
   peer.handle("session.run", async (args) => {
     const req = args as unknown as RunRequest;
-    const run = await startRun(peer, req, agentScript);
+    const run = startRun(peer, req, agentScript);
     cleanup = run.cleanup;
     try {
       return (await run.done) as unknown as Value;
@@ -54,7 +54,7 @@ export async function runAgent(agentScript: string): Promise<number> {
   return 0;
 }
 
-async function startRun(peer: RpcPeer, req: RunRequest, agentScript: string) {
+function startRun(peer: RpcPeer, req: RunRequest, agentScript: string) {
   // Only this (the main) thread moves to the new namespace; the mounts below are made
   // from it, and children it spawns start in it.
   trace("run: unshare");

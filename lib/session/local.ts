@@ -7,7 +7,6 @@ import { Readable, Writable } from "node:stream";
 import type { CliOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
-import { utf8ByteString } from "../fuse/mod.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { connect, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
