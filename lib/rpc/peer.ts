@@ -78,8 +78,12 @@ export class RpcPeer {
   #helloReject!: (e: Error) => void;
   /** The other side's HELLO, once it came and matched ours. */
   readonly remoteHello: Promise<Hello>;
-  /** Resolves when the stream ends or breaks (with the reason, null for a clean end). */
-  readonly closed: Promise<Error | null>;
+  /**
+   * Resolves (with the reason) as soon as the connection is over: the stream ended
+   * (RpcClosed), broke, or `close()` was called. Never waits on a stuck write.
+   */
+  readonly closed: Promise<Error>;
+  #resolveClosed!: (reason: Error) => void;
   /** Bytes and frames each way, for --stats. */
   readonly stats = { framesOut: 0, framesIn: 0, bytesOut: 0, bytesIn: 0, calls: 0 };
 
@@ -92,12 +96,13 @@ export class RpcPeer {
       this.#helloReject = reject;
     });
     this.remoteHello.catch(() => {});
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#send(Kind.Hello, 0, {
       protocol: RPC_PROTOCOL,
       version: RPC_VERSION,
       program: options.program,
     });
-    this.closed = this.#readLoop();
+    this.#readLoop();
   }
 
   /** Registers the function that answers calls of `method`. */
@@ -129,8 +134,13 @@ export class RpcPeer {
   /** Ends the connection: pending calls fail, the stream is closed. */
   async close(reason: Error = new RpcClosed("connection closed")): Promise<void> {
     this.#fail(reason);
-    await this.#writer.close().catch(() => {});
-    await this.#reader.cancel().catch(() => {});
+    // Never wait on the writer: a write stuck on a dead link (or a transport whose
+    // close never settles) must not keep anyone waiting. The reader gets a second.
+    this.#writer.close().catch(() => {});
+    await Promise.race([
+      this.#reader.cancel().catch(() => {}),
+      new Promise((r) => setTimeout(r, 1000)),
+    ]);
   }
 
   #send(kind: Kind, id: number, value: Value): void {
@@ -152,9 +162,10 @@ export class RpcPeer {
     this.#helloReject(reason);
     for (const p of this.#pending.values()) p.reject(reason);
     this.#pending.clear();
+    this.#resolveClosed(reason);
   }
 
-  async #readLoop(): Promise<Error | null> {
+  async #readLoop(): Promise<void> {
     let buf: Uint8Array = new Uint8Array(0);
     try {
       while (true) {
@@ -174,11 +185,8 @@ export class RpcPeer {
       }
       if (buf.length) throw new RpcClosed("stream ended inside a frame");
       this.#fail(new RpcClosed("the other side closed the connection"));
-      return null;
     } catch (err) {
-      const reason = err instanceof Error ? err : new Error(String(err));
-      this.#fail(reason);
-      return reason;
+      this.#fail(err instanceof Error ? err : new Error(String(err)));
     }
   }
 

@@ -49,9 +49,36 @@ export async function runAgent(agentScript: string): Promise<number> {
       cleanup = null;
     }
   });
+  const heartbeat = startHeartbeat(peer);
   await peer.closed;
+  clearInterval(heartbeat);
   if (cleanup) await (cleanup as () => Promise<void>)();
   return 0;
+}
+
+/** Seconds between pings, and how long an unanswered one may take before we give up. */
+const PING_EVERY_S = 3;
+const PING_LIMIT_S = 10;
+
+/**
+ * sshd alone notices a silently cut link only after hours (TCP keepalive); the agent
+ * pings the local side and ends the session (killing the command, dropping the
+ * mounts) when an answer is late.
+ */
+function startHeartbeat(peer: RpcPeer): ReturnType<typeof setInterval> {
+  let waiting = false;
+  return setInterval(() => {
+    if (waiting) return;
+    waiting = true;
+    const late = setTimeout(() => {
+      trace("heartbeat: no answer, closing");
+      peer.close(new Error(`no answer from the local side for ${PING_LIMIT_S} s`));
+    }, PING_LIMIT_S * 1000);
+    peer.call("session.ping", null).then(() => {
+      clearTimeout(late);
+      waiting = false;
+    }, () => clearTimeout(late));
+  }, PING_EVERY_S * 1000);
 }
 
 function startRun(peer: RpcPeer, req: RunRequest, agentScript: string) {

@@ -78,15 +78,20 @@ export async function runRemote(o: CliOptions): Promise<number> {
       },
       { program: `outrun ${VERSION}` },
     );
+    peer.handle("session.ping", () => null);
+    // The agent exiting (or sshd closing the channel) ends the RPC stream, whatever
+    // the stream adapters make of it.
+    channel.once("close", () => void peer.close(new Error("the remote agent exited")));
     // This machine's files, as this user: the local kernel decides what may be read.
     serveFilesystem(peer, new LoopbackFs({ root: "/" }));
-    peer.onEvent(EVENTS.stdout, (d) => void Deno.stdout.write(d as Uint8Array));
-    peer.onEvent(EVENTS.stderr, (d) => void Deno.stderr.write(d as Uint8Array));
-    const forward = FORWARDED_SIGNALS.map((name) => {
-      const handler = () => peer.event(EVENTS.signal, name);
-      Deno.addSignalListener(name, handler);
-      return () => Deno.removeSignalListener(name, handler);
-    });
+    // Through stream writers: in order and whole (Deno.stdout.write may write part of a
+    // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
+    // not an error of ours: its output is dropped, as ssh would.
+    const stdout = orderedWriter(Deno.stdout.writable);
+    const stderr = orderedWriter(Deno.stderr.writable);
+    peer.onEvent(EVENTS.stdout, (d) => stdout.write(d as Uint8Array));
+    peer.onEvent(EVENTS.stderr, (d) => stderr.write(d as Uint8Array));
+    let forward: (() => void)[] = [];
     try {
       await peer.remoteHello.catch((err) => {
         const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";
@@ -97,6 +102,13 @@ export async function runRemote(o: CliOptions): Promise<number> {
         );
       });
       log("agent up");
+      // From here on signals go to the command (which decides whether to die); before,
+      // they end outrun itself as usual.
+      forward = FORWARDED_SIGNALS.map((name) => {
+        const handler = () => peer.event(EVENTS.signal, name);
+        Deno.addSignalListener(name, handler);
+        return () => Deno.removeSignalListener(name, handler);
+      });
       pumpStdin(peer);
       const req: RunRequest = {
         argv: o.command,
@@ -113,8 +125,9 @@ export async function runRemote(o: CliOptions): Promise<number> {
         `command done: ${JSON.stringify(result)}; ${peer.stats.calls} calls from here, ` +
           `${peer.stats.framesIn} frames in (${peer.stats.bytesIn} bytes), ${peer.stats.framesOut} out (${peer.stats.bytesOut} bytes)`,
       );
-      // Let the last output events land before leaving.
-      await new Promise((r) => setTimeout(r, 0));
+      // The agent answers after relaying all output: let it reach the terminal.
+      await stdout.flush();
+      await stderr.flush();
       await peer.close();
       if (result.signal) return 128 + (SIGNAL_NUMBERS[result.signal] ?? 0);
       return result.code ?? 255;
@@ -125,6 +138,23 @@ export async function runRemote(o: CliOptions): Promise<number> {
     client.end();
     await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
   }
+}
+
+function orderedWriter(stream: WritableStream<Uint8Array>) {
+  const writer = stream.getWriter();
+  let last: Promise<void> = Promise.resolve();
+  let broken = false;
+  return {
+    write(chunk: Uint8Array) {
+      if (broken) return;
+      last = writer.write(chunk).catch(() => {
+        broken = true;
+      });
+    },
+    async flush() {
+      await last;
+    },
+  };
 }
 
 function pumpStdin(peer: RpcPeer): void {
