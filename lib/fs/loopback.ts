@@ -38,7 +38,15 @@ import {
   UTIME_NOW,
   UTIME_OMIT,
 } from "../sys/libc.ts";
-import { decodeStat, S_IFDIR, S_IFMT, type Stat, STAT_SIZE, STATFS_SIZE } from "../sys/stat.ts";
+import {
+  decodeStat,
+  decodeStatfs,
+  S_IFDIR,
+  S_IFMT,
+  type Stat,
+  STAT_SIZE,
+  STATFS_SIZE,
+} from "../sys/stat.ts";
 
 export interface LoopbackOptions {
   /** The directory to mirror, as a byte string (see `utf8ByteString`). */
@@ -303,18 +311,7 @@ export class LoopbackFs implements Filesystem {
   statfs(): StatfsOut {
     const buf = new Uint8Array(STATFS_SIZE);
     check("statfs", libc().statfs(bpath(this.#root), buf));
-    const v = new DataView(buf.buffer);
-    const u = (off: number) => v.getBigUint64(off, true);
-    return {
-      bsize: Number(u(8)),
-      blocks: u(16),
-      bfree: u(24),
-      bavail: u(32),
-      files: u(40),
-      ffree: u(48),
-      namelen: Number(u(64)),
-      frsize: Number(u(72)),
-    };
+    return decodeStatfs(buf);
   }
 
   release(req: Request<"RELEASE">): void {

@@ -32,6 +32,7 @@ import {
   encodeWrite,
   encodeXattrSize,
 } from "./reply.ts";
+import { stringBytes } from "./cursor.ts";
 import { opcodeInfo, parseRequest, type Request, RequestParseError } from "./request.ts";
 import { Errno, errnoName } from "../sys/errno.ts";
 import { errno, libc, SysError } from "../sys/libc.ts";
@@ -97,13 +98,7 @@ const HANDLERS: { [K in Request["op"]]?: Handler } = {
   GETATTR: (s, r) => s.call("getattr", r, (a) => encodeAttr(r.header.unique, a)),
   SETATTR: (s, r) => s.call("setattr", r, (a) => encodeAttr(r.header.unique, a)),
   READLINK: (s, r) =>
-    s.call("readlink", r, (t: string) => {
-      const out = new Uint8Array(OUT_HEADER_SIZE + t.length);
-      for (let i = 0; i < t.length; i++) out[OUT_HEADER_SIZE + i] = t.charCodeAt(i);
-      new DataView(out.buffer).setUint32(0, out.length, true);
-      new DataView(out.buffer).setBigUint64(8, r.header.unique, true);
-      return out;
-    }),
+    s.call("readlink", r, (target: string) => encodeData(r.header.unique, stringBytes(target))),
   SYMLINK: (s, r) => s.call("symlink", r, (e) => encodeEntry(r.header.unique, e)),
   MKNOD: (s, r) => s.call("mknod", r, (e) => encodeEntry(r.header.unique, e)),
   MKDIR: (s, r) => s.call("mkdir", r, (e) => encodeEntry(r.header.unique, e)),

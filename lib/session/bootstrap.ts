@@ -27,9 +27,14 @@ const CACHE = `${
   Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME") ?? "/tmp"}/.cache`
 }/outrun`;
 
+/** Hex SHA-256 of `data`, or of its first `bytes` bytes' worth of digest. */
+async function sha256Hex(data: Uint8Array<ArrayBuffer>, bytes = 32): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
+  return [...digest.subarray(0, bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 async function sha256File(path: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return await sha256Hex(await Deno.readFile(path));
 }
 
 /** SHA-256 of a large file, remembered per (path, size, mtime) so it is computed once. */
@@ -51,9 +56,7 @@ async function agentBundle(): Promise<string> {
   const libDir = new URL("..", import.meta.url).pathname;
   const parts: string[] = [];
   for await (const f of walk(libDir)) parts.push(f, await sha256File(f));
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(parts.join("\n")));
-  const id = [...new Uint8Array(digest)].slice(0, 8).map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
+  const id = await sha256Hex(new TextEncoder().encode(parts.join("\n")), 8);
   const out = `${CACHE}/agent-${VERSION}-${id}.js`;
   try {
     await Deno.stat(out);
@@ -93,9 +96,7 @@ export async function localPayload(): Promise<Payload> {
     { name: "agent.js", path: agent, sha256: await sha256File(agent), mode: 0o644 },
   ];
   const all = files.map((f) => f.sha256).join("");
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(all));
-  const id = [...new Uint8Array(digest)].slice(0, 8).map((b) => b.toString(16).padStart(2, "0"))
-    .join("");
+  const id = await sha256Hex(new TextEncoder().encode(all), 8);
   return { files, dirName: `${VERSION}-${id}` };
 }
 

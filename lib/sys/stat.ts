@@ -55,47 +55,34 @@ export function decodeStat(buf: Uint8Array): Stat {
 
 const statBuf = new Uint8Array(STAT_SIZE);
 
-export function lstat(path: string): Stat {
-  check("lstat", libc().lstat(cstr(path), statBuf), path);
-  return decodeStat(statBuf);
-}
-
 export function stat(path: string): Stat {
   check("stat", libc().stat(cstr(path), statBuf), path);
   return decodeStat(statBuf);
 }
 
-export function fstat(fd: number): Stat {
-  check("fstat", libc().fstat(fd, statBuf));
-  return decodeStat(statBuf);
-}
-
+/** The fields of `struct statfs` a filesystem reports (shaped as FUSE's statfs reply). */
 export interface StatFs {
-  type: bigint;
-  bsize: bigint;
+  bsize: number;
   blocks: bigint;
   bfree: bigint;
   bavail: bigint;
   files: bigint;
   ffree: bigint;
-  namelen: bigint;
-  frsize: bigint;
+  namelen: number;
+  frsize: number;
 }
 
-export function statfs(path: string): StatFs {
-  const buf = new Uint8Array(STATFS_SIZE);
-  check("statfs", libc().statfs(cstr(path), buf), path);
-  const v = new DataView(buf.buffer);
+export function decodeStatfs(buf: Uint8Array): StatFs {
+  const v = new DataView(buf.buffer, buf.byteOffset, STATFS_SIZE);
   const u = (off: number) => v.getBigUint64(off, true);
   return {
-    type: u(0),
-    bsize: u(8),
+    bsize: Number(u(8)),
     blocks: u(16),
     bfree: u(24),
     bavail: u(32),
     files: u(40),
     ffree: u(48),
-    namelen: u(64),
-    frsize: u(72),
+    namelen: Number(u(64)),
+    frsize: Number(u(72)),
   };
 }

@@ -69,6 +69,20 @@ async function eventually(what: string, f: () => Promise<boolean>, ms = 20_000):
   }
 }
 
+/** `outrun deb sleep 300`, once the remote has it running under a mount. */
+async function remoteSleep(stderr: "null" | "piped"): Promise<Deno.ChildProcess> {
+  const child = new Deno.Command(OUTRUN, {
+    args: ["-F", sshConfigPath, "deb", "sleep", "300"],
+    stdout: "null",
+    stderr,
+  }).spawn();
+  await eventually(
+    "the command to start",
+    async () => /^mounts=[1-9]\d* procs=1$/.test(await remoteClean("deb", "sleep")),
+  );
+  return child;
+}
+
 async function workdir(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "outrun-e2e-" });
   await Deno.chmod(dir, 0o755);
@@ -255,15 +269,7 @@ Deno.test("e2e deb: two sessions at once both succeed", async () => {
 
 Deno.test("e2e deb: killing outrun mid-run leaves the remote clean", async () => {
   await up();
-  const child = new Deno.Command(OUTRUN, {
-    args: ["-F", sshConfigPath, "deb", "sleep", "300"],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  await eventually(
-    "the command to start",
-    async () => /^mounts=[1-9]\d* procs=1$/.test(await remoteClean("deb", "sleep")),
-  );
+  const child = await remoteSleep("null");
   // The launcher execs deno, so this pid is outrun itself.
   child.kill("SIGKILL");
   await child.status;
@@ -275,15 +281,7 @@ Deno.test("e2e deb: killing outrun mid-run leaves the remote clean", async () =>
 
 Deno.test("e2e deb: a cut link ends both sides (keepalive here, heartbeat there)", async () => {
   await up();
-  const child = new Deno.Command(OUTRUN, {
-    args: ["-F", sshConfigPath, "deb", "sleep", "300"],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  await eventually(
-    "the command to start",
-    async () => /^mounts=[1-9]\d* procs=1$/.test(await remoteClean("deb", "sleep")),
-  );
+  const child = await remoteSleep("piped");
   await new Deno.Command("ip", { args: ["link", "set", "ortb1d", "down"] }).output();
   try {
     const t0 = performance.now();

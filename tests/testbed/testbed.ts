@@ -199,7 +199,6 @@ function sshdConfig(host: HostSpec, hostDir: string): string {
     `HostKey ${keyDir}/ssh_host_ed25519_key`,
     "PermitRootLogin prohibit-password",
     "PubkeyAuthentication yes",
-    "AuthorizedKeysFile .ssh/authorized_keys",
     "PasswordAuthentication no",
     "KbdInteractiveAuthentication no",
     "UsePAM no",
@@ -209,17 +208,16 @@ function sshdConfig(host: HostSpec, hostDir: string): string {
     "MaxSessions 200",
     "PrintMotd no",
     "AcceptEnv LANG LC_* TERM",
-    ...(inRoot ? ["Subsystem sftp /usr/lib/openssh/sftp-server"] : [
-      `ChrootDirectory ${hostDir}/mnt/root`,
-      // Read before the chroot, from this machine's filesystem.
-      `AuthorizedKeysFile ${hostDir}/authorized_keys`,
-      "Subsystem sftp internal-sftp",
-    ]),
+    ...(inRoot
+      ? ["AuthorizedKeysFile .ssh/authorized_keys", "Subsystem sftp /usr/lib/openssh/sftp-server"]
+      : [
+        `ChrootDirectory ${hostDir}/mnt/root`,
+        // Read before the chroot, from this machine's filesystem.
+        `AuthorizedKeysFile ${hostDir}/authorized_keys`,
+        "Subsystem sftp internal-sftp",
+      ]),
     "",
-  ].filter((line) =>
-    !(host.mode === "chroot" && line === "AuthorizedKeysFile .ssh/authorized_keys")
-  )
-    .join("\n");
+  ].join("\n");
 }
 
 function clientSshConfig(config: TestbedConfig): string {
