@@ -30,77 +30,280 @@ export class ElfError extends Error {
 interface ElfExports {
   memory: WebAssembly.Memory;
   alloc(len: number): number;
-  release(): void;
-  parse(): number;
-  getMachine(): number;
-  getClass(): number;
-  getInterp(): bigint;
-  getSoname(): bigint;
-  getRpath(): bigint;
-  getRunpath(): bigint;
-  getNeededCount(): number;
-  getNeeded(i: number): bigint;
+  parse(handle: number): number;
+  resolve(request: number, len: number): number;
+  outPtr(): number;
+  outLen(): number;
 }
 
-let instance: ElfExports | null = null;
+/** Where the module reads files from: a real filesystem, or bytes in memory. */
+export interface FileSource {
+  /** A regular file, or null when there is none (or it is something else). */
+  open(path: string): SourceFile | null;
+}
 
-function elfModule(): ElfExports {
-  if (instance) return instance;
-  const bytes = Uint8Array.from(atob(ELF_WASM_BASE64), (c) => c.charCodeAt(0));
-  const module = new WebAssembly.Module(bytes);
-  const imports = {
-    env: {
-      abort: () => {
-        throw new ElfError("malformed", "the ELF parser aborted");
+export interface SourceFile {
+  size: number;
+  /** Reads at `offset` into `into`; returns the count (short at the end of the file). */
+  read(offset: number, into: Uint8Array): number;
+  close?(): void;
+}
+
+let compiled: WebAssembly.Module | null = null;
+
+/** A fresh instance per call (its stub runtime never frees), reading through `files`. */
+function instantiate(
+  files: FileSource,
+  bytes?: Uint8Array,
+): ElfExports & { closeAll(): void } {
+  compiled ??= new WebAssembly.Module(
+    Uint8Array.from(atob(ELF_WASM_BASE64), (c) => c.charCodeAt(0)),
+  );
+  const handles = new Map<number, SourceFile>();
+  let next = 1;
+  if (bytes) {
+    handles.set(0, {
+      size: bytes.length,
+      read: (offset, into) => {
+        const part = bytes.subarray(offset, offset + into.length);
+        into.set(part);
+        return part.length;
       },
+    });
+  }
+  let memory: WebAssembly.Memory | null = null;
+  const mem = () => new Uint8Array(memory!.buffer);
+  const env = {
+    abort: () => {
+      throw new ElfError("malformed", "the ELF module aborted");
+    },
+    fileOpen: (ptr: number, len: number) => {
+      const path = latin1(mem().subarray(ptr, ptr + len));
+      const file = files.open(path);
+      if (!file) return -1;
+      handles.set(next, file);
+      return next++;
+    },
+    fileSize: (h: number) => BigInt(handles.get(h)?.size ?? 0),
+    fileRead: (h: number, offset: bigint, dst: number, len: number) => {
+      const file = handles.get(h);
+      if (!file) return -1;
+      return file.read(Number(offset), mem().subarray(dst, dst + len));
+    },
+    fileClose: (h: number) => {
+      handles.get(h)?.close?.();
+      handles.delete(h);
     },
   };
-  instance = new WebAssembly.Instance(module, imports).exports as unknown as ElfExports;
-  return instance;
+  const exports = new WebAssembly.Instance(compiled, { env }).exports as unknown as ElfExports;
+  memory = exports.memory;
+  const closeAll = () => {
+    for (const file of handles.values()) file.close?.();
+    handles.clear();
+  };
+  return { ...exports, closeAll };
 }
 
-/** The NUL-terminated string at `offset` of `bytes`, as a byte string; null for -1. */
-function cString(bytes: Uint8Array, offset: bigint): string | null {
-  if (offset < 0n) return null;
-  const start = Number(offset);
-  let end = start;
-  while (end < bytes.length && bytes[end] !== 0) end++;
+function latin1(bytes: Uint8Array): string {
   let s = "";
-  for (let i = start; i < end; i++) s += String.fromCharCode(bytes[i]);
+  for (const b of bytes) s += String.fromCharCode(b);
   return s;
+}
+
+/** The records the module wrote: [tag, value] pairs. */
+function records(elf: ElfExports): [string, string][] {
+  const bytes = new Uint8Array(elf.memory.buffer, elf.outPtr(), elf.outLen());
+  const text = latin1(bytes);
+  const out: [string, string][] = [];
+  for (const rec of text.split("\0").slice(0, -1)) out.push([rec[0], rec.slice(1)]);
+  return out;
 }
 
 /** Parses the dynamic-linking facts of an ELF file (64-bit little-endian). */
 export function parseElf(bytes: Uint8Array): ElfInfo {
-  const elf = elfModule();
-  const ptr = elf.alloc(bytes.length);
-  try {
-    new Uint8Array(elf.memory.buffer, ptr, bytes.length).set(bytes);
-    const rc = elf.parse();
-    if (rc === -1) throw new ElfError("not-elf", "not an ELF file");
-    if (rc === -2) {
-      throw new ElfError(
-        "unsupported",
-        `ELF class ${elf.getClass()} machine ${elf.getMachine()}: only 64-bit little-endian`,
-      );
+  const elf = instantiate({ open: () => null }, bytes);
+  const rc = elf.parse(0);
+  const recs = records(elf);
+  const one = (tag: string) => recs.find(([t]) => t === tag)?.[1] ?? null;
+  if (rc === -1) throw new ElfError("not-elf", "not an ELF file");
+  if (rc === -2) {
+    throw new ElfError(
+      "unsupported",
+      `ELF class ${one("C")} machine ${one("A")}: only 64-bit little-endian`,
+    );
+  }
+  if (rc !== 0) throw new ElfError("malformed", `malformed ELF headers (${rc})`);
+  return {
+    machine: Number(one("A")),
+    elfClass: Number(one("C")),
+    interp: one("I"),
+    needed: recs.filter(([t]) => t === "N").map(([, v]) => v),
+    rpath: one("R"),
+    runpath: one("U"),
+    soname: one("S"),
+  };
+}
+
+/** The local filesystem as a `FileSource` (open follows symlinks, as ld.so's does). */
+export const localFiles: FileSource = {
+  open(path) {
+    let file: Deno.FsFile;
+    try {
+      file = Deno.openSync(path);
+    } catch {
+      return null;
     }
-    if (rc !== 0) throw new ElfError("malformed", `malformed ELF headers (${rc})`);
-    const needed: string[] = [];
-    for (let i = 0; i < elf.getNeededCount(); i++) {
-      const name = cString(bytes, elf.getNeeded(i));
-      if (name === null) throw new ElfError("malformed", "DT_NEEDED outside the string table");
-      needed.push(name);
+    const st = file.statSync();
+    if (!st.isFile) {
+      file.close();
+      return null;
     }
     return {
-      machine: elf.getMachine(),
-      elfClass: elf.getClass(),
-      interp: cString(bytes, elf.getInterp()),
-      needed,
-      rpath: cString(bytes, elf.getRpath()),
-      runpath: cString(bytes, elf.getRunpath()),
-      soname: cString(bytes, elf.getSoname()),
+      size: st.size,
+      read(offset, into) {
+        file.seekSync(offset, Deno.SeekMode.Start);
+        let n = 0;
+        while (n < into.length) {
+          const got = file.readSync(into.subarray(n));
+          if (got === null || got === 0) break;
+          n += got;
+        }
+        return n;
+      },
+      close: () => file.close(),
+    };
+  },
+};
+
+/** How this machine's ld.so searches (read once from `ld.so --help`). */
+export interface LoaderConfig {
+  /** Default directories, in order (after ld.so.cache). */
+  systemDirs: string[];
+  /** glibc-hwcaps subdirectories this CPU supports, best first. */
+  hwcaps: string[];
+  /** $PLATFORM and $LIB. */
+  platform: string;
+  lib: string;
+  /** ld.so.cache entry flags for this architecture (libc6 + the ABI's bits). */
+  cacheFlags: number;
+}
+
+const CACHE_FLAGS: Record<string, number> = { x86_64: 0x0303, aarch64: 0x0a03 };
+
+/** Reads the loader's own account of its search (glibc 2.33+ prints it with --help). */
+export function loaderConfig(interp: string): LoaderConfig {
+  let text = "";
+  try {
+    const out = new Deno.Command(interp, { args: ["--help"], stderr: "null" }).outputSync();
+    text = new TextDecoder().decode(out.stdout);
+  } catch { /* not runnable: the defaults below */ }
+  const systemDirs = [...text.matchAll(/^\s+(\S+) \(system search path\)$/gm)].map((m) => m[1]);
+  const hwcaps = [...text.matchAll(/^\s+(\S+) \(supported, searched\)$/gm)]
+    .map((m) => m[1]).filter((d) => !text.includes(`  ${d} (AT_PLATFORM`))
+    .filter((d) => text.indexOf(`  ${d} (`) < text.indexOf("Legacy HWCAP"));
+  const platform = /^\s+(\S+) \(AT_PLATFORM/m.exec(text)?.[1] ?? Deno.build.arch;
+  const dirs = systemDirs.length ? systemDirs : [
+    `/lib/${Deno.build.arch}-linux-gnu`,
+    `/usr/lib/${Deno.build.arch}-linux-gnu`,
+    "/lib",
+    "/usr/lib",
+  ];
+  return {
+    systemDirs: dirs,
+    hwcaps,
+    platform,
+    lib: dirs[0].replace(/^\//, ""),
+    cacheFlags: CACHE_FLAGS[Deno.build.arch] ?? 0x0303,
+  };
+}
+
+export interface Closure {
+  interp: string | null;
+  /** Each library found, in ld.so's load order: the DT_NEEDED name and the path opened. */
+  libraries: { name: string; path: string }[];
+  /** DT_NEEDED names found nowhere. */
+  missing: string[];
+  /** Paths the search tried that do not exist (what the loader's open() would miss). */
+  probes: string[];
+}
+
+export interface ResolveOptions {
+  /** LD_LIBRARY_PATH of the command's environment. */
+  ldLibraryPath?: string;
+  files?: FileSource;
+  config?: LoaderConfig;
+  /** ld.so.cache to read; /etc/ld.so.cache by default. */
+  cachePath?: string;
+}
+
+const loaderConfigs = new Map<string, LoaderConfig>();
+
+/** An executable's whole library closure, resolved as glibc's ld.so would (in WebAssembly). */
+export function resolveClosure(exe: string, opts: ResolveOptions = {}): Closure {
+  const files = opts.files ?? localFiles;
+  let realExe = exe;
+  try {
+    if (files === localFiles) realExe = Deno.realPathSync(exe);
+  } catch { /* reported as not found below */ }
+  let config = opts.config;
+  if (!config) {
+    let interp = `/lib64/ld-linux-x86-64.so.2`;
+    try {
+      interp = parseElfFile(exe, files).interp ?? interp;
+    } catch { /* resolve reports it */ }
+    config = loaderConfigs.get(interp) ?? loaderConfig(interp);
+    loaderConfigs.set(interp, config);
+  }
+  const elf = instantiate(files);
+  try {
+    const request = [
+      exe,
+      realExe,
+      opts.ldLibraryPath ?? "",
+      config.platform,
+      config.lib,
+      config.hwcaps.join(":"),
+      config.systemDirs.join(":"),
+      opts.cachePath ?? "/etc/ld.so.cache",
+      String(config.cacheFlags),
+    ].join("\0") + "\0";
+    const bytes = Uint8Array.from(request, (c) => c.charCodeAt(0) & 0xff);
+    const ptr = elf.alloc(bytes.length);
+    new Uint8Array(elf.memory.buffer, ptr, bytes.length).set(bytes);
+    const rc = elf.resolve(ptr, bytes.length);
+    if (rc === -1) throw new ElfError("not-elf", `${exe}: not found or not an ELF file`);
+    if (rc !== 0) throw new ElfError("malformed", `${exe}: cannot resolve (${rc})`);
+    const recs = records(elf);
+    return {
+      interp: recs.find(([t]) => t === "I")?.[1] ?? null,
+      libraries: recs.flatMap(([t, v], i) => t === "L" ? [{ name: v, path: recs[i + 1][1] }] : []),
+      missing: recs.filter(([t]) => t === "M").map(([, v]) => v),
+      probes: recs.filter(([t]) => t === "P").map(([, v]) => v),
     };
   } finally {
-    elf.release();
+    elf.closeAll();
+  }
+}
+
+/** `parseElf` of a file, reading only its headers, dynamic segment and strings. */
+export function parseElfFile(path: string, files: FileSource = localFiles): ElfInfo {
+  const file = files.open(path);
+  if (!file) throw new ElfError("not-elf", `${path}: not a regular file`);
+  try {
+    const bytes = new Uint8Array(Math.min(file.size, 64 << 10));
+    file.read(0, bytes);
+    // Small reads first; the whole file only when the dynamic segment lies further.
+    try {
+      return parseElf(bytes);
+    } catch (e) {
+      if (!(e instanceof ElfError) || e.reason !== "malformed" || bytes.length === file.size) {
+        throw e;
+      }
+      const all = new Uint8Array(file.size);
+      file.read(0, all);
+      return parseElf(all);
+    }
+  } finally {
+    file.close?.();
   }
 }

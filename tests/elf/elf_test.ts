@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ElfError, EM_X86_64, parseElf } from "../../lib/elf/mod.ts";
+import { ElfError, EM_X86_64, parseElf, resolveClosure } from "../../lib/elf/mod.ts";
 
 /** What binutils' readelf says of the same file: the reference. */
 async function readelf(path: string) {
@@ -102,4 +102,87 @@ Deno.test("elf property: every truncation and random corruption of a real binary
       assert.ok(e instanceof ElfError, `corruption ${i}: ${e}`);
     }
   }
+});
+
+/** `ldd`'s "name => path" lines: the loader's own answer. */
+async function ldd(path: string, env: Record<string, string> = {}): Promise<string[]> {
+  const out = await new Deno.Command("ldd", { args: [path], env }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  return [...text.matchAll(/^\s+(\S+) => (\S+)/gm)].map((m) => `${m[1]} => ${m[2]}`).sort();
+}
+
+function closureLines(exe: string, ldLibraryPath?: string): string[] {
+  return resolveClosure(exe, { ldLibraryPath }).libraries.map((l) => `${l.name} => ${l.path}`)
+    .sort();
+}
+
+const CLOSURES = ["/usr/bin/ffmpeg", "/usr/bin/python3", "/usr/bin/gcc", "/usr/bin/ssh"];
+for (const exe of CLOSURES) {
+  Deno.test(`elf resolve: the closure of ${exe} is what ldd lists`, async () => {
+    const want = await ldd(exe);
+    assert.ok(want.length > 0);
+    assert.deepEqual(closureLines(exe), want);
+    assert.deepEqual(resolveClosure(exe).missing, []);
+  });
+}
+
+Deno.test("elf resolve: RPATH, LD_LIBRARY_PATH, RUNPATH with $ORIGIN, missing libraries", async () => {
+  const dir = await Deno.makeTempDir();
+  const gcc = async (...args: string[]) => {
+    const out = await new Deno.Command("gcc", { args, cwd: dir }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  };
+  try {
+    await Deno.mkdir(`${dir}/lib`);
+    await Deno.mkdir(`${dir}/alt`);
+    await Deno.mkdir(`${dir}/bin`);
+    await Deno.writeTextFile(`${dir}/a.c`, "int a(void) { return 1; }\n");
+    await Deno.writeTextFile(`${dir}/m.c`, "int a(void); int main(void) { return a(); }\n");
+    for (const d of ["lib", "alt"]) {
+      await gcc("-shared", "-fPIC", "a.c", "-o", `${d}/liba.so`, "-Wl,-soname,liba.so");
+    }
+    // RUNPATH: LD_LIBRARY_PATH wins over it.
+    await gcc(
+      "m.c",
+      "-o",
+      "bin/run",
+      "-Llib",
+      "-la",
+      "-Wl,-rpath,$ORIGIN/../lib",
+      "-Wl,--enable-new-dtags",
+    );
+    // RPATH: it wins over LD_LIBRARY_PATH.
+    await gcc(
+      "m.c",
+      "-o",
+      "bin/rp",
+      "-Llib",
+      "-la",
+      "-Wl,-rpath,$ORIGIN/../lib",
+      "-Wl,--disable-new-dtags",
+    );
+    for (const exe of ["run", "rp"]) {
+      for (const llp of [undefined, `${dir}/alt`]) {
+        const want = await ldd(`${dir}/bin/${exe}`, llp ? { LD_LIBRARY_PATH: llp } : {});
+        assert.deepEqual(closureLines(`${dir}/bin/${exe}`, llp), want, `${exe} ${llp}`);
+      }
+    }
+    const liba = (exe: string, llp: string) =>
+      closureLines(`${dir}/bin/${exe}`, llp).filter((l) => l.startsWith("liba"));
+    assert.deepEqual(liba("run", `${dir}/alt`), [`liba.so => ${dir}/alt/liba.so`]);
+    assert.deepEqual(liba("rp", `${dir}/alt`), [`liba.so => ${dir}/bin/../lib/liba.so`]);
+    // A missing library is reported, with the paths tried.
+    await Deno.remove(`${dir}/lib/liba.so`);
+    const c = resolveClosure(`${dir}/bin/run`);
+    assert.deepEqual(c.missing, ["liba.so"]);
+    assert.ok(c.probes.includes(`${dir}/bin/../lib/liba.so`), c.probes.join("\n"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("elf resolve: a static or non-ELF executable", () => {
+  assert.deepEqual(resolveClosure("/bin/busybox").libraries, []);
+  assert.throws(() => resolveClosure("/etc/passwd"), ElfError);
+  assert.throws(() => resolveClosure("/nonexistent"), ElfError);
 });
