@@ -32,7 +32,7 @@ export function trace(line: string): void {
   );
 }
 
-export async function runAgent(agentScript: string): Promise<number> {
+export async function runAgent(agentScript: string, runtime: string[]): Promise<number> {
   const peer = new RpcPeer(
     { readable: Deno.stdin.readable, writable: Deno.stdout.writable },
     { program: `outrun-agent ${VERSION}` },
@@ -40,7 +40,7 @@ export async function runAgent(agentScript: string): Promise<number> {
   let cleanup: (() => Promise<void>) | null = null;
   peer.handle("session.run", async (args) => {
     const req = args as unknown as RunRequest;
-    const run = startRun(peer, req, agentScript);
+    const run = startRun(peer, req, agentScript, runtime);
     cleanup = run.cleanup;
     try {
       return (await run.done) as unknown as Value;
@@ -81,7 +81,7 @@ function startHeartbeat(peer: RpcPeer): ReturnType<typeof setInterval> {
   }, PING_EVERY_S * 1000);
 }
 
-function startRun(peer: RpcPeer, req: RunRequest, agentScript: string) {
+function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: string[]) {
   // Only this (the main) thread moves to the new namespace; the mounts below are made
   // from it, and children it spawns start in it.
   trace("run: unshare");
@@ -98,8 +98,17 @@ function startRun(peer: RpcPeer, req: RunRequest, agentScript: string) {
 
   trace("mounted; spawning the exec helper");
   const plan: ExecPlan = { ...req, root, binds: BINDS };
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", "--no-config", agentScript, "exec", JSON.stringify(plan)],
+  const child = new Deno.Command(runtime[0], {
+    args: [
+      ...runtime.slice(1),
+      "run",
+      "-A",
+      "--quiet",
+      "--no-config",
+      agentScript,
+      "exec",
+      JSON.stringify(plan),
+    ],
     clearEnv: true,
     env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", DENO_NO_UPDATE_CHECK: "1" },
     stdin: "piped",

@@ -8,6 +8,7 @@
 import type { Client } from "ssh2";
 import { execCommand, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
+import { resolveClosure } from "../elf/mod.ts";
 
 export interface PayloadFile {
   name: string;
@@ -20,6 +21,8 @@ export interface Payload {
   files: PayloadFile[];
   /** Directory name on the remote: version plus a digest of every file. */
   dirName: string;
+  /** The file name of the dynamic loader that starts the runtime. */
+  loader: string;
 }
 
 const HERE = new URL(".", import.meta.url).pathname;
@@ -88,32 +91,99 @@ async function* walk(dir: string): AsyncGenerator<string> {
   }
 }
 
+/**
+ * The runtime (deno), its dynamic loader and the libraries it needs (its ELF closure,
+ * resolved as ld.so would), and the agent. The remote starts deno through the
+ * shipped loader with the shipped libraries, so a remote without glibc (or with an
+ * older one) runs it all the same.
+ */
 export async function localPayload(): Promise<Payload> {
   const runtime = Deno.execPath();
   const agent = await agentBundle();
+  const closure = resolveClosure(runtime);
+  if (!closure.interp || closure.missing.length) {
+    throw new SshError(
+      `outrun: cannot ship the runtime ${runtime}: ` +
+        (closure.interp ? `missing ${closure.missing.join(", ")}` : "it has no ELF interpreter"),
+    );
+  }
   const files: PayloadFile[] = [
     { name: "deno", path: runtime, sha256: await cachedSha256(runtime), mode: 0o755 },
     { name: "agent.js", path: agent, sha256: await sha256File(agent), mode: 0o644 },
   ];
-  const all = files.map((f) => f.sha256).join("");
+  for (const path of [closure.interp, ...closure.libraries.map((l) => l.path)]) {
+    files.push({
+      name: path.slice(path.lastIndexOf("/") + 1),
+      path,
+      sha256: await cachedSha256(path),
+      mode: 0o755,
+    });
+  }
+  const all = files.map((f) => `${f.name}:${f.sha256}`).join("");
   const id = await sha256Hex(new TextEncoder().encode(all), 8);
-  return { files, dirName: `${VERSION}-${id}` };
+  return { files, loader: files[2].name, dirName: `${VERSION}-${id}` };
+}
+
+/** The shell command that starts the agent in the payload directory `dir` (see agent_main). */
+export function agentCommand(payload: Payload, dir: string, sudo: boolean): string {
+  return `cd ${dir} && exec ${sudo ? "sudo -n " : ""}"$PWD/${payload.loader}" ` +
+    `--library-path "$PWD" "$PWD/deno" run -A --quiet --no-config "$PWD/agent.js" agent "$PWD"`;
 }
 
 const ARCH_NAMES: Record<string, string> = { x86_64: "x86_64", aarch64: "aarch64" };
 
-/** Makes sure the payload is on the remote; returns its directory (relative to home). */
+/** gzip-compressed bytes of a payload file, made once and kept next to the other caches. */
+async function gzipped(f: PayloadFile): Promise<Uint8Array<ArrayBuffer>> {
+  const path = `${CACHE}/gz/${f.sha256}.gz`;
+  try {
+    return await Deno.readFile(path);
+  } catch { /* make it */ }
+  const stream = (await Deno.open(f.path)).readable.pipeThrough(new CompressionStream("gzip"));
+  const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  await Deno.mkdir(`${CACHE}/gz`, { recursive: true });
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  await Deno.writeFile(tmp, bytes);
+  await Deno.rename(tmp, path);
+  return bytes;
+}
+
+/** A one-line progress bar on stderr when it is a terminal. */
+function progressBar(label: string, total: number): ((sent: number) => void) & { done(): void } {
+  const tty = Deno.stderr.isTerminal();
+  let last = -1;
+  const write = (s: string) => Deno.stderr.writeSync(new TextEncoder().encode(s));
+  const update = (sent: number) => {
+    if (!tty) return;
+    const pct = Math.floor((sent / Math.max(total, 1)) * 100);
+    if (pct === last) return;
+    last = pct;
+    const width = 30;
+    const fill = Math.round((pct / 100) * width);
+    write(
+      `\r\x1b[Koutrun: ${label} [${"#".repeat(fill)}${" ".repeat(width - fill)}] ${pct}% ` +
+        `${(sent / 1048576).toFixed(1)}/${(total / 1048576).toFixed(1)} MB`,
+    );
+  };
+  return Object.assign(update, { done: () => tty && last >= 0 && write("\r\x1b[K") });
+}
+
+/**
+ * Makes sure the payload is on the remote; returns its directory (relative to home).
+ * One probe tells the architecture, whether gzip is there and which files are
+ * present (a file is only ever renamed into place after its SHA-256 was checked
+ * on the remote, so present means verified).
+ */
 export async function ensurePayload(
   client: Client,
   payload: Payload,
   log: (line: string) => void,
 ): Promise<string> {
   const dir = `.cache/outrun/${payload.dirName}`;
+  const names = payload.files.map((f) => f.name).join(" ");
   const probe = await execCommand(
     client,
-    `uname -m; cd ${dir} 2>/dev/null && sha256sum ${
-      payload.files.map((f) => f.name).join(" ")
-    } 2>/dev/null`,
+    `uname -m; command -v gzip >/dev/null 2>&1 && echo gzip=yes; ` +
+      `cd ${dir} 2>/dev/null && for f in ${names}; do [ -f "$f" ] && echo "have=$f"; done`,
   );
   const lines = new TextDecoder().decode(probe.stdout).trim().split("\n");
   const remoteArch = lines[0]?.trim();
@@ -123,25 +193,25 @@ export async function ensurePayload(
         `${Deno.build.arch}: outrun runs local programs, so both must be the same`,
     );
   }
-  const present = new Map(
-    lines.slice(1).map((l) => {
-      const [sum, name] = l.trim().split(/\s+/);
-      return [name, sum];
-    }),
-  );
+  const gzip = lines.includes("gzip=yes");
+  const present = new Set(lines.filter((l) => l.startsWith("have=")).map((l) => l.slice(5)));
   for (const f of payload.files) {
-    if (present.get(f.name) === f.sha256) continue;
-    log(`uploading ${f.name} (${(await Deno.stat(f.path)).size} bytes) to ${dir}`);
+    if (present.has(f.name)) continue;
+    const data = gzip ? await gzipped(f) : await Deno.readFile(f.path);
+    log(`uploading ${f.name} (${data.length} bytes${gzip ? ", gzip" : ""}) to ${dir}`);
     const tmp = `${dir}/.${f.name}.$$`;
+    const bar = progressBar(`uploading ${f.name}`, data.length);
     const r = await execCommand(
       client,
-      `mkdir -p ${dir} && cat > ${tmp} && sum=$(sha256sum ${tmp}) && ` +
+      `mkdir -p ${dir} && ${gzip ? "gzip -dc" : "cat"} > ${tmp} && sum=$(sha256sum ${tmp}) && ` +
         `[ "\${sum%% *}" = ${f.sha256} ] && chmod ${
           f.mode.toString(8)
         } ${tmp} && mv -f ${tmp} ${dir}/${f.name} ` +
         `|| { rm -f ${tmp}; echo "verification failed" >&2; exit 1; }`,
-      await Deno.readFile(f.path),
+      data,
+      bar,
     );
+    bar.done();
     if (r.code !== 0) {
       throw new SshError(
         `outrun: uploading ${f.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`,

@@ -10,7 +10,7 @@ import { serveFilesystem } from "../fs/proxy.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { connect, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
-import { ensurePayload, localPayload } from "./bootstrap.ts";
+import { agentCommand, ensurePayload, localPayload } from "./bootstrap.ts";
 import { EVENTS, FORWARDED_SIGNALS, type RunRequest, type RunResult } from "./protocol.ts";
 
 export const SIGNAL_NUMBERS: Record<string, number> = {
@@ -57,9 +57,7 @@ export async function runRemote(o: CliOptions): Promise<number> {
     log(`payload ${payload.dirName}`);
     const dir = await ensurePayload(client, payload, log);
     log("payload present");
-    const sudo = resolved.user === "root" ? "" : "sudo -n ";
-    const command =
-      `cd ${dir} && DENO_NO_UPDATE_CHECK=1 exec ${sudo}./deno run -A --quiet --no-config agent.js`;
+    const command = agentCommand(payload, dir, resolved.user !== "root");
     const channel = await new Promise<import("ssh2").ClientChannel>((resolve, reject) =>
       client.exec(
         command,

@@ -307,6 +307,7 @@ export function execCommand(
   client: Client,
   command: string,
   stdin?: Uint8Array,
+  progress?: (sent: number) => void,
 ): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     client.exec(command, (err, ch) => {
@@ -331,8 +332,20 @@ export function execCommand(
         }
         resolve({ code, signal, stdout, stderr });
       });
-      if (stdin) ch.end(stdin);
-      else ch.end();
+      // In chunks, waiting for the channel to drain: memory stays flat and `progress`
+      // tells how far the bytes really got.
+      const CHUNK = 256 << 10;
+      let at = 0;
+      const pump = () => {
+        while (stdin && at < stdin.length) {
+          const more = ch.write(stdin.subarray(at, at + CHUNK));
+          at = Math.min(at + CHUNK, stdin.length);
+          progress?.(at);
+          if (!more) return void ch.once("drain", pump);
+        }
+        ch.end();
+      };
+      pump();
     });
   });
 }
