@@ -12,9 +12,16 @@
 import { FuseSession, mountFuse, MS_PRIVATE, MS_REC, sysMount, unmountFuse } from "../fuse/mod.ts";
 import { ProxyFs } from "../fs/proxy.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
-import { check, CLONE_NEWNS, libc } from "../sys/libc.ts";
+import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
 import { VERSION } from "../version.ts";
-import { EVENTS, type ExecPlan, type RunRequest, type RunResult } from "./protocol.ts";
+import {
+  EVENTS,
+  type ExecPlan,
+  type RunRequest,
+  type RunResult,
+  type WindowSize,
+} from "./protocol.ts";
+import { openPty, ptyWriter, readPty, setWindowSize } from "../sys/pty.ts";
 
 const BINDS = ["/dev", "/proc", "/sys", "/run"];
 const DEBUG = Deno.env.get("OUTRUN_DEBUG") === "1";
@@ -97,7 +104,8 @@ function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: 
   const serving = session.serve().catch((err) => console.error(`outrun-agent: fuse: ${err}`));
 
   trace("mounted; spawning the exec helper");
-  const plan: ExecPlan = { ...req, root, binds: BINDS };
+  const pty = req.tty ? openPty(req.tty.rows, req.tty.cols) : null;
+  const plan: ExecPlan = { ...req, root, binds: BINDS, tty: pty?.slavePath ?? null };
   const child = new Deno.Command(runtime[0], {
     args: [
       ...runtime.slice(1),
@@ -111,26 +119,43 @@ function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: 
     ],
     clearEnv: true,
     env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", DENO_NO_UPDATE_CHECK: "1" },
-    stdin: "piped",
-    stdout: "piped",
+    // With a pty the helper's stdin and stdout become the terminal; its stderr stays
+    // a pipe until then, for errors before it gets there.
+    stdin: pty ? "null" : "piped",
+    stdout: pty ? "null" : "piped",
     stderr: "piped",
   }).spawn();
 
-  const stdin = child.stdin.getWriter();
-  peer.onEvent(EVENTS.stdin, (data) => void stdin.write(data as Uint8Array).catch(() => {}));
-  peer.onEvent(EVENTS.stdinEof, () => void stdin.close().catch(() => {}));
+  let exited = false;
+  const relay = async (stream: AsyncIterable<Uint8Array>, event: string) => {
+    for await (const chunk of stream) peer.event(event, chunk);
+  };
+  let relays: Promise<unknown>;
+  if (pty) {
+    const write = ptyWriter(pty.master);
+    peer.onEvent(EVENTS.stdin, (data) => void write(data as Uint8Array));
+    peer.onEvent(EVENTS.winch, (size) => {
+      const { rows, cols } = size as unknown as WindowSize;
+      setWindowSize(pty.master, rows, cols);
+    });
+    relays = Promise.all([
+      relay(readPty(pty.master, () => exited), EVENTS.stdout),
+      relay(child.stderr, EVENTS.stderr),
+    ]);
+  } else {
+    const stdin = child.stdin.getWriter();
+    peer.onEvent(EVENTS.stdin, (data) => void stdin.write(data as Uint8Array).catch(() => {}));
+    peer.onEvent(EVENTS.stdinEof, () => void stdin.close().catch(() => {}));
+    relays = Promise.all([
+      relay(child.stdout, EVENTS.stdout),
+      relay(child.stderr, EVENTS.stderr),
+    ]);
+  }
   peer.onEvent(EVENTS.signal, (name) => {
     try {
       child.kill(name as Deno.Signal);
     } catch { /* already gone */ }
   });
-  const relay = async (stream: ReadableStream<Uint8Array>, event: string) => {
-    for await (const chunk of stream) peer.event(event, chunk);
-  };
-  const relays = Promise.all([
-    relay(child.stdout, EVENTS.stdout),
-    relay(child.stderr, EVENTS.stderr),
-  ]);
 
   let cleaned = false;
   const cleanup = async () => {
@@ -140,6 +165,10 @@ function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: 
       child.kill("SIGKILL");
     } catch { /* exited */ }
     await child.status;
+    exited = true;
+    await relays.catch(() => {});
+    // The master's close hangs up whatever still holds the terminal.
+    if (pty) closeQuietly(pty.master);
     unmountFuse(mount);
     session.close();
     await serving;
@@ -152,8 +181,15 @@ function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: 
   const done = (async (): Promise<RunResult> => {
     const status = await child.status;
     trace(`helper exited ${JSON.stringify(status)}`);
+    exited = true;
     await relays;
     return { code: status.signal ? null : status.code, signal: status.signal ?? null };
   })();
   return { done, cleanup };
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    close(fd);
+  } catch { /* closed */ }
 }

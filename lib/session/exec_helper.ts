@@ -7,7 +7,7 @@
  * and execs the command found through PATH. It never returns on success.
  */
 import { MS_BIND, MS_REC, sysMount } from "../fuse/mod.ts";
-import { check, cstr, cStringArray, errno, libc } from "../sys/libc.ts";
+import { check, close, cstr, cStringArray, errno, libc, O, open } from "../sys/libc.ts";
 import { Errno, errnoName } from "../sys/errno.ts";
 import type { ExecPlan } from "./protocol.ts";
 
@@ -28,7 +28,23 @@ function findInPath(command: string, path: string): string | null {
   return null;
 }
 
+/**
+ * Makes the pty's slave the controlling terminal and stdin/stdout/stderr: a new
+ * session (setsid), then the first terminal its leader opens becomes its own. The
+ * slave belongs to the user, mode 0620, as sshd leaves it.
+ */
+function takeTerminal(path: string, uid: number): void {
+  const lib = libc();
+  check("setsid", lib.setsid());
+  const fd = open(path, O.RDWR);
+  check("fchown", lib.fchown(fd, uid, 0xffffffff));
+  check("fchmod", lib.fchmod(fd, 0o620));
+  for (const target of [0, 1, 2]) check("dup2", lib.dup2(fd, target));
+  if (fd > 2) close(fd);
+}
+
 export function execHelper(plan: ExecPlan): never {
+  if (plan.tty) takeTerminal(plan.tty, plan.uid);
   for (const dir of plan.binds) {
     try {
       sysMount(dir, `${plan.root}${dir}`, null, MS_BIND | MS_REC, null);

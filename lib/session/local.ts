@@ -107,6 +107,21 @@ export async function runRemote(o: CliOptions): Promise<number> {
         Deno.addSignalListener(name, handler);
         return () => Deno.removeSignalListener(name, handler);
       });
+      // Both ends terminals: the command gets a pty, this terminal goes raw (keys,
+      // Ctrl-C included, travel as bytes) and is restored on every way out.
+      const tty = Deno.stdin.isTerminal() && Deno.stdout.isTerminal() ? Deno.consoleSize() : null;
+      if (tty) {
+        Deno.stdin.setRaw(true);
+        const winch = () => {
+          const { rows, columns } = Deno.consoleSize();
+          peer.event(EVENTS.winch, { rows, cols: columns });
+        };
+        Deno.addSignalListener("SIGWINCH", winch);
+        forward.push(() => {
+          Deno.removeSignalListener("SIGWINCH", winch);
+          Deno.stdin.setRaw(false);
+        });
+      }
       pumpStdin(peer);
       const req: RunRequest = {
         argv: o.command,
@@ -115,6 +130,7 @@ export async function runRemote(o: CliOptions): Promise<number> {
         uid: Deno.uid() ?? 0,
         gid: Deno.gid() ?? 0,
         groups: localGroups(),
+        tty: tty && { rows: tty.rows, cols: tty.columns },
       };
       const result = await peer.call("session.run", req as unknown as Value).catch((err) => {
         throw new SshError(`outrun: connection to ${resolved.alias} lost: ${err.message}`);

@@ -11,6 +11,13 @@ export interface RunRequest {
   uid: number;
   gid: number;
   groups: number[];
+  /** Set when local stdin and stdout are terminals: the command gets a pty this size. */
+  tty: WindowSize | null;
+}
+
+export interface WindowSize {
+  rows: number;
+  cols: number;
 }
 
 /** Agent -> local answer to "run". */
@@ -21,8 +28,10 @@ export interface RunResult {
 }
 
 /** What the agent hands its exec helper (as JSON in argv). */
-export interface ExecPlan extends RunRequest {
+export interface ExecPlan extends Omit<RunRequest, "tty"> {
   root: string;
+  /** The pty's slave (/dev/pts/N) to make the controlling terminal and stdio, or null. */
+  tty: string | null;
   /** Remote directories bound into the mirror before the chroot. */
   binds: string[];
 }
@@ -34,6 +43,8 @@ export const EVENTS = {
   stdin: "session.stdin",
   stdinEof: "session.stdin-eof",
   signal: "session.signal",
+  /** New window size (WindowSize) of the local terminal. */
+  winch: "session.winch",
 } as const;
 
 export const FORWARDED_SIGNALS = [

@@ -75,6 +75,8 @@ const symbols = {
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   umask: { parameters: ["u32"], result: "u32" },
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
+  setsid: { parameters: [], result: "i32" },
+  dup2: { parameters: ["i32", "i32"], result: "i32" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | null = null;
