@@ -16,6 +16,8 @@ export interface CliOptions {
   quiet: boolean;
   noCache: boolean;
   noPrefetch: boolean;
+  /** Print round trips, requests, bytes, cache hits and a time split at exit. */
+  stats: boolean;
   timeout?: number;
   outrunConfig?: string;
 }
@@ -29,8 +31,8 @@ export type CliResult =
 
 export const USAGE =
   `usage: outrun [-qv] [-F ssh_config] [-i identity_file] [-J destination] [-l login_name]
-              [-o option] [-p port] [--no-cache] [--no-prefetch] [--timeout seconds]
-              [--config file] destination command [argument ...]
+              [-o option] [-p port] [--no-cache] [--no-prefetch] [--stats]
+              [--timeout seconds] [--config file] destination command [argument ...]
        outrun --version | --help`;
 
 /** Options taking a value, as ssh spells them. */
@@ -46,6 +48,7 @@ export function parseCli(args: string[]): CliResult {
     quiet: false,
     noCache: false,
     noPrefetch: false,
+    stats: false,
   };
   let i = 0;
   if (args[0] === "debug") return { kind: "debug", args: args.slice(1) };
@@ -60,6 +63,7 @@ export function parseCli(args: string[]): CliResult {
     if (arg === "--help" || arg === "-h") return { kind: "help" };
     if (arg === "--no-cache") o.noCache = true;
     else if (arg === "--no-prefetch") o.noPrefetch = true;
+    else if (arg === "--stats") o.stats = true;
     else if (/^-[vq]+$/.test(arg)) {
       for (const c of arg.slice(1)) c === "v" ? o.verbose++ : (o.quiet = true);
     } else {

@@ -23,9 +23,9 @@ import {
   type OpenOut,
   type Request,
   type StatfsOut,
-  stringBytes,
 } from "../fuse/mod.ts";
 import { byteString } from "../fuse/cursor.ts";
+import { bpath, listDir } from "../sys/files.ts";
 import { Errno } from "../sys/errno.ts";
 import {
   AT_FDCWD,
@@ -61,13 +61,6 @@ export interface LoopbackOptions {
    * when changes come only through the mount, or are announced with notifications.
    */
   keepCache?: boolean;
-}
-
-/** NUL-terminated bytes of a byte-string path. */
-function bpath(path: string): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(path.length + 1);
-  out.set(stringBytes(path));
-  return out;
 }
 
 const RENAME_EXCHANGE = 2;
@@ -376,27 +369,9 @@ export class LoopbackFs implements Filesystem {
 
   opendir(req: Request<"OPENDIR">): OpenOut {
     const path = this.#pathOf(req.header.nodeid);
-    const lib = libc();
-    const dir = lib.opendir(bpath(path));
-    if (dir === null) check("opendir", -1);
-    const entries: DirHandle["entries"] = [];
-    try {
-      while (true) {
-        const ent = lib.readdir(dir);
-        if (ent === null) break;
-        // struct dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name[].
-        const view = new Deno.UnsafePointerView(ent);
-        const ino = view.getBigUint64(0);
-        const type = view.getUint8(18);
-        const raw = new Uint8Array(view.getArrayBuffer(256, 19));
-        const name = byteString(raw.subarray(0, raw.indexOf(0)));
-        const full = path === "/" ? `/${name}` : `${path}/${name}`;
-        if (this.#hide.has(full)) continue;
-        entries.push({ name, ino, type });
-      }
-    } finally {
-      lib.closedir(dir);
-    }
+    const entries = listDir(path).filter((e) =>
+      !this.#hide.has(path === "/" ? `/${e.name}` : `${path}/${e.name}`)
+    );
     const fh = this.#nextDirHandle++;
     this.#dirs.set(fh, { entries });
     return { fh };

@@ -54,6 +54,8 @@ export interface PeerOptions {
   program: string;
   /** Errors thrown by handlers that carry no errno are reported here. */
   log?: (message: string) => void;
+  /** Called as each call this side answered is answered (for -vv). */
+  trace?: (method: string, args: Value, ms: number, error: unknown) => void;
 }
 
 export interface Hello {
@@ -86,6 +88,8 @@ export class RpcPeer {
   #resolveClosed!: (reason: Error) => void;
   /** Bytes and frames each way, for --stats. */
   readonly stats = { framesOut: 0, framesIn: 0, bytesOut: 0, bytesIn: 0, calls: 0 };
+  /** Calls made from this side, by method. */
+  readonly callsByMethod: Record<string, number> = {};
 
   constructor(transport: Transport, readonly options: PeerOptions) {
     this.#writer = transport.writable.getWriter();
@@ -119,6 +123,7 @@ export class RpcPeer {
     if (this.#closed) throw this.#closed;
     const id = this.#nextId++;
     this.stats.calls++;
+    this.callsByMethod[method] = (this.callsByMethod[method] ?? 0) + 1;
     const result = new Promise<Value>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, method });
     });
@@ -236,8 +241,14 @@ export class RpcPeer {
       this.#send(Kind.Error, id, { errno: 38, message: `no method ${method}` }); // ENOSYS
       return;
     }
-    const reply = (v: Value) => !this.#closed && this.#send(Kind.Result, id, v);
+    const trace = this.options.trace;
+    const t0 = trace ? performance.now() : 0;
+    const reply = (v: Value) => {
+      trace?.(method, args, performance.now() - t0, null);
+      if (!this.#closed) this.#send(Kind.Result, id, v);
+    };
     const fail = (err: unknown) => {
+      trace?.(method, args, performance.now() - t0, err);
       if (this.#closed) return;
       const errno = typeof (err as { errno?: unknown })?.errno === "number"
         ? (err as { errno: number }).errno

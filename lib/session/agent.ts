@@ -11,12 +11,16 @@
  */
 import { FuseSession, mountFuse, MS_PRIVATE, MS_REC, sysMount, unmountFuse } from "../fuse/mod.ts";
 import { ProxyFs } from "../fs/proxy.ts";
+import { CachedFs } from "../fs/cache/mirror.ts";
+import { CacheStore } from "../fs/cache/store.ts";
+import type { Filesystem } from "../fuse/mod.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
 import { VERSION } from "../version.ts";
 import {
   EVENTS,
   type ExecPlan,
+  type RemoteStats,
   type RunRequest,
   type RunResult,
   type WindowSize,
@@ -47,13 +51,40 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   let cleanup: (() => Promise<void>) | null = null;
   peer.handle("session.run", async (args) => {
     const req = args as unknown as RunRequest;
-    const run = startRun(peer, req, agentScript, runtime);
-    cleanup = run.cleanup;
+    const stats: RemoteStats = { calls: {}, cache: null, validateMs: 0, mountMs: 0, runMs: 0 };
+    const cache = req.cache ? await openCache(peer, req, stats) : null;
     try {
-      return (await run.done) as unknown as Value;
+      const run = startRun(peer, req, cache?.fs ?? new ProxyFs(peer), agentScript, runtime, stats);
+      cleanup = run.cleanup;
+      try {
+        const result = await run.done;
+        stats.calls = { ...peer.callsByMethod };
+        delete stats.calls["session.ping"];
+        return { ...result, stats } as unknown as Value;
+      } finally {
+        await run.cleanup();
+        cleanup = null;
+      }
     } finally {
-      await run.cleanup();
-      cleanup = null;
+      if (cache) {
+        stats.cache = {
+          ...stats.cache!,
+          metaHits: cache.fs.hits.meta,
+          metaMisses: cache.fs.misses.meta,
+          chunkHits: cache.fs.hits.chunk,
+          chunkMisses: cache.fs.misses.chunk,
+        };
+        try {
+          cache.fs.finish();
+          stats.cache.evicted = cache.store.evict({
+            maxEntries: req.cache!.maxEntries,
+            maxBytes: req.cache!.maxBytes,
+          });
+        } catch (e) {
+          trace(`cache: ${e}`);
+        }
+        cache.store.close();
+      }
     }
   });
   const heartbeat = startHeartbeat(peer);
@@ -88,15 +119,63 @@ function startHeartbeat(peer: RpcPeer): ReturnType<typeof setInterval> {
   }, PING_EVERY_S * 1000);
 }
 
-function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: string[]) {
+/** Opens the store and validates what it holds for this client: one round trip. */
+async function openCache(peer: RpcPeer, req: RunRequest, stats: RemoteStats) {
+  const settings = req.cache!;
+  const t = performance.now();
+  const dir = settings.dir.replace(/^~(?=\/|$)/, Deno.env.get("HOME") ?? "/root");
+  const store = new CacheStore(dir);
+  try {
+    const fs = new CachedFs({
+      peer,
+      inner: new ProxyFs(peer),
+      store,
+      client: settings.client,
+      prefixes: settings.prefixes,
+      log: trace,
+    });
+    const { held, stale } = await fs.validate({
+      argv0: req.argv[0],
+      cwd: req.cwd,
+      path: req.env.PATH ?? "/usr/bin:/bin",
+      prefetch: settings.prefetch,
+    });
+    stats.validateMs = performance.now() - t;
+    stats.cache = {
+      held,
+      stale,
+      evicted: 0,
+      metaHits: 0,
+      metaMisses: 0,
+      chunkHits: 0,
+      chunkMisses: 0,
+    };
+    trace(`cache: ${held} held, ${stale} stale, validated in ${stats.validateMs.toFixed(1)} ms`);
+    return { fs, store };
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+}
+
+function startRun(
+  peer: RpcPeer,
+  req: RunRequest,
+  fs: Filesystem,
+  agentScript: string,
+  runtime: string[],
+  stats: RemoteStats,
+) {
   // Only this (the main) thread moves to the new namespace; the mounts below are made
   // from it, and children it spawns start in it.
   trace("run: unshare");
   check("unshare", libc().unshare(CLONE_NEWNS));
   sysMount("none", "/", null, MS_REC | MS_PRIVATE, null);
+  const tMount = performance.now();
   const root = Deno.makeTempDirSync({ prefix: "outrun-root-" });
   const mount = mountFuse(root, { fsName: "outrun", subtype: "outrun" });
-  const session = new FuseSession(mount.fd, new ProxyFs(peer), {
+  stats.mountMs = performance.now() - tMount;
+  const session = new FuseSession(mount.fd, fs, {
     idleWaitMs: 0,
     debug: DEBUG,
     log: (m) => trace(m),
@@ -105,7 +184,9 @@ function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: 
 
   trace("mounted; spawning the exec helper");
   const pty = req.tty ? openPty(req.tty.rows, req.tty.cols) : null;
-  const plan: ExecPlan = { ...req, root, binds: BINDS, tty: pty?.slavePath ?? null };
+  const { cache: _, ...what } = req;
+  const plan: ExecPlan = { ...what, root, binds: BINDS, tty: pty?.slavePath ?? null };
+  const tRun = performance.now();
   const child = new Deno.Command(runtime[0], {
     args: [
       ...runtime.slice(1),
@@ -178,8 +259,9 @@ function startRun(peer: RpcPeer, req: RunRequest, agentScript: string, runtime: 
   };
   peer.closed.then(cleanup);
 
-  const done = (async (): Promise<RunResult> => {
+  const done = (async (): Promise<Omit<RunResult, "stats">> => {
     const status = await child.status;
+    stats.runMs = performance.now() - tRun;
     trace(`helper exited ${JSON.stringify(status)}`);
     exited = true;
     await relays;

@@ -7,11 +7,14 @@ import { Readable, Writable } from "node:stream";
 import type { CliOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
+import { CacheService } from "../fs/cache/service.ts";
+import { clientId, outrunHome, readConfig } from "../config.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { connect, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
 import { agentCommand, ensurePayload, localPayload } from "./bootstrap.ts";
 import { EVENTS, FORWARDED_SIGNALS, type RunRequest, type RunResult } from "./protocol.ts";
+import { formatStats } from "./stats.ts";
 
 export const SIGNAL_NUMBERS: Record<string, number> = {
   SIGHUP: 1,
@@ -36,6 +39,14 @@ function localGroups(): number[] {
 
 export async function runRemote(o: CliOptions): Promise<number> {
   const t0 = performance.now();
+  const config = readConfig(o.outrunConfig);
+  const times: Record<string, number> = {};
+  let mark = t0;
+  const lap = (name: string) => {
+    const now = performance.now();
+    times[name] = now - mark;
+    mark = now;
+  };
   const log = (line: string) => {
     if (o.verbose > 0) console.error(`debug1: ${(performance.now() - t0).toFixed(0)} ms: ${line}`);
   };
@@ -52,11 +63,13 @@ export async function runRemote(o: CliOptions): Promise<number> {
   });
   const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   log("connected");
+  lap("connect");
   try {
     const payload = await localPayload();
     log(`payload ${payload.dirName}`);
     const dir = await ensurePayload(client, payload, log);
     log("payload present");
+    lap("bootstrap");
     const command = agentCommand(payload, dir, resolved.user !== "root");
     const channel = await new Promise<import("ssh2").ClientChannel>((resolve, reject) =>
       client.exec(
@@ -74,14 +87,29 @@ export async function runRemote(o: CliOptions): Promise<number> {
         readable: Readable.toWeb(channel) as unknown as ReadableStream<Uint8Array>,
         writable: Writable.toWeb(channel) as unknown as WritableStream<Uint8Array>,
       },
-      { program: `outrun ${VERSION}` },
+      {
+        program: `outrun ${VERSION}`,
+        trace: o.verbose >= 2
+          ? (method, args, ms, err) =>
+            log(`${method} ${describe(args)} ${ms.toFixed(2)} ms${err ? ` -> ${err}` : ""}`)
+          : undefined,
+      },
     );
     peer.handle("session.ping", () => null);
     // The agent exiting (or sshd closing the channel) ends the RPC stream, whatever
     // the stream adapters make of it.
     channel.once("close", () => void peer.close(new Error("the remote agent exited")));
     // This machine's files, as this user: the local kernel decides what may be read.
-    serveFilesystem(peer, new LoopbackFs({ root: "/" }));
+    const files = new LoopbackFs({ root: "/" });
+    serveFilesystem(peer, files);
+    const env = Deno.env.toObject();
+    const cache = o.noCache ? null : new CacheService(peer, {
+      prefixes: config.cache.prefixes,
+      prefetch: !o.noPrefetch,
+      profileDir: `${outrunHome()}/profiles`,
+      env,
+      fs: files,
+    });
     // Through stream writers: in order and whole (Deno.stdout.write may write part of a
     // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
     // not an error of ours: its output is dropped, as ssh would.
@@ -126,12 +154,21 @@ export async function runRemote(o: CliOptions): Promise<number> {
       const req: RunRequest = {
         argv: o.command,
         cwd: Deno.cwd(),
-        env: Deno.env.toObject(),
+        env,
         uid: Deno.uid() ?? 0,
         gid: Deno.gid() ?? 0,
         groups: localGroups(),
         tty: tty && { rows: tty.rows, cols: tty.columns },
+        cache: cache && {
+          dir: config.cache.path,
+          client: clientId(),
+          prefixes: config.cache.prefixes,
+          prefetch: !o.noPrefetch,
+          maxEntries: config.cache.maxEntries,
+          maxBytes: config.cache.maxBytes,
+        },
       };
+      lap("start");
       const result = await peer.call("session.run", req as unknown as Value).catch((err) => {
         throw new SshError(`outrun: connection to ${resolved.alias} lost: ${err.message}`);
       }) as unknown as RunResult;
@@ -139,10 +176,23 @@ export async function runRemote(o: CliOptions): Promise<number> {
         `command done: ${JSON.stringify(result)}; ${peer.stats.calls} calls from here, ` +
           `${peer.stats.framesIn} frames in (${peer.stats.bytesIn} bytes), ${peer.stats.framesOut} out (${peer.stats.bytesOut} bytes)`,
       );
+      lap("command");
       // The agent answers after relaying all output: let it reach the terminal.
       await stdout.flush();
       await stderr.flush();
+      await cache?.saveProfile().catch((e) => log(`profile not saved: ${e}`));
       await peer.close();
+      if (o.stats) {
+        lap("teardown");
+        console.error(
+          formatStats({
+            local: times,
+            remote: result.stats,
+            rpc: peer.stats,
+            push: cache?.stats ?? null,
+          }),
+        );
+      }
       if (result.signal) return 128 + (SIGNAL_NUMBERS[result.signal] ?? 0);
       return result.code ?? 255;
     } finally {
@@ -152,6 +202,21 @@ export async function runRemote(o: CliOptions): Promise<number> {
     client.end();
     await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
   }
+}
+
+/** A call's arguments in a line: the path or the node and name, not the bytes. */
+function describe(args: Value): string {
+  const a = args as Record<string, unknown> | null;
+  if (!a || typeof a !== "object") return "";
+  const header = a.header as { nodeid?: number } | undefined;
+  const parts = [
+    header?.nodeid !== undefined ? `node ${header.nodeid}` : "",
+    typeof a.path === "string" ? a.path : "",
+    typeof a.name === "string" ? JSON.stringify(a.name) : "",
+    Array.isArray(a.indices) ? `chunks ${a.indices.join(",")}` : "",
+    Array.isArray(a.held) ? `${a.held.length} held` : "",
+  ];
+  return parts.filter(Boolean).join(" ");
 }
 
 function orderedWriter(stream: WritableStream<Uint8Array>) {

@@ -13,6 +13,38 @@ export interface RunRequest {
   groups: number[];
   /** Set when local stdin and stdout are terminals: the command gets a pty this size. */
   tty: WindowSize | null;
+  /** The remote cache's settings, or null (--no-cache): every request crosses. */
+  cache: CacheSettings | null;
+}
+
+export interface CacheSettings {
+  /** The store's directory on the remote ("~/" is the remote user's home). */
+  dir: string;
+  /** This machine-and-user's id: the store keeps each client's paths apart. */
+  client: string;
+  prefixes: string[];
+  prefetch: boolean;
+  maxEntries: number;
+  maxBytes: number;
+}
+
+/** What the agent measured, for --stats. */
+export interface RemoteStats {
+  /** Blocking calls the agent made to the local side, by method. */
+  calls: Record<string, number>;
+  cache: {
+    held: number;
+    stale: number;
+    evicted: number;
+    metaHits: number;
+    metaMisses: number;
+    chunkHits: number;
+    chunkMisses: number;
+  } | null;
+  /** Milliseconds. */
+  validateMs: number;
+  mountMs: number;
+  runMs: number;
 }
 
 export interface WindowSize {
@@ -25,10 +57,11 @@ export interface RunResult {
   code: number | null;
   /** Set when the command was killed by a signal (e.g. "SIGTERM"). */
   signal: string | null;
+  stats: RemoteStats;
 }
 
 /** What the agent hands its exec helper (as JSON in argv). */
-export interface ExecPlan extends Omit<RunRequest, "tty"> {
+export interface ExecPlan extends Omit<RunRequest, "tty" | "cache"> {
   root: string;
   /** The pty's slave (/dev/pts/N) to make the controlling terminal and stdio, or null. */
   tty: string | null;

@@ -1,0 +1,120 @@
+/**
+ * outrun's own settings: `~/.outrun/config` (or `--config FILE`), INI:
+ *
+ *   [cache]
+ *   path = ~/.cache/outrun/cache   ; on the remote, ~ being the remote user's home
+ *   max_entries = 4096             ; cached files (contents) kept at most
+ *   max_size = 20G                 ; bytes of cached contents kept at most
+ *   prefixes = /usr,/lib,/lib32,/lib64,/libx32,/bin,/sbin,/etc,/opt
+ *
+ * A missing file means the defaults; a bad value is an error naming the key.
+ */
+import ini from "ini";
+import { DEFAULT_PREFIXES } from "./fs/cache/protocol.ts";
+import { DEFAULT_LIMITS } from "./fs/cache/store.ts";
+
+export interface OutrunConfig {
+  cache: {
+    path: string;
+    maxEntries: number;
+    maxBytes: number;
+    prefixes: string[];
+  };
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export function outrunHome(): string {
+  return `${Deno.env.get("HOME") ?? "/"}/.outrun`;
+}
+
+/** "20G", "512M", "1.5T", "4096" (bytes). */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$/i.exec(text);
+  if (!m) throw new ConfigError(`bad size '${text}'`);
+  const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase()]!;
+  return Math.round(Number(m[1]) * unit);
+}
+
+export function parseConfig(text: string, source = "config"): OutrunConfig {
+  const data = ini.parse(text) as Record<string, Record<string, string> | string>;
+  const cache = (typeof data.cache === "object" ? data.cache : {}) as Record<string, string>;
+  const bad = (key: string, why: string) => new ConfigError(`${source}: [cache] ${key}: ${why}`);
+  const config: OutrunConfig = {
+    cache: {
+      path: "~/.cache/outrun/cache",
+      maxEntries: DEFAULT_LIMITS.maxEntries,
+      maxBytes: DEFAULT_LIMITS.maxBytes,
+      prefixes: [...DEFAULT_PREFIXES],
+    },
+  };
+  for (const [key, value] of Object.entries(cache)) {
+    const v = String(value).trim();
+    switch (key) {
+      case "path":
+        if (!v) throw bad(key, "empty");
+        config.cache.path = v;
+        break;
+      case "max_entries":
+        if (!/^\d+$/.test(v) || Number(v) < 1) {
+          throw bad(key, `not a positive whole number: '${v}'`);
+        }
+        config.cache.maxEntries = Number(v);
+        break;
+      case "max_size":
+        try {
+          config.cache.maxBytes = parseSize(v);
+        } catch (e) {
+          throw bad(key, (e as Error).message);
+        }
+        break;
+      case "prefixes": {
+        const list = v.split(",").map((p) => p.trim().replace(/\/+$/, "")).filter(Boolean);
+        const wrong = list.find((p) => !p.startsWith("/") || p.split("/").includes(".."));
+        if (wrong !== undefined) throw bad(key, `not an absolute path: '${wrong}'`);
+        config.cache.prefixes = list;
+        break;
+      }
+      default:
+        throw bad(key, "unknown key");
+    }
+  }
+  return config;
+}
+
+export function readConfig(file?: string): OutrunConfig {
+  const path = file ?? `${outrunHome()}/config`;
+  let text = "";
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    if (file !== undefined || !(e instanceof Deno.errors.NotFound)) {
+      throw new ConfigError(`${path}: ${(e as Error).message}`);
+    }
+  }
+  return parseConfig(text, path);
+}
+
+/** This machine-and-user's id in remote caches (made once, kept in ~/.outrun/client-id). */
+export function clientId(): string {
+  const path = `${outrunHome()}/client-id`;
+  try {
+    const id = Deno.readTextFileSync(path).trim();
+    if (/^[0-9a-f]{32}$/.test(id)) return id;
+  } catch { /* first use */ }
+  const id = Array.from(
+    crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0"),
+  )
+    .join("");
+  try {
+    Deno.mkdirSync(outrunHome(), { recursive: true, mode: 0o700 });
+    Deno.writeTextFileSync(`${path}.${Deno.pid}`, `${id}\n`);
+    Deno.renameSync(`${path}.${Deno.pid}`, path);
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    return id; // no writable home: a cache of this session only
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Pure helpers of the cache's data path: chunk hashes and the content id built
+ * from them, chunk bitmaps, and LZ4 (npm:lz4-wasm) applied only where it pays.
+ */
+import { createHash } from "node:crypto";
+import * as lz4 from "lz4-wasm";
+import { CHUNK_SIZE, chunkCount } from "./protocol.ts";
+
+export function sha256(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(bytes).digest());
+}
+
+export function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The sha256 of each CHUNK_SIZE piece of `content`, concatenated. */
+export function chunkHashesOf(content: Uint8Array): Uint8Array {
+  const n = chunkCount(content.length);
+  const out = new Uint8Array(n * 32);
+  for (let i = 0; i < n; i++) {
+    out.set(sha256(content.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE)), i * 32);
+  }
+  return out;
+}
+
+/** The content id: sha256 over the chunk hashes (so one chunk can be checked alone). */
+export function contentHash(chunkHashes: Uint8Array): string {
+  return hex(sha256(chunkHashes));
+}
+
+/** Whether `data` is chunk `index` of content whose chunk hashes are `chunkHashes`. */
+export function chunkMatches(chunkHashes: Uint8Array, index: number, data: Uint8Array): boolean {
+  const want = chunkHashes.subarray(index * 32, index * 32 + 32);
+  if (want.length !== 32) return false;
+  const got = sha256(data);
+  for (let i = 0; i < 32; i++) if (got[i] !== want[i]) return false;
+  return true;
+}
+
+/** Below this saving an LZ4 block is not worth its decompression. */
+const MIN_SAVING = 1 / 16;
+
+/** `[data, rawLength]`: the LZ4 block and the original length, or the data and 0. */
+export function maybeCompress(data: Uint8Array): [Uint8Array, number] {
+  if (data.length < 512) return [data, 0];
+  const block = lz4.compress(data);
+  if (block.length > data.length * (1 - MIN_SAVING)) return [data, 0];
+  return [block, data.length];
+}
+
+export function decompress(data: Uint8Array, rawLength: number): Uint8Array {
+  if (rawLength === 0) return data;
+  const out = lz4.decompress(data);
+  if (out.length !== rawLength) throw new Error(`lz4: ${out.length} bytes, expected ${rawLength}`);
+  return out;
+}
+
+/** A set of chunk indices as bits. */
+export class ChunkBitmap {
+  constructor(readonly bits: Uint8Array) {}
+
+  static empty(chunks: number): ChunkBitmap {
+    return new ChunkBitmap(new Uint8Array(Math.ceil(chunks / 8)));
+  }
+
+  has(i: number): boolean {
+    return (this.bits[i >> 3] & (1 << (i & 7))) !== 0;
+  }
+
+  add(i: number): void {
+    this.bits[i >> 3] |= 1 << (i & 7);
+  }
+
+  /** Indices in [0, n) not set. */
+  missing(n: number): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) if (!this.has(i)) out.push(i);
+    return out;
+  }
+
+  count(n: number): number {
+    return n - this.missing(n).length;
+  }
+}

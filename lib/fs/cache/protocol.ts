@@ -1,0 +1,127 @@
+/**
+ * The cache's messages between outrun's local side (which has the files) and the
+ * remote mirror (which keeps them across sessions). Data only ever flows as
+ * `cache.push` events, local -> remote, in stream order; calls only ask for
+ * pushes and answer when they are all sent. So a push may arrive unasked
+ * (prefetch) and the remote handles every push the same way, whichever call
+ * caused it: by the time a call's answer arrives, what it pushed is stored.
+ *
+ * Paths and symlink targets are byte strings (one char per byte), like lib/fuse's.
+ */
+import type { Attr } from "../../fuse/mod.ts";
+
+export const CACHE_EVENTS = { push: "cache.push" } as const;
+
+export const CACHE_CALLS = {
+  /** ValidateRequest -> ValidateReply: the one round trip of a warm start. */
+  validate: "cache.validate",
+  /** {path} -> null, after pushing its MetaRecord (and what will be asked next). */
+  meta: "cache.meta",
+  /** {path} -> null, after pushing its ContentInfo (and what will be asked next). */
+  content: "cache.content",
+  /** ChunkRequest -> null, after pushing those chunks (and readahead). */
+  chunks: "cache.chunks",
+  /** {path} -> EntryOut of the local file service: a cached path's own node there. */
+  lookupPath: "fs.lookupPath",
+} as const;
+
+/** Bytes per chunk: the unit of transfer, verification and sparse storage. */
+export const CHUNK_SIZE = 128 * 1024;
+
+/** One path as the local side sees it. */
+export interface MetaRecord {
+  path: string;
+  /** null: no such file (a negative entry). */
+  attr: Attr | null;
+  /** Symlinks: the target. */
+  target?: string;
+  /** Directories that were listed: every name in them ("." and ".." left out). */
+  children?: string[];
+}
+
+/** A regular file's content identity: sha256 over the sha256 of each chunk. */
+export interface ContentInfo {
+  path: string;
+  /** The fingerprint of the file this was read from (see `fingerprint`). */
+  fp: string;
+  hash: string;
+  size: number;
+  /** 32 bytes per chunk, in order. */
+  chunkHashes: Uint8Array;
+}
+
+export interface ChunkData {
+  hash: string;
+  index: number;
+  /** LZ4 block when `rawLength` > 0, else the chunk itself. */
+  data: Uint8Array;
+  rawLength: number;
+}
+
+export interface Push {
+  metas?: MetaRecord[];
+  contents?: ContentInfo[];
+  chunks?: ChunkData[];
+}
+
+/**
+ * What the remote has for this client: [path, fingerprint, content hash or "",
+ * present chunks, whether it holds the directory's listing].
+ */
+export type HeldEntry = [string, string, string, Uint8Array, boolean];
+
+export interface ValidateRequest {
+  held: HeldEntry[];
+  /** The command about to run (argv[0], cwd and PATH to resolve it as the local shell would). */
+  argv0: string;
+  cwd: string;
+  path: string;
+  /** Whether the local side should push what this command used last time. */
+  prefetch: boolean;
+}
+
+export interface ValidateReply {
+  /** Held paths that changed or vanished here: drop them. */
+  stale: string[];
+}
+
+export interface ChunkRequest {
+  path: string;
+  hash: string;
+  indices: number[];
+}
+
+/** What identifies a version of a file without reading it: rsync's quick check plus identity. */
+export function fingerprint(attr: Attr | null, target?: string): string {
+  if (!attr) return "-";
+  const a = attr;
+  return `${
+    a.mode.toString(8)
+  }:${a.size}:${a.mtimeSec}.${a.mtimeNsec}:${a.ctimeSec}.${a.ctimeNsec}:${a.ino}` +
+    (target !== undefined ? `:${target}` : "");
+}
+
+/** Chunks of a file of `size` bytes. */
+export function chunkCount(size: number): number {
+  return Math.ceil(size / CHUNK_SIZE);
+}
+
+export const DEFAULT_PREFIXES = [
+  "/usr",
+  "/lib",
+  "/lib32",
+  "/lib64",
+  "/libx32",
+  "/bin",
+  "/sbin",
+  "/etc",
+  "/opt",
+];
+
+/** Whether `path` lies in (or is) one of the cached prefixes. */
+export function isCachedPath(path: string, prefixes: readonly string[]): boolean {
+  for (const p of prefixes) {
+    if (path === p || (path.startsWith(p) && path.charCodeAt(p.length) === 47)) return true;
+  }
+  return false;
+}

@@ -1,0 +1,484 @@
+/**
+ * The local side of the cache: answers the remote mirror's `cache.*` calls from
+ * this machine's files, and pushes with each answer what will be asked next:
+ *
+ * - a directory comes with its listing and every entry's attributes (so lookups
+ *   of names in it, present or absent, need no further round trip);
+ * - a symlink with its target's path resolved the same way;
+ * - an ELF file's content with its whole library closure (resolved in
+ *   WebAssembly by lib/elf the way ld.so does): the metadata of every path on the
+ *   way, small files whole and the first chunk of large ones;
+ * - a chunk with the chunks after it (readahead);
+ * - at session start, everything the same executable used last time (its
+ *   profile, kept under ~/.outrun/profiles), minus what the remote already holds.
+ *
+ * What the remote holds is learnt from its validate request and updated as
+ * pushes go out, so nothing is sent twice in a session.
+ */
+import type { Filesystem, Request } from "../../fuse/mod.ts";
+import { resolveClosure } from "../../elf/mod.ts";
+import type { RpcPeer, Value } from "../../rpc/mod.ts";
+import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
+import { check, libc, O, SysError } from "../../sys/libc.ts";
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
+import { ChunkBitmap, chunkHashesOf, contentHash, hex, maybeCompress, sha256 } from "./chunks.ts";
+import {
+  CACHE_CALLS,
+  CACHE_EVENTS,
+  CHUNK_SIZE,
+  chunkCount,
+  type ChunkData,
+  type ChunkRequest,
+  type ContentInfo,
+  fingerprint,
+  isCachedPath,
+  type MetaRecord,
+  type Push,
+  type ValidateReply,
+  type ValidateRequest,
+} from "./protocol.ts";
+
+/** Files up to this size travel whole the first time they are opened. */
+export const WHOLE_FILE_LIMIT = 1024 * 1024;
+/** Chunks pushed after each one asked for. */
+export const READAHEAD_CHUNKS = 7;
+/** Directories with more entries are not listed (each name is looked up alone). */
+export const MAX_LISTING = 20_000;
+/** A push event is sent once it holds this many bytes of chunk data. */
+const PUSH_BYTES = 1024 * 1024;
+
+export interface CacheServiceOptions {
+  prefixes: readonly string[];
+  /** Push what will be asked next (closure, readahead, profile); off for comparison. */
+  prefetch: boolean;
+  /** Where per-executable profiles are kept (null: none). */
+  profileDir: string | null;
+  /** The command's environment (LD_LIBRARY_PATH for the closure). */
+  env: Record<string, string>;
+  /** Resolves a path to a node of the served filesystem (for writes under cached paths). */
+  fs: Filesystem;
+}
+
+export interface PushStats {
+  metas: number;
+  contents: number;
+  chunks: number;
+  /** Chunk bytes before and after LZ4. */
+  chunkBytes: number;
+  wireBytes: number;
+  /** Pushes the remote asked for, and those sent ahead of asking. */
+  asked: number;
+  prefetched: number;
+}
+
+/** What one executable's run asked for: pushed whole at the start of the next cold run. */
+interface Profile {
+  metas: string[];
+  /** Directories that were listed. */
+  listed: string[];
+  /** path -> chunk indices. */
+  chunks: Record<string, number[]>;
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+function join(dir: string, name: string): string {
+  return dir === "/" ? `/${name}` : `${dir}/${name}`;
+}
+
+export class CacheService {
+  readonly stats: PushStats = {
+    metas: 0,
+    contents: 0,
+    chunks: 0,
+    chunkBytes: 0,
+    wireBytes: 0,
+    asked: 0,
+    prefetched: 0,
+  };
+  /** path -> fingerprint of the meta the remote holds. */
+  readonly #held = new Map<string, string>();
+  /** Directories whose listing the remote holds (under the fingerprint in #held). */
+  readonly #listed = new Set<string>();
+  /** path -> content id the remote holds for it. */
+  readonly #heldContent = new Map<string, string>();
+  /** content id -> chunks the remote holds. */
+  readonly #chunks = new Map<string, ChunkBitmap>();
+  /** path -> content info computed here, for the fingerprint it was read at. */
+  readonly #infos = new Map<string, ContentInfo>();
+  readonly #closures = new Set<string>();
+  readonly #profile: Profile = { metas: [], listed: [], chunks: {} };
+  readonly #profileSeen = new Set<string>();
+  #profilePath: string | null = null;
+  #pending: Push = {};
+  #pendingBytes = 0;
+
+  constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
+    peer.handle(
+      CACHE_CALLS.validate,
+      (a) => this.validate(a as unknown as ValidateRequest) as unknown as Value,
+    );
+    peer.handle(
+      CACHE_CALLS.meta,
+      (a) => this.#answer(() => this.meta((a as { path: string }).path)),
+    );
+    peer.handle(
+      CACHE_CALLS.content,
+      (a) => this.#answer(() => this.content((a as { path: string }).path)),
+    );
+    peer.handle(
+      CACHE_CALLS.chunks,
+      (a) => this.#answer(() => this.chunks(a as unknown as ChunkRequest)),
+    );
+    peer.handle(
+      CACHE_CALLS.lookupPath,
+      (a) => this.lookupPath((a as { path: string }).path) as unknown as Value,
+    );
+  }
+
+  #answer(f: () => void): null {
+    f();
+    this.#flush();
+    return null;
+  }
+
+  // ---- calls ----
+
+  validate(req: ValidateRequest): ValidateReply {
+    const stale: string[] = [];
+    for (const [path, fp, hash, present, listed] of req.held) {
+      if (this.#fingerprintNow(path) !== fp) {
+        stale.push(path);
+        continue;
+      }
+      this.#held.set(path, fp);
+      if (listed) this.#listed.add(path);
+      if (hash) {
+        this.#heldContent.set(path, hash);
+        this.#chunks.set(hash, new ChunkBitmap(present));
+      }
+    }
+    if (req.prefetch && this.options.profileDir) {
+      const exe = resolveCommand(req.argv0, req.cwd, req.path);
+      if (exe) {
+        this.#profilePath = `${this.options.profileDir}/${
+          hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)
+        }.json`;
+        this.#replayProfile();
+      }
+    }
+    this.#flush();
+    return { stale };
+  }
+
+  meta(path: string): void {
+    this.stats.asked++;
+    this.#record("meta", path);
+    this.#pushMeta(path, true);
+    if (this.options.prefetch) {
+      const m = this.#metaNow(path, false);
+      if (m.target !== undefined) this.#pushChain(resolveLink(path, m.target));
+    }
+  }
+
+  content(path: string): void {
+    this.stats.asked++;
+    const info = this.#info(path);
+    const n = chunkCount(info.size);
+    const whole = info.size <= WHOLE_FILE_LIMIT;
+    const first = whole ? range(0, n) : range(0, Math.min(n, 1));
+    this.#pushContent(path, first);
+    if (this.options.prefetch && !this.#closures.has(path) && isElf(path)) {
+      this.#closures.add(path);
+      this.#pushClosure(path);
+    }
+  }
+
+  chunks(req: ChunkRequest): void {
+    this.stats.asked++;
+    const info = this.#info(req.path);
+    if (info.hash !== req.hash) {
+      throw new SysError("read", 116, /* ESTALE */ `${req.path} changed during the session`);
+    }
+    const want = new Set(req.indices);
+    if (this.options.prefetch) {
+      const n = chunkCount(info.size);
+      for (const i of req.indices) {
+        for (let j = i + 1; j <= i + READAHEAD_CHUNKS && j < n; j++) want.add(j);
+      }
+    }
+    this.#pushContent(req.path, [...want].sort((a, b) => a - b));
+  }
+
+  /** The served filesystem's node for `path` (one lookup count, kept by the caller). */
+  lookupPath(path: string): Value {
+    const fs = this.options.fs;
+    let nodeid = 1;
+    let entry: Value = null;
+    for (const name of path.split("/").filter(Boolean)) {
+      const req = { op: "LOOKUP", header: { nodeid }, name } as unknown as Request<"LOOKUP">;
+      const e = fs.lookup!(req);
+      if (e instanceof Promise) throw new Error("lookupPath needs a synchronous filesystem");
+      if (nodeid !== 1) fs.forget?.(nodeid, 1);
+      nodeid = e.nodeid;
+      entry = e as unknown as Value;
+    }
+    return entry;
+  }
+
+  /** Saves what this run used as the executable's profile (merged with the last one). */
+  async saveProfile(): Promise<void> {
+    if (!this.#profilePath) return;
+    const p = this.#profile;
+    if (!p.metas.length && !Object.keys(p.chunks).length) return;
+    const tmp = `${this.#profilePath}.${Deno.pid}.tmp`;
+    await Deno.mkdir(dirname(this.#profilePath), { recursive: true });
+    await Deno.writeTextFile(tmp, JSON.stringify(p));
+    await Deno.rename(tmp, this.#profilePath);
+  }
+
+  // ---- what is pushed ----
+
+  #record(kind: "meta" | "listed", path: string): void {
+    const key = `${kind}\0${path}`;
+    if (this.#profileSeen.has(key)) return;
+    this.#profileSeen.add(key);
+    (kind === "meta" ? this.#profile.metas : this.#profile.listed).push(path);
+  }
+
+  #recordChunks(path: string, indices: number[]): void {
+    const list = (this.#profile.chunks[path] ??= []);
+    for (const i of indices) if (!list.includes(i)) list.push(i);
+  }
+
+  #replayProfile(): void {
+    let saved: Profile;
+    try {
+      saved = JSON.parse(Deno.readTextFileSync(this.#profilePath!));
+    } catch {
+      return; // no profile yet
+    }
+    for (const path of saved.listed ?? []) this.#pushMeta(path, true, true);
+    for (const path of saved.metas ?? []) this.#pushMeta(path, false, true);
+    for (const [path, indices] of Object.entries(saved.chunks ?? {})) {
+      try {
+        this.#pushContent(path, indices, true);
+      } catch { /* gone since */ }
+    }
+  }
+
+  #fingerprintNow(path: string): string {
+    const m = this.#metaNow(path, false);
+    return fingerprint(m.attr, m.target);
+  }
+
+  #metaNow(path: string, list: boolean): MetaRecord {
+    try {
+      const attr = lstatPath(path);
+      const m: MetaRecord = { path, attr };
+      const type = attr.mode & S_IFMT;
+      if (type === S_IFLNK) m.target = readlinkPath(path);
+      else if (type === S_IFDIR && list) {
+        const names = listDir(path).map((e) => e.name).filter((n) => n !== "." && n !== "..");
+        if (names.length <= MAX_LISTING) m.children = names;
+      }
+      return m;
+    } catch (e) {
+      if (e instanceof SysError) return { path, attr: null };
+      throw e;
+    }
+  }
+
+  /** Pushes `path`'s meta unless the remote holds it; a listed directory brings its entries. */
+  #pushMeta(path: string, list: boolean, prefetched = false): MetaRecord {
+    if (!isCachedPath(path, this.options.prefixes)) return { path, attr: null };
+    const m = this.#metaNow(path, list);
+    const fp = fingerprint(m.attr, m.target);
+    const isDir = m.attr !== null && (m.attr.mode & S_IFMT) === S_IFDIR;
+    const wantList = list && isDir && m.children !== undefined;
+    if (this.#held.get(path) === fp && (!wantList || this.#listed.has(path))) return m;
+    if (!wantList) delete m.children;
+    this.#queueMeta(m, prefetched);
+    this.#record("meta", path);
+    if (wantList) {
+      this.#listed.add(path);
+      this.#record("listed", path);
+      for (const name of m.children!) {
+        const child = join(path, name);
+        const cm = this.#metaNow(child, false);
+        const cfp = fingerprint(cm.attr, cm.target);
+        if (this.#held.get(child) !== cfp) this.#queueMeta(cm, true);
+      }
+    }
+    return m;
+  }
+
+  #queueMeta(m: MetaRecord, prefetched: boolean): void {
+    this.#held.set(m.path, fingerprint(m.attr, m.target));
+    (this.#pending.metas ??= []).push(m);
+    this.#pendingBytes += 64 + m.path.length;
+    this.stats.metas++;
+    if (prefetched) this.stats.prefetched++;
+  }
+
+  /** Every directory and symlink on the way to `path` (listed), then `path` itself. */
+  #pushChain(path: string, depth = 0): string | null {
+    if (depth > 40) return null;
+    const parts = path.split("/").filter(Boolean);
+    let at = "/";
+    for (let i = 0; i < parts.length; i++) {
+      const next = join(at, parts[i]);
+      if (!isCachedPath(next, this.options.prefixes)) {
+        at = next;
+        continue;
+      }
+      const m = this.#pushMeta(next, true, true);
+      if (!m.attr) return null;
+      if (m.target !== undefined) {
+        const rest = parts.slice(i + 1).join("/");
+        const target = resolveLink(next, m.target);
+        return this.#pushChain(rest ? join(target, rest) : target, depth + 1);
+      }
+      at = next;
+    }
+    return at;
+  }
+
+  #pushClosure(exe: string): void {
+    let closure;
+    try {
+      closure = resolveClosure(exe, { ldLibraryPath: this.options.env.LD_LIBRARY_PATH });
+    } catch {
+      return; // not something ld.so would load: nothing to prefetch
+    }
+    const files = [
+      ...(closure.interp ? [closure.interp] : []),
+      "/etc/ld.so.cache",
+      ...closure.libraries.map((l) => l.path),
+    ];
+    for (const probe of closure.probes) this.#pushChain(dirname(probe));
+    for (const file of files) {
+      const real = this.#pushChain(file);
+      if (!real || !isCachedPath(real, this.options.prefixes)) continue;
+      try {
+        const info = this.#info(real);
+        const n = chunkCount(info.size);
+        this.#pushContent(
+          real,
+          info.size <= WHOLE_FILE_LIMIT ? range(0, n) : range(0, Math.min(n, 1)),
+          true,
+        );
+      } catch { /* unreadable: the loader will say */ }
+    }
+  }
+
+  #info(path: string): ContentInfo {
+    const attr = lstatPath(path);
+    if ((attr.mode & S_IFMT) !== S_IFREG) throw new SysError("open", 21, /* EISDIR */ path);
+    const fp = fingerprint(attr);
+    const known = this.#infos.get(path);
+    if (known && known.fp === fp) return known;
+    const data = readWhole(path);
+    const chunkHashes = chunkHashesOf(data);
+    const info: ContentInfo = {
+      path,
+      fp,
+      hash: contentHash(chunkHashes),
+      size: data.length,
+      chunkHashes,
+    };
+    this.#infos.set(path, info);
+    return info;
+  }
+
+  /** Pushes the content id (unless held) and those of `indices` the remote lacks. */
+  #pushContent(path: string, indices: number[], prefetched = false): void {
+    if (!isCachedPath(path, this.options.prefixes)) return;
+    const info = this.#info(path);
+    this.#recordChunks(path, indices);
+    if (this.#heldContent.get(path) !== info.hash) {
+      // The meta first: the remote files content under the path's current fingerprint.
+      this.#pushMeta(path, false, prefetched);
+      (this.#pending.contents ??= []).push(info);
+      this.#heldContent.set(path, info.hash);
+      this.stats.contents++;
+    }
+    let have = this.#chunks.get(info.hash);
+    if (!have) this.#chunks.set(info.hash, have = ChunkBitmap.empty(chunkCount(info.size)));
+    const missing = indices.filter((i) => i < chunkCount(info.size) && !have!.has(i));
+    if (!missing.length) return;
+    const fd = check("open", libc().open(bpath(path), O.RDONLY | O.CLOEXEC, 0), path);
+    try {
+      for (const i of missing) {
+        const len = Math.min(CHUNK_SIZE, info.size - i * CHUNK_SIZE);
+        const raw = new Uint8Array(len);
+        const n = Number(
+          check("read", libc().pread64(fd, raw, BigInt(len), BigInt(i * CHUNK_SIZE)), path),
+        );
+        const [data, rawLength] = maybeCompress(raw.subarray(0, n));
+        const chunk: ChunkData = { hash: info.hash, index: i, data, rawLength };
+        (this.#pending.chunks ??= []).push(chunk);
+        have.add(i);
+        this.stats.chunks++;
+        this.stats.chunkBytes += n;
+        this.stats.wireBytes += data.length;
+        if (prefetched) this.stats.prefetched++;
+        this.#pendingBytes += data.length;
+        if (this.#pendingBytes >= PUSH_BYTES) this.#flush();
+      }
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  #flush(): void {
+    if (!this.#pending.metas && !this.#pending.contents && !this.#pending.chunks) return;
+    this.peer.event(CACHE_EVENTS.push, this.#pending as unknown as Value);
+    this.#pending = {};
+    this.#pendingBytes = 0;
+  }
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
+}
+
+function resolveLink(link: string, target: string): string {
+  const abs = target.startsWith("/") ? target : join(dirname(link), target);
+  const out: string[] = [];
+  for (const part of abs.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return `/${out.join("/")}`;
+}
+
+function isElf(path: string): boolean {
+  try {
+    const fd = libc().open(bpath(path), O.RDONLY | O.CLOEXEC, 0);
+    if (fd < 0) return false;
+    const head = new Uint8Array(4);
+    const n = Number(libc().pread64(fd, head, 4n, 0n));
+    libc().close(fd);
+    return n === 4 && head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
+  } catch {
+    return false;
+  }
+}
+
+/** argv[0] as a shell would find it: a path with a slash as is, else the first match in PATH. */
+export function resolveCommand(argv0: string, cwd: string, path: string): string | null {
+  const candidates = argv0.includes("/")
+    ? [argv0.startsWith("/") ? argv0 : join(cwd, argv0)]
+    : path.split(":").filter(Boolean).map((d) => join(d.startsWith("/") ? d : join(cwd, d), argv0));
+  for (const c of candidates) {
+    try {
+      if (Deno.statSync(c).isFile) return Deno.realPathSync(c);
+    } catch { /* next */ }
+  }
+  return null;
+}

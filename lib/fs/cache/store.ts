@@ -1,0 +1,323 @@
+/**
+ * The remote's persistent cache: an SQLite index (node:sqlite, WAL) and
+ * content-addressed blobs stored sparsely, chunk by chunk.
+ *
+ * - `blobs`: one row per content id (sha256 over the chunk hashes, so the same
+ *   glibc from two machines or two paths is stored once), with its chunk hashes
+ *   and a bitmap of the chunks present in `blobs/xx/<hash>`.
+ * - `entries`: per client and path, the fingerprint, the MetaRecord and the
+ *   content id once known.
+ *
+ * A chunk is written (pwrite) before its bit is committed, and is checked against
+ * its hash on the way in and again the first time a process reads it, so a
+ * session killed mid-write, two sessions writing the same blob, or a damaged
+ * file never serve wrong bytes: at worst a chunk is fetched again.
+ */
+import { type Database, openDatabase } from "./sqlite.ts";
+import { decodeValue, encodeValue, type Value } from "../../rpc/mod.ts";
+import { check, libc, O, open } from "../../sys/libc.ts";
+import { ChunkBitmap, chunkMatches, contentHash } from "./chunks.ts";
+import {
+  CHUNK_SIZE,
+  chunkCount,
+  type ContentInfo,
+  fingerprint,
+  type MetaRecord,
+} from "./protocol.ts";
+
+export interface StoreLimits {
+  /** Blobs (cached file contents) kept at most. */
+  maxEntries: number;
+  /** Bytes of blob data kept at most. */
+  maxBytes: number;
+}
+
+export const DEFAULT_LIMITS: StoreLimits = { maxEntries: 4096, maxBytes: 20 * 1024 ** 3 };
+
+/** What the store holds for one path of one client. */
+export interface HeldRow {
+  path: string;
+  fp: string;
+  meta: MetaRecord;
+  hash: string | null;
+}
+
+export interface BlobRow {
+  hash: string;
+  size: number;
+  chunkHashes: Uint8Array;
+  present: ChunkBitmap;
+}
+
+export class CacheCorrupt extends Error {
+  override name = "CacheCorrupt";
+}
+
+const SCHEMA = `
+create table if not exists blobs(
+  hash text primary key, size integer not null, chunk_hashes blob not null,
+  present blob not null, last_used integer not null);
+create table if not exists entries(
+  client text not null, path text not null, fp text not null, meta blob not null,
+  hash text, last_used integer not null, primary key (client, path));
+create index if not exists entries_hash on entries(hash);
+create index if not exists blobs_lru on blobs(last_used);
+`;
+
+export class CacheStore {
+  readonly db: Database;
+  readonly #fds = new Map<string, number>();
+  /** Chunks this process has checked on read: "hash:index". */
+  readonly #verified = new Set<string>();
+  readonly #now = Math.floor(Date.now() / 1000);
+
+  constructor(readonly dir: string) {
+    Deno.mkdirSync(`${dir}/blobs`, { recursive: true, mode: 0o700 });
+    this.db = openDatabase(`${dir}/index.sqlite`);
+    this.db.exec("pragma busy_timeout = 10000");
+    this.db.exec("pragma journal_mode = wal");
+    this.db.exec("pragma synchronous = normal");
+    this.db.exec(SCHEMA);
+  }
+
+  close(): void {
+    for (const fd of this.#fds.values()) libc().close(fd);
+    this.#fds.clear();
+    this.db.close();
+  }
+
+  /** Runs `f` in one write transaction (taken up front: no upgrade deadlocks). */
+  tx<T>(f: () => T): T {
+    this.db.exec("begin immediate");
+    try {
+      const r = f();
+      this.db.exec("commit");
+      return r;
+    } catch (e) {
+      this.db.exec("rollback");
+      throw e;
+    }
+  }
+
+  held(client: string): HeldRow[] {
+    const rows = this.db.prepare("select path, fp, meta, hash from entries where client = ?")
+      .all(client) as { path: string; fp: string; meta: Uint8Array; hash: string | null }[];
+    return rows.map((r) => ({
+      path: r.path,
+      fp: r.fp,
+      meta: decodeValue(r.meta) as unknown as MetaRecord,
+      hash: r.hash,
+    }));
+  }
+
+  putMetas(client: string, metas: MetaRecord[]): void {
+    if (!metas.length) return;
+    const put = this.db.prepare(
+      `insert into entries(client, path, fp, meta, hash, last_used) values (?, ?, ?, ?, null, ?)
+       on conflict(client, path) do update set
+         hash = case when fp = excluded.fp then hash else null end,
+         fp = excluded.fp, meta = excluded.meta, last_used = excluded.last_used`,
+    );
+    this.tx(() => {
+      for (const m of metas) {
+        put.run(
+          client,
+          m.path,
+          fingerprint(m.attr, m.target),
+          encodeValue(m as unknown as Value),
+          this.#now,
+        );
+      }
+    });
+  }
+
+  /** Records a file's content id (checked against its chunk hashes) for a path. */
+  putContent(client: string, info: ContentInfo): void {
+    if (contentHash(info.chunkHashes) !== info.hash) {
+      throw new CacheCorrupt(`${info.path}: chunk hashes do not match content id ${info.hash}`);
+    }
+    if (info.chunkHashes.length !== chunkCount(info.size) * 32) {
+      throw new CacheCorrupt(
+        `${info.path}: ${info.chunkHashes.length / 32} chunk hashes for ${info.size} bytes`,
+      );
+    }
+    this.tx(() => {
+      this.db.prepare(
+        `insert into blobs(hash, size, chunk_hashes, present, last_used) values (?, ?, ?, ?, ?)
+         on conflict(hash) do update set last_used = excluded.last_used`,
+      ).run(
+        info.hash,
+        info.size,
+        info.chunkHashes,
+        ChunkBitmap.empty(chunkCount(info.size)).bits,
+        this.#now,
+      );
+      this.db.prepare("update entries set hash = ? where client = ? and path = ? and fp = ?")
+        .run(info.hash, client, info.path, info.fp);
+    });
+  }
+
+  drop(client: string, paths: string[]): void {
+    if (!paths.length) return;
+    const del = this.db.prepare("delete from entries where client = ? and path = ?");
+    this.tx(() => {
+      for (const p of paths) del.run(client, p);
+    });
+  }
+
+  blob(hash: string): BlobRow | null {
+    const r = this.db.prepare("select size, chunk_hashes, present from blobs where hash = ?")
+      .get(hash) as { size: number; chunk_hashes: Uint8Array; present: Uint8Array } | undefined;
+    if (!r) return null;
+    return { hash, size: r.size, chunkHashes: r.chunk_hashes, present: new ChunkBitmap(r.present) };
+  }
+
+  #blobPath(hash: string): string {
+    return `${this.dir}/blobs/${hash.slice(0, 2)}/${hash}`;
+  }
+
+  #fd(hash: string): number {
+    let fd = this.#fds.get(hash);
+    if (fd === undefined) {
+      const path = this.#blobPath(hash);
+      Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+      fd = open(path, O.RDWR | O.CREAT | O.CLOEXEC, 0o600);
+      this.#fds.set(hash, fd);
+    }
+    return fd;
+  }
+
+  /**
+   * Stores chunk `index` of blob `hash` after checking it. Returns false (and stores
+   * nothing) when the bytes are not that chunk.
+   */
+  writeChunk(hash: string, index: number, data: Uint8Array): boolean {
+    const blob = this.blob(hash);
+    if (!blob || !chunkMatches(blob.chunkHashes, index, data)) return false;
+    if (blob.present.has(index)) return true;
+    const fd = this.#fd(hash);
+    const buf = data.buffer instanceof ArrayBuffer
+      ? data as Uint8Array<ArrayBuffer>
+      : new Uint8Array(data);
+    let done = 0;
+    while (done < buf.length) {
+      done += Number(check(
+        "pwrite",
+        libc().pwrite64(
+          fd,
+          buf.subarray(done),
+          BigInt(buf.length - done),
+          BigInt(index * CHUNK_SIZE + done),
+        ),
+      ));
+    }
+    this.#verified.add(`${hash}:${index}`);
+    this.tx(() => {
+      const row = this.db.prepare("select present from blobs where hash = ?").get(hash) as
+        | { present: Uint8Array }
+        | undefined;
+      if (!row) return;
+      const present = new ChunkBitmap(row.present);
+      present.add(index);
+      this.db.prepare("update blobs set present = ? where hash = ?").run(present.bits, hash);
+    });
+    return true;
+  }
+
+  /**
+   * Reads chunk `index` of a blob whose bit is set, checking it the first time this
+   * process reads it. A chunk that fails the check loses its bit (CacheCorrupt).
+   */
+  readChunk(blob: BlobRow, index: number): Uint8Array {
+    const len = Math.min(CHUNK_SIZE, blob.size - index * CHUNK_SIZE);
+    const out = new Uint8Array(len);
+    const n = Number(
+      libc().pread64(this.#fd(blob.hash), out, BigInt(len), BigInt(index * CHUNK_SIZE)),
+    );
+    const key = `${blob.hash}:${index}`;
+    if (!this.#verified.has(key)) {
+      if (n !== len || !chunkMatches(blob.chunkHashes, index, out)) {
+        this.tx(() => {
+          const row = this.db.prepare("select present from blobs where hash = ?").get(blob.hash) as
+            | { present: Uint8Array }
+            | undefined;
+          if (!row) return;
+          row.present[index >> 3] &= ~(1 << (index & 7));
+          this.db.prepare("update blobs set present = ? where hash = ?").run(
+            row.present,
+            blob.hash,
+          );
+        });
+        blob.present.bits[index >> 3] &= ~(1 << (index & 7));
+        throw new CacheCorrupt(`blob ${blob.hash} chunk ${index} does not match its hash`);
+      }
+      this.#verified.add(key);
+    }
+    return out;
+  }
+
+  /** Marks what a session used, so eviction takes the least recently used first. */
+  touch(client: string, paths: Iterable<string>, hashes: Iterable<string>): void {
+    const e = this.db.prepare("update entries set last_used = ? where client = ? and path = ?");
+    const b = this.db.prepare("update blobs set last_used = ? where hash = ?");
+    this.tx(() => {
+      for (const p of paths) e.run(this.#now, client, p);
+      for (const h of hashes) b.run(this.#now, h);
+    });
+  }
+
+  /** Drops least recently used blobs until both limits hold. Returns how many went. */
+  evict(limits: StoreLimits): number {
+    const rows = this.db.prepare("select hash, size, present from blobs order by last_used desc")
+      .all() as { hash: string; size: number; present: Uint8Array }[];
+    let count = 0;
+    let bytes = 0;
+    const victims: string[] = [];
+    for (const r of rows) {
+      const stored = Math.min(
+        r.size,
+        new ChunkBitmap(r.present).count(chunkCount(r.size)) * CHUNK_SIZE,
+      );
+      if (count + 1 > limits.maxEntries || bytes + stored > limits.maxBytes) {
+        victims.push(r.hash);
+        continue;
+      }
+      count++;
+      bytes += stored;
+    }
+    if (!victims.length) return 0;
+    this.tx(() => {
+      for (const h of victims) {
+        this.db.prepare("delete from blobs where hash = ?").run(h);
+        this.db.prepare("update entries set hash = null where hash = ?").run(h);
+      }
+    });
+    for (const h of victims) {
+      const fd = this.#fds.get(h);
+      if (fd !== undefined) libc().close(fd);
+      this.#fds.delete(h);
+      try {
+        Deno.removeSync(this.#blobPath(h));
+      } catch { /* never written */ }
+    }
+    return victims.length;
+  }
+
+  stats(): { blobs: number; entries: number; bytes: number } {
+    const b = this.db.prepare("select count(*) n from blobs").get() as { n: number };
+    const e = this.db.prepare("select count(*) n from entries").get() as { n: number };
+    let bytes = 0;
+    for (const h of this.#blobHashes()) {
+      try {
+        bytes += Deno.statSync(this.#blobPath(h)).blocks! * 512;
+      } catch { /* none yet */ }
+    }
+    return { blobs: b.n, entries: e.n, bytes };
+  }
+
+  #blobHashes(): string[] {
+    return (this.db.prepare("select hash from blobs").all() as { hash: string }[]).map((r) =>
+      r.hash
+    );
+  }
+}

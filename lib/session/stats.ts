@@ -1,0 +1,57 @@
+/** The `--stats` report printed on stderr at exit. */
+import type { PushStats } from "../fs/cache/service.ts";
+import type { RemoteStats } from "./protocol.ts";
+
+export interface StatsInput {
+  /** Local phases in milliseconds: connect, bootstrap, start, command, teardown. */
+  local: Record<string, number>;
+  remote: RemoteStats;
+  /** The local RPC endpoint's counters (bytes each way inside the SSH channel). */
+  rpc: { bytesIn: number; bytesOut: number; framesIn: number; framesOut: number };
+  push: PushStats | null;
+}
+
+function mb(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} kB`;
+}
+
+export function formatStats(s: StatsInput): string {
+  const calls = Object.entries(s.remote.calls).sort((a, b) => b[1] - a[1]);
+  const total = calls.reduce((n, [, c]) => n + c, 0);
+  const lines = [
+    "outrun stats:",
+    `  round trips (blocking calls from the remote): ${total}`,
+    ...calls.map(([m, n]) => `    ${m.padEnd(18)} ${n}`),
+    `  bytes: ${mb(s.rpc.bytesOut)} sent, ${
+      mb(s.rpc.bytesIn)
+    } received (${s.rpc.framesOut}/${s.rpc.framesIn} frames)`,
+  ];
+  if (s.push) {
+    const p = s.push;
+    lines.push(
+      `  pushed: ${p.metas} metas, ${p.contents} content ids, ${p.chunks} chunks ` +
+        `(${mb(p.chunkBytes)} raw, ${
+          mb(p.wireBytes)
+        } after LZ4); ${p.asked} asked, ${p.prefetched} sent ahead`,
+    );
+  }
+  const c = s.remote.cache;
+  if (c) {
+    lines.push(
+      `  cache: ${c.held} held, ${c.stale} stale, ${c.evicted} evicted; metadata ${c.metaHits} hits / ` +
+        `${c.metaMisses} misses; chunks ${c.chunkHits} hits / ${c.chunkMisses} misses`,
+    );
+  } else lines.push("  cache: off");
+  const ms = (n: number) => `${n.toFixed(0)} ms`;
+  const l = s.local;
+  lines.push(
+    `  time: connect ${ms(l.connect ?? 0)}, bootstrap ${ms(l.bootstrap ?? 0)}, start ${
+      ms(l.start ?? 0)
+    }, ` +
+      `validate ${ms(s.remote.validateMs)}, mount ${ms(s.remote.mountMs)}, run ${
+        ms(s.remote.runMs)
+      }, ` +
+      `command total ${ms(l.command ?? 0)}, teardown ${ms(l.teardown ?? 0)}`,
+  );
+  return lines.join("\n");
+}
