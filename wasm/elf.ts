@@ -9,18 +9,15 @@
 // byte strings (one char per byte): ELF names are bytes. Results are written as
 // records into an output buffer (see `emit`) that the host reads after each call.
 // Built by `deno task build:wasm`; loaded by lib/elf. The host makes a fresh
-// instance per call (the stub runtime never frees).
+// instance per call (the stub runtime never frees). The four imports below come
+// from module "elf" (asc names it after this file).
 
-@external("env", "fileOpen")
 declare function fileOpen(path: usize, len: i32): i32;
 
-@external("env", "fileSize")
 declare function fileSize(handle: i32): i64;
 
-@external("env", "fileRead")
 declare function fileRead(handle: i32, offset: u64, dst: usize, len: i32): i32;
 
-@external("env", "fileClose")
 declare function fileClose(handle: i32): void;
 
 const MAX_SEGMENT: u64 = 16 << 20;

@@ -95,7 +95,9 @@ function instantiate(
       handles.delete(h);
     },
   };
-  const exports = new WebAssembly.Instance(compiled, { env }).exports as unknown as ElfExports;
+  // asc files a `declare`d import under the source file's name ("elf"); abort stays in env.
+  const exports = new WebAssembly.Instance(compiled, { env, elf: env })
+    .exports as unknown as ElfExports;
   memory = exports.memory;
   const closeAll = () => {
     for (const file of handles.values()) file.close?.();
