@@ -60,7 +60,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
         const result = await run.done;
         stats.calls = { ...peer.callsByMethod };
         delete stats.calls["session.ping"];
-        return { ...result, stats } as unknown as Value;
+        return { ...result, stats, used: cache?.fs.used() ?? null } as unknown as Value;
       } finally {
         await run.cleanup();
         cleanup = null;
@@ -139,6 +139,7 @@ async function openCache(peer: RpcPeer, req: RunRequest, stats: RemoteStats) {
       cwd: req.cwd,
       path: req.env.PATH ?? "/usr/bin:/bin",
       prefetch: settings.prefetch,
+      ahead: [...BINDS, req.cwd, ...(req.exe ? [req.exe] : [])],
     });
     stats.validateMs = performance.now() - t;
     stats.cache = {
@@ -259,7 +260,7 @@ function startRun(
   };
   peer.closed.then(cleanup);
 
-  const done = (async (): Promise<Omit<RunResult, "stats">> => {
+  const done = (async (): Promise<Omit<RunResult, "stats" | "used">> => {
     const status = await child.status;
     stats.runMs = performance.now() - tRun;
     trace(`helper exited ${JSON.stringify(status)}`);

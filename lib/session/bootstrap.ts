@@ -126,7 +126,9 @@ export async function localPayload(): Promise<Payload> {
 
 /** The shell command that starts the agent in the payload directory `dir` (see agent_main). */
 export function agentCommand(payload: Payload, dir: string, sudo: boolean): string {
-  return `cd ${dir} && exec ${sudo ? "sudo -n " : ""}"$PWD/${payload.loader}" ` +
+  // OUTRUN_DEBUG=1 here makes the agent write /tmp/outrun-agent.log there.
+  const debug = Deno.env.get("OUTRUN_DEBUG") === "1" ? "env OUTRUN_DEBUG=1 " : "";
+  return `cd ${dir} && exec ${sudo ? "sudo -n " : ""}${debug}"$PWD/${payload.loader}" ` +
     `--library-path "$PWD" "$PWD/deno" run -A --quiet --no-config "$PWD/agent.js" agent "$PWD"`;
 }
 

@@ -66,7 +66,7 @@ export function execHelper(plan: ExecPlan): never {
   check("setresgid", lib.setresgid(plan.gid, plan.gid, plan.gid));
   check("setresuid", lib.setresuid(plan.uid, plan.uid, plan.uid));
   const command = plan.argv[0];
-  const path = findInPath(command, plan.env.PATH ?? "/usr/local/bin:/usr/bin:/bin");
+  const path = plan.exe ?? findInPath(command, plan.env.PATH ?? "/usr/local/bin:/usr/bin:/bin");
   if (path === null) fail(`${command}: command not found`, 127);
   const argv = cStringArray(plan.argv);
   const envp = cStringArray(Object.entries(plan.env).map(([k, v]) => `${k}=${v}`));

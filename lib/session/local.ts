@@ -7,7 +7,7 @@ import { Readable, Writable } from "node:stream";
 import type { CliOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
-import { CacheService } from "../fs/cache/service.ts";
+import { CacheService, resolveCommand } from "../fs/cache/service.ts";
 import { clientId, outrunHome, readConfig } from "../config.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { connect, SshError } from "../ssh/connect.ts";
@@ -151,9 +151,11 @@ export async function runRemote(o: CliOptions): Promise<number> {
         });
       }
       pumpStdin(peer);
+      const cwd = Deno.cwd();
       const req: RunRequest = {
         argv: o.command,
-        cwd: Deno.cwd(),
+        exe: resolveCommand(o.command[0], cwd, env.PATH ?? "/usr/local/bin:/usr/bin:/bin"),
+        cwd,
         env,
         uid: Deno.uid() ?? 0,
         gid: Deno.gid() ?? 0,
@@ -180,7 +182,9 @@ export async function runRemote(o: CliOptions): Promise<number> {
       // The agent answers after relaying all output: let it reach the terminal.
       await stdout.flush();
       await stderr.flush();
-      await cache?.saveProfile().catch((e) => log(`profile not saved: ${e}`));
+      if (result.used) {
+        await cache?.saveProfile(result.used).catch((e) => log(`profile not saved: ${e}`));
+      }
       await peer.close();
       if (o.stats) {
         lap("teardown");

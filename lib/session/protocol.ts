@@ -3,9 +3,16 @@
  * top of lib/rpc (the file service's messages are lib/fs/proxy.ts's).
  */
 
+import type { Profile } from "../fs/cache/protocol.ts";
+
 /** Local -> agent call "run": what to run, where, as whom. */
 export interface RunRequest {
   argv: string[];
+  /**
+   * argv[0] found through PATH on this machine (the mirror shows the same files),
+   * so the remote need not walk PATH over the link; null: not found here.
+   */
+  exe: string | null;
   cwd: string;
   env: Record<string, string>;
   uid: number;
@@ -58,6 +65,8 @@ export interface RunResult {
   /** Set when the command was killed by a signal (e.g. "SIGTERM"). */
   signal: string | null;
   stats: RemoteStats;
+  /** What the command used of the cached paths (null without the cache). */
+  used: Profile | null;
 }
 
 /** What the agent hands its exec helper (as JSON in argv). */

@@ -38,11 +38,12 @@ import {
   type HeldEntry,
   isCachedPath,
   type MetaRecord,
+  type Profile,
   type Push,
   type ValidateReply,
   type ValidateRequest,
 } from "./protocol.ts";
-import { type BlobRow, CacheCorrupt, type CacheStore } from "./store.ts";
+import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta } from "./store.ts";
 
 /** Node ids and handles of cached paths start here (the local side's stay below). */
 export const CACHE_BASE = 2 ** 40;
@@ -96,6 +97,11 @@ function join(dir: string, name: string): string {
   return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
 
+/** `f(value)`, now when `value` is here, later when it is a promise. */
+function then<T, U>(value: T | Promise<T>, f: (v: T) => U): U | Promise<U> {
+  return value instanceof Promise ? value.then(f) : f(value);
+}
+
 function isDir(m: MetaRecord): boolean {
   return m.attr !== null && (m.attr.mode & S_IFMT) === S_IFDIR;
 }
@@ -109,6 +115,8 @@ export class CachedFs implements Filesystem {
   readonly #client: string;
   readonly #prefixes: readonly string[];
   readonly #metas = new Map<string, MetaRecord>();
+  /** Metas held from earlier sessions, still encoded: decoded on first use. */
+  readonly #stored = new Map<string, Uint8Array>();
   readonly #childSets = new WeakMap<MetaRecord, Set<string>>();
   readonly #hashes = new Map<string, string>();
   readonly #nodes = new Map<number, CacheNode>();
@@ -119,8 +127,13 @@ export class CachedFs implements Filesystem {
   readonly #dirs = new Map<number, DirEntry[]>();
   readonly #inflight = new Map<string, Promise<void>>();
   readonly #used = new Set<string>();
+  readonly #usedListings = new Set<string>();
+  readonly #usedChunks = new Map<string, Set<number>>();
   #nextId = CACHE_BASE;
   #pendingMetas: MetaRecord[] = [];
+  /** Lookups of local nodes answered ahead: "parent/name" -> entry (used once). */
+  readonly #ahead = new Map<string, EntryOut>();
+  #rootAttr: AttrOut | null = null;
   readonly #logTo?: (line: string) => void;
 
   constructor(o: CachedFsOptions) {
@@ -146,21 +159,33 @@ export class CachedFs implements Filesystem {
         r.fp,
         blob ? r.hash! : "",
         blob ? blob.present.bits : new Uint8Array(0),
-        !!r.meta.children,
+        r.listed,
       ];
     });
     for (const r of rows) {
-      this.#metas.set(r.path, r.meta);
+      this.#stored.set(r.path, r.meta);
       if (r.hash) this.#hashes.set(r.path, r.hash);
     }
     const reply = await this.#call(
       CACHE_CALLS.validate,
       { ...req, held } as unknown as Value,
     ) as unknown as ValidateReply;
+    for (const [parent, name, entry] of reply.ahead) this.#ahead.set(`${parent}/${name}`, entry);
+    this.#rootAttr = reply.root;
+    this.#log(
+      `cache: validate: ${rows.length} held, ${reply.stale.length} stale, ${reply.ahead.length} ahead`,
+    );
     this.#forgetPaths(reply.stale);
     this.#store.drop(this.#client, reply.stale);
     this.#flushMetas();
     return { held: rows.length, stale: reply.stale.length };
+  }
+
+  /** What this session used of the cached paths (the executable's next profile). */
+  used(): Profile {
+    const chunks: Record<string, number[]> = {};
+    for (const [path, set] of this.#usedChunks) chunks[path] = [...set].sort((a, b) => a - b);
+    return { metas: [...this.#used], listed: [...this.#usedListings], chunks };
   }
 
   /** At the end of the session: mark what was used (for LRU eviction). */
@@ -180,7 +205,7 @@ export class CachedFs implements Filesystem {
 
   #onPush(p: Push): void {
     for (const m of p.metas ?? []) {
-      const old = this.#metas.get(m.path);
+      const old = this.#known(m.path);
       // A listing arrives with a directory asked for; the same directory pushed again as
       // some other directory's child comes without one: keep the listing.
       if (
@@ -245,28 +270,52 @@ export class CachedFs implements Filesystem {
     return s;
   }
 
-  async #meta(path: string): Promise<MetaRecord> {
+  /**
+   * The meta of `path` from what is here (a listing answers for absent names too), or
+   * undefined when only the local side can say. Synchronous: the FUSE session writes a
+   * synchronous answer at once, without a trip through the event loop.
+   */
+  #metaNow(path: string): MetaRecord | undefined {
     this.#used.add(path);
-    let m = this.#metas.get(path);
+    const m = this.#known(path);
     if (m) {
       this.hits.meta++;
       return m;
     }
     const parent = dirname(path);
+    if (!isCachedPath(parent, this.#prefixes)) return undefined;
+    const pm = this.#metaNow(parent);
+    if (!pm || (isDir(pm) && !pm.children)) return undefined;
+    const names = this.#children(pm);
+    if (names) this.#usedListings.add(parent);
+    if (
+      !pm.attr || (names && !names.has(path.slice(parent.length === 1 ? 1 : parent.length + 1)))
+    ) {
+      this.hits.meta++;
+      return { path, attr: null }; // not in the listing (or no parent): no such file
+    }
+    return undefined;
+  }
+
+  async #meta(path: string): Promise<MetaRecord> {
+    let m = this.#metaNow(path);
+    if (m) return m;
+    const parent = dirname(path);
     if (isCachedPath(parent, this.#prefixes)) {
       let pm = await this.#meta(parent);
       if (isDir(pm) && !pm.children) {
         await this.#once(`meta:${parent}`, () => this.#call(CACHE_CALLS.meta, { path: parent }));
-        pm = this.#metas.get(parent) ?? pm;
+        pm = this.#known(parent) ?? pm;
       }
       const names = this.#children(pm);
+      if (names) this.#usedListings.add(parent);
       if (
         !pm.attr || (names && !names.has(path.slice(parent.length === 1 ? 1 : parent.length + 1)))
       ) {
         this.hits.meta++;
         return { path, attr: null }; // not in the listing (or no parent): no such file
       }
-      m = this.#metas.get(path);
+      m = this.#known(path);
       if (m) {
         this.hits.meta++;
         return m;
@@ -274,7 +323,7 @@ export class CachedFs implements Filesystem {
     }
     this.misses.meta++;
     await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
-    m = this.#metas.get(path);
+    m = this.#known(path);
     if (!m) throw new FuseError(Errno.EIO, `cache: no answer for ${path}`);
     return m;
   }
@@ -299,8 +348,21 @@ export class CachedFs implements Filesystem {
     return { nodeid: node.id, entryTimeout: LONG, attrTimeout: LONG, attr: m.attr };
   }
 
+  /** The meta of `path` if known here (pushed this session, or held and decoded now). */
+  #known(path: string): MetaRecord | undefined {
+    let m = this.#metas.get(path);
+    if (m) return m;
+    const bytes = this.#stored.get(path);
+    if (!bytes) return undefined;
+    this.#stored.delete(path);
+    m = decodeMeta(bytes);
+    this.#metas.set(path, m);
+    return m;
+  }
+
   #forgetPaths(paths: Iterable<string>): void {
     for (const p of paths) {
+      this.#stored.delete(p);
       this.#metas.delete(p);
       this.#hashes.delete(p);
     }
@@ -308,24 +370,34 @@ export class CachedFs implements Filesystem {
 
   // ---- Filesystem ----
 
-  async lookup(req: Request<"LOOKUP">): Promise<EntryOut> {
+  lookup(req: Request<"LOOKUP">): EntryOut | Promise<EntryOut> {
     const parentId = req.header.nodeid;
     let path: string;
     if (parentId >= CACHE_BASE) {
       path = join(this.#node(parentId).path, req.name);
     } else {
       const parent = this.#ancestors.get(parentId);
-      if (parent === undefined) return await this.#inner.lookup!(req);
+      if (parent === undefined) return this.#localLookup(req);
       path = join(parent, req.name);
       if (!isCachedPath(path, this.#prefixes)) {
-        const entry = await this.#inner.lookup!(req);
-        if (entry.nodeid && this.#prefixes.some((p) => p.startsWith(`${path}/`))) {
-          this.#ancestors.set(entry.nodeid, path);
-        }
-        return entry;
+        const leads = this.#prefixes.some((p) => p.startsWith(`${path}/`));
+        return then(this.#localLookup(req), (entry) => {
+          if (entry.nodeid && leads) this.#ancestors.set(entry.nodeid, path);
+          return entry;
+        });
       }
     }
-    return this.#entryFor(path, await this.#meta(path));
+    const m = this.#metaNow(path);
+    if (m) return this.#entryFor(path, m);
+    return this.#meta(path).then((m) => this.#entryFor(path, m));
+  }
+
+  #localLookup(req: Request<"LOOKUP">): EntryOut | Promise<EntryOut> {
+    const key = `${req.header.nodeid}/${req.name}`;
+    const entry = this.#ahead.get(key);
+    if (!entry) return this.#inner.lookup!(req);
+    this.#ahead.delete(key);
+    return entry;
   }
 
   forget(nodeid: number, nlookup: number): void {
@@ -339,26 +411,53 @@ export class CachedFs implements Filesystem {
     if (node.localId !== undefined) this.#inner.forget?.(node.localId, 1);
   }
 
-  async getattr(req: Request<"GETATTR">): Promise<AttrOut> {
-    if (req.header.nodeid < CACHE_BASE) return await this.#inner.getattr!(req);
-    const m = await this.#meta(this.#node(req.header.nodeid).path);
-    if (!m.attr) throw new FuseError(Errno.ENOENT);
-    return { attr: m.attr, attrTimeout: LONG };
-  }
-
-  async readlink(req: Request<"READLINK">): Promise<string> {
-    if (req.header.nodeid < CACHE_BASE) return await this.#inner.readlink!(req);
-    const m = await this.#meta(this.#node(req.header.nodeid).path);
-    if (m.target === undefined) throw new FuseError(Errno.EINVAL);
-    return m.target;
-  }
-
-  async open(req: Request<"OPEN">): Promise<OpenOut> {
-    if (req.header.nodeid < CACHE_BASE) return await this.#inner.open!(req);
-    if ((req.flags & O_ACCMODE) !== 0 || (req.flags & O_TRUNC)) {
-      return await this.#escape("open", req);
+  getattr(req: Request<"GETATTR">): AttrOut | Promise<AttrOut> {
+    if (req.header.nodeid === 1 && this.#rootAttr) {
+      const attr = this.#rootAttr;
+      this.#rootAttr = null;
+      return attr;
     }
+    if (req.header.nodeid < CACHE_BASE) return this.#inner.getattr!(req);
+    return then(this.#metaOf(req.header.nodeid), (m) => {
+      if (!m.attr) throw new FuseError(Errno.ENOENT);
+      return { attr: m.attr, attrTimeout: LONG };
+    });
+  }
+
+  /** The meta of a cached node: synchronously when it is here. */
+  #metaOf(nodeid: number): MetaRecord | Promise<MetaRecord> {
+    const path = this.#node(nodeid).path;
+    return this.#metaNow(path) ?? this.#meta(path);
+  }
+
+  readlink(req: Request<"READLINK">): string | Promise<string> {
+    if (req.header.nodeid < CACHE_BASE) return this.#inner.readlink!(req);
+    return then(this.#metaOf(req.header.nodeid), (m) => {
+      if (m.target === undefined) throw new FuseError(Errno.EINVAL);
+      return m.target;
+    });
+  }
+
+  open(req: Request<"OPEN">): OpenOut | Promise<OpenOut> {
+    if (req.header.nodeid < CACHE_BASE) return this.#inner.open!(req);
+    if ((req.flags & O_ACCMODE) !== 0 || (req.flags & O_TRUNC)) return this.#escape("open", req);
     const path = this.#node(req.header.nodeid).path;
+    const m = this.#metaNow(path);
+    const hash = this.#hashes.get(path);
+    const blob = m?.attr && (m.attr.mode & S_IFMT) === S_IFREG && hash
+      ? this.#store.blob(hash)
+      : null;
+    if (blob) return this.#openBlob(path, blob);
+    return this.#openSlow(req, path);
+  }
+
+  #openBlob(path: string, blob: BlobRow): OpenOut {
+    const fh = this.#nextId++;
+    this.#files.set(fh, { path, blob });
+    return { fh, openFlags: FOPEN.KEEP_CACHE };
+  }
+
+  async #openSlow(req: Request<"OPEN">, path: string): Promise<OpenOut> {
     const m = await this.#meta(path);
     if (!m.attr) throw new FuseError(Errno.ENOENT);
     if ((m.attr.mode & S_IFMT) !== S_IFREG) return await this.#escape("open", req);
@@ -371,43 +470,65 @@ export class CachedFs implements Filesystem {
       blob = hash ? this.#store.blob(hash) : null;
       if (!blob) throw new FuseError(Errno.EIO, `cache: no content for ${path}`);
     }
-    const fh = this.#nextId++;
-    this.#files.set(fh, { path, blob });
-    return { fh, openFlags: FOPEN.KEEP_CACHE };
+    return this.#openBlob(path, blob);
   }
 
-  async read(req: Request<"READ">, into: Uint8Array): Promise<Uint8Array | number> {
+  read(req: Request<"READ">, into: Uint8Array): Uint8Array | number | Promise<Uint8Array | number> {
     const file = this.#files.get(req.fh);
-    if (!file) return await this.#inner.read!(await this.#translated(req), into);
+    if (!file) return this.#translated(req).then((r) => this.#inner.read!(r, into));
     const { blob } = file;
     const start = Number(req.offset);
     const end = Math.min(start + req.size, blob.size);
     if (start >= end) return 0;
     const first = Math.floor(start / CHUNK_SIZE);
     const last = Math.floor((end - 1) / CHUNK_SIZE);
-    for (let attempt = 0;; attempt++) {
-      const missing: number[] = [];
-      for (let i = first; i <= last; i++) if (!blob.present.has(i)) missing.push(i);
-      if (missing.length) {
-        this.misses.chunk += missing.length;
-        await this.#fetchChunks(file.path, blob, missing);
-        if (missing.some((i) => !blob.present.has(i))) {
-          throw new FuseError(Errno.EIO, `cache: chunks of ${file.path} did not arrive`);
-        }
-      } else this.hits.chunk += last - first + 1;
+    let used = this.#usedChunks.get(file.path);
+    if (!used) this.#usedChunks.set(file.path, used = new Set());
+    for (let i = first; i <= last; i++) used.add(i);
+    let present = true;
+    for (let i = first; i <= last && present; i++) present = blob.present.has(i);
+    if (present) {
       try {
-        for (let i = first; i <= last; i++) {
-          const chunk = this.#store.readChunk(blob, i);
-          const from = Math.max(start, i * CHUNK_SIZE);
-          const to = Math.min(end, (i + 1) * CHUNK_SIZE);
-          into.set(chunk.subarray(from - i * CHUNK_SIZE, to - i * CHUNK_SIZE), from - start);
-        }
-        return end - start;
+        this.hits.chunk += last - first + 1;
+        return this.#copy(blob, start, end, into);
       } catch (e) {
-        if (!(e instanceof CacheCorrupt) || attempt > 0) throw e;
+        if (!(e instanceof CacheCorrupt)) throw e;
         this.#log(`cache: ${e.message}: fetching it again`);
       }
     }
+    return this.#readSlow(file.path, blob, start, end, into);
+  }
+
+  /** Bytes [start, end) of a blob whose chunks are all here, into `into`. */
+  #copy(blob: BlobRow, start: number, end: number, into: Uint8Array): number {
+    const first = Math.floor(start / CHUNK_SIZE);
+    const last = Math.floor((end - 1) / CHUNK_SIZE);
+    for (let i = first; i <= last; i++) {
+      const chunk = this.#store.readChunk(blob, i);
+      const from = Math.max(start, i * CHUNK_SIZE);
+      const to = Math.min(end, (i + 1) * CHUNK_SIZE);
+      into.set(chunk.subarray(from - i * CHUNK_SIZE, to - i * CHUNK_SIZE), from - start);
+    }
+    return end - start;
+  }
+
+  async #readSlow(
+    path: string,
+    blob: BlobRow,
+    start: number,
+    end: number,
+    into: Uint8Array,
+  ): Promise<number> {
+    const first = Math.floor(start / CHUNK_SIZE);
+    const last = Math.floor((end - 1) / CHUNK_SIZE);
+    const missing: number[] = [];
+    for (let i = first; i <= last; i++) if (!blob.present.has(i)) missing.push(i);
+    this.misses.chunk += missing.length;
+    await this.#fetchChunks(path, blob, missing);
+    if (missing.some((i) => !blob.present.has(i))) {
+      throw new FuseError(Errno.EIO, `cache: chunks of ${path} did not arrive`);
+    }
+    return this.#copy(blob, start, end, into);
   }
 
   async #fetchChunks(path: string, blob: BlobRow, indices: number[]): Promise<void> {
@@ -451,14 +572,15 @@ export class CachedFs implements Filesystem {
     let m = await this.#meta(path);
     if (isDir(m) && !m.children) {
       await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
-      m = this.#metas.get(path) ?? m;
+      m = this.#known(path) ?? m;
     }
     if (!m.children) return await this.#escape("opendir", req); // too big to list: ask there
+    this.#usedListings.add(path);
     const entries: DirEntry[] = [];
     const names = [".", "..", ...m.children];
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
-      const child = name === "." ? m : name === ".." ? null : this.#metas.get(join(path, name));
+      const child = name === "." ? m : name === ".." ? null : this.#known(join(path, name));
       const attr = child?.attr;
       entries.push({
         name,
@@ -472,22 +594,22 @@ export class CachedFs implements Filesystem {
     return { fh, openFlags: FOPEN.KEEP_CACHE | FOPEN.CACHE_DIR };
   }
 
-  async readdir(req: Request<"READDIR">): Promise<DirEntry[]> {
+  readdir(req: Request<"READDIR">): DirEntry[] | Promise<DirEntry[]> {
     const entries = this.#dirs.get(req.fh);
-    if (!entries) return await this.#inner.readdir!(await this.#translated(req));
+    if (!entries) return this.#translated(req).then((r) => this.#inner.readdir!(r));
     return entries.slice(Number(req.offset));
   }
 
-  async readdirplus(req: Request<"READDIRPLUS">): Promise<DirEntry[]> {
+  readdirplus(req: Request<"READDIRPLUS">): DirEntry[] | Promise<DirEntry[]> {
     const entries = this.#dirs.get(req.fh);
-    if (!entries) return await this.#inner.readdirplus!(await this.#translated(req));
+    if (!entries) return this.#translated(req).then((r) => this.#inner.readdirplus!(r));
     const dir = this.#node(req.header.nodeid).path;
     return entries.slice(Number(req.offset)).map((e) => {
       if (e.name === "." || e.name === "..") {
         return { ...e, entry: { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR } };
       }
       const path = join(dir, e.name);
-      const m = this.#metas.get(path);
+      const m = this.#known(path);
       if (!m?.attr) {
         return { ...e, entry: { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR } };
       }

@@ -8,7 +8,7 @@
  *
  * Paths and symlink targets are byte strings (one char per byte), like lib/fuse's.
  */
-import type { Attr } from "../../fuse/mod.ts";
+import type { Attr, AttrOut, EntryOut } from "../../fuse/mod.ts";
 
 export const CACHE_EVENTS = { push: "cache.push" } as const;
 
@@ -78,17 +78,40 @@ export interface ValidateRequest {
   path: string;
   /** Whether the local side should push what this command used last time. */
   prefetch: boolean;
+  /**
+   * Paths outside the cached prefixes the remote is about to look up (bind mount
+   * points, the cwd, the command): answered ahead, one lookup each.
+   */
+  ahead: string[];
 }
+
+/** A lookup answered ahead: the local parent node, the name, the local answer. */
+export type AheadEntry = [number, string, EntryOut];
 
 export interface ValidateReply {
   /** Held paths that changed or vanished here: drop them. */
   stale: string[];
+  ahead: AheadEntry[];
+  /** The mirror root's attributes (the kernel asks for them first). */
+  root: AttrOut | null;
 }
 
 export interface ChunkRequest {
   path: string;
   hash: string;
   indices: number[];
+}
+
+/**
+ * What a run used of the cached paths, as the remote saw it: kept by the local side
+ * per executable and pushed at the start of its next run.
+ */
+export interface Profile {
+  metas: string[];
+  /** Directories whose listing was consulted. */
+  listed: string[];
+  /** path -> chunk indices read. */
+  chunks: Record<string, number[]>;
 }
 
 /** What identifies a version of a file without reading it: rsync's quick check plus identity. */

@@ -23,6 +23,7 @@ import { check, libc, O, SysError } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import { ChunkBitmap, chunkHashesOf, contentHash, hex, maybeCompress, sha256 } from "./chunks.ts";
 import {
+  type AheadEntry,
   CACHE_CALLS,
   CACHE_EVENTS,
   CHUNK_SIZE,
@@ -33,6 +34,7 @@ import {
   fingerprint,
   isCachedPath,
   type MetaRecord,
+  type Profile,
   type Push,
   type ValidateReply,
   type ValidateRequest,
@@ -71,15 +73,6 @@ export interface PushStats {
   prefetched: number;
 }
 
-/** What one executable's run asked for: pushed whole at the start of the next cold run. */
-interface Profile {
-  metas: string[];
-  /** Directories that were listed. */
-  listed: string[];
-  /** path -> chunk indices. */
-  chunks: Record<string, number[]>;
-}
-
 function dirname(path: string): string {
   const i = path.lastIndexOf("/");
   return i <= 0 ? "/" : path.slice(0, i);
@@ -110,8 +103,6 @@ export class CacheService {
   /** path -> content info computed here, for the fingerprint it was read at. */
   readonly #infos = new Map<string, ContentInfo>();
   readonly #closures = new Set<string>();
-  readonly #profile: Profile = { metas: [], listed: [], chunks: {} };
-  readonly #profileSeen = new Set<string>();
   #profilePath: string | null = null;
   #pending: Push = {};
   #pendingBytes = 0;
@@ -162,7 +153,8 @@ export class CacheService {
       }
     }
     if (req.prefetch && this.options.profileDir) {
-      const exe = resolveCommand(req.argv0, req.cwd, req.path);
+      const found = resolveCommand(req.argv0, req.cwd, req.path);
+      const exe = found && Deno.realPathSync(found);
       if (exe) {
         this.#profilePath = `${this.options.profileDir}/${
           hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)
@@ -170,13 +162,56 @@ export class CacheService {
         this.#replayProfile();
       }
     }
+    const ahead = this.#lookupsAhead(req.ahead);
+    let root = null;
+    try {
+      const r = this.options.fs.getattr?.(
+        { header: { nodeid: 1 } } as unknown as Request<"GETATTR">,
+      );
+      root = r instanceof Promise ? null : r ?? null;
+    } catch { /* asked again later */ }
     this.#flush();
-    return { stale };
+    return { stale, ahead, root };
+  }
+
+  /**
+   * Each component of each path outside the cached prefixes, looked up in the served
+   * filesystem (one lookup count each, the remote's to use or to let go with the
+   * session), until a cached prefix, a symlink or a missing name.
+   */
+  #lookupsAhead(paths: string[]): AheadEntry[] {
+    const out: AheadEntry[] = [];
+    const seen = new Map<string, number>();
+    const fs = this.options.fs;
+    for (const path of paths) {
+      let nodeid = 1;
+      let at = "/";
+      for (const name of path.split("/").filter(Boolean)) {
+        at = join(at, name);
+        if (isCachedPath(at, this.options.prefixes)) break;
+        const known = seen.get(at);
+        if (known !== undefined) {
+          nodeid = known;
+          continue;
+        }
+        let entry;
+        try {
+          entry = fs.lookup!({ header: { nodeid }, name } as unknown as Request<"LOOKUP">);
+        } catch {
+          break;
+        }
+        if (entry instanceof Promise) break;
+        out.push([nodeid, name, entry]);
+        seen.set(at, entry.nodeid);
+        if ((entry.attr.mode & S_IFMT) !== S_IFDIR) break;
+        nodeid = entry.nodeid;
+      }
+    }
+    return out;
   }
 
   meta(path: string): void {
     this.stats.asked++;
-    this.#record("meta", path);
     this.#pushMeta(path, true);
     if (this.options.prefetch) {
       const m = this.#metaNow(path, false);
@@ -229,41 +264,45 @@ export class CacheService {
     return entry;
   }
 
-  /** Saves what this run used as the executable's profile (merged with the last one). */
-  async saveProfile(): Promise<void> {
+  /**
+   * Keeps what this run used (as the remote saw it) as the executable's profile,
+   * together with what earlier runs used: runs with other arguments use other parts.
+   */
+  async saveProfile(used: Profile): Promise<void> {
     if (!this.#profilePath) return;
-    const p = this.#profile;
-    if (!p.metas.length && !Object.keys(p.chunks).length) return;
+    const merged = this.#readProfile() ?? { metas: [], listed: [], chunks: {} };
+    const union = (a: string[], b: string[]) => [...new Set([...a, ...b])];
+    merged.metas = union(merged.metas, used.metas);
+    merged.listed = union(merged.listed, used.listed);
+    for (const [path, indices] of Object.entries(used.chunks)) {
+      merged.chunks[path] = [...new Set([...(merged.chunks[path] ?? []), ...indices])].sort((
+        a,
+        b,
+      ) => a - b);
+    }
     const tmp = `${this.#profilePath}.${Deno.pid}.tmp`;
     await Deno.mkdir(dirname(this.#profilePath), { recursive: true });
-    await Deno.writeTextFile(tmp, JSON.stringify(p));
+    await Deno.writeTextFile(tmp, JSON.stringify(merged));
     await Deno.rename(tmp, this.#profilePath);
+  }
+
+  #readProfile(): Profile | null {
+    try {
+      const p = JSON.parse(Deno.readTextFileSync(this.#profilePath!));
+      return { metas: p.metas ?? [], listed: p.listed ?? [], chunks: p.chunks ?? {} };
+    } catch {
+      return null; // none yet (or unreadable: started afresh)
+    }
   }
 
   // ---- what is pushed ----
 
-  #record(kind: "meta" | "listed", path: string): void {
-    const key = `${kind}\0${path}`;
-    if (this.#profileSeen.has(key)) return;
-    this.#profileSeen.add(key);
-    (kind === "meta" ? this.#profile.metas : this.#profile.listed).push(path);
-  }
-
-  #recordChunks(path: string, indices: number[]): void {
-    const list = (this.#profile.chunks[path] ??= []);
-    for (const i of indices) if (!list.includes(i)) list.push(i);
-  }
-
   #replayProfile(): void {
-    let saved: Profile;
-    try {
-      saved = JSON.parse(Deno.readTextFileSync(this.#profilePath!));
-    } catch {
-      return; // no profile yet
-    }
-    for (const path of saved.listed ?? []) this.#pushMeta(path, true, true);
-    for (const path of saved.metas ?? []) this.#pushMeta(path, false, true);
-    for (const [path, indices] of Object.entries(saved.chunks ?? {})) {
+    const saved = this.#readProfile();
+    if (!saved) return;
+    for (const path of saved.listed) this.#pushMeta(path, true, true);
+    for (const path of saved.metas) this.#pushMeta(path, false, true);
+    for (const [path, indices] of Object.entries(saved.chunks)) {
       try {
         this.#pushContent(path, indices, true);
       } catch { /* gone since */ }
@@ -302,10 +341,8 @@ export class CacheService {
     if (this.#held.get(path) === fp && (!wantList || this.#listed.has(path))) return m;
     if (!wantList) delete m.children;
     this.#queueMeta(m, prefetched);
-    this.#record("meta", path);
     if (wantList) {
       this.#listed.add(path);
-      this.#record("listed", path);
       for (const name of m.children!) {
         const child = join(path, name);
         const cm = this.#metaNow(child, false);
@@ -397,8 +434,18 @@ export class CacheService {
   /** Pushes the content id (unless held) and those of `indices` the remote lacks. */
   #pushContent(path: string, indices: number[], prefetched = false): void {
     if (!isCachedPath(path, this.options.prefixes)) return;
+    // Held content under a fingerprint validated this session: trusted without
+    // reading the file, as long as the remote has every chunk asked for.
+    const heldHash = this.#heldContent.get(path);
+    const heldChunks = heldHash ? this.#chunks.get(heldHash) : undefined;
+    if (heldChunks && indices.every((i) => heldChunks.has(i))) {
+      const attr = lstatPath(path);
+      if (this.#held.get(path) === fingerprint(attr)) {
+        const n = chunkCount(Number(attr.size));
+        if (indices.every((i) => i >= n || heldChunks.has(i))) return;
+      }
+    }
     const info = this.#info(path);
-    this.#recordChunks(path, indices);
     if (this.#heldContent.get(path) !== info.hash) {
       // The meta first: the remote files content under the path's current fingerprint.
       this.#pushMeta(path, false, prefetched);
@@ -470,14 +517,20 @@ function isElf(path: string): boolean {
   }
 }
 
-/** argv[0] as a shell would find it: a path with a slash as is, else the first match in PATH. */
+/**
+ * argv[0] as a shell would find it: a name with a slash as is (made absolute), else
+ * the first executable regular file of that name in PATH; null when there is none.
+ */
 export function resolveCommand(argv0: string, cwd: string, path: string): string | null {
   const candidates = argv0.includes("/")
     ? [argv0.startsWith("/") ? argv0 : join(cwd, argv0)]
-    : path.split(":").filter(Boolean).map((d) => join(d.startsWith("/") ? d : join(cwd, d), argv0));
+    : path.split(":").map((d) =>
+      join(d === "" ? cwd : d.startsWith("/") ? d : join(cwd, d), argv0)
+    );
   for (const c of candidates) {
     try {
-      if (Deno.statSync(c).isFile) return Deno.realPathSync(c);
+      const st = Deno.statSync(c);
+      if (st.isFile && (st.mode! & 0o111) !== 0) return c;
     } catch { /* next */ }
   }
   return null;

@@ -38,8 +38,15 @@ export const DEFAULT_LIMITS: StoreLimits = { maxEntries: 4096, maxBytes: 20 * 10
 export interface HeldRow {
   path: string;
   fp: string;
-  meta: MetaRecord;
+  /** The encoded MetaRecord (decoded when used: most held rows are not, in a session). */
+  meta: Uint8Array;
+  /** Whether the meta carries a directory listing. */
+  listed: boolean;
   hash: string | null;
+}
+
+export function decodeMeta(bytes: Uint8Array): MetaRecord {
+  return decodeValue(bytes) as unknown as MetaRecord;
 }
 
 export interface BlobRow {
@@ -53,13 +60,16 @@ export class CacheCorrupt extends Error {
   override name = "CacheCorrupt";
 }
 
+/** Bumped when the tables change: an older store is emptied and made anew (it is a cache). */
+const SCHEMA_VERSION = 2;
+
 const SCHEMA = `
 create table if not exists blobs(
   hash text primary key, size integer not null, chunk_hashes blob not null,
   present blob not null, last_used integer not null);
 create table if not exists entries(
   client text not null, path text not null, fp text not null, meta blob not null,
-  hash text, last_used integer not null, primary key (client, path));
+  listed integer not null, hash text, last_used integer not null, primary key (client, path));
 create index if not exists entries_hash on entries(hash);
 create index if not exists blobs_lru on blobs(last_used);
 `;
@@ -77,7 +87,16 @@ export class CacheStore {
     this.db.exec("pragma busy_timeout = 10000");
     this.db.exec("pragma journal_mode = wal");
     this.db.exec("pragma synchronous = normal");
-    this.db.exec(SCHEMA);
+    this.tx(() => {
+      const { user_version } = this.db.prepare("pragma user_version").get() as {
+        user_version: number;
+      };
+      if (user_version !== SCHEMA_VERSION) {
+        this.db.exec("drop table if exists entries; drop table if exists blobs;");
+        this.db.exec(SCHEMA);
+        this.db.exec(`pragma user_version = ${SCHEMA_VERSION}`);
+      }
+    });
   }
 
   close(): void {
@@ -100,23 +119,26 @@ export class CacheStore {
   }
 
   held(client: string): HeldRow[] {
-    const rows = this.db.prepare("select path, fp, meta, hash from entries where client = ?")
-      .all(client) as { path: string; fp: string; meta: Uint8Array; hash: string | null }[];
-    return rows.map((r) => ({
-      path: r.path,
-      fp: r.fp,
-      meta: decodeValue(r.meta) as unknown as MetaRecord,
-      hash: r.hash,
-    }));
+    const rows = this.db.prepare(
+      "select path, fp, meta, listed, hash from entries where client = ?",
+    ).all(client) as {
+      path: string;
+      fp: string;
+      meta: Uint8Array;
+      listed: number;
+      hash: string | null;
+    }[];
+    return rows.map((r) => ({ ...r, listed: r.listed !== 0 }));
   }
 
   putMetas(client: string, metas: MetaRecord[]): void {
     if (!metas.length) return;
     const put = this.db.prepare(
-      `insert into entries(client, path, fp, meta, hash, last_used) values (?, ?, ?, ?, null, ?)
+      `insert into entries(client, path, fp, meta, listed, hash, last_used)
+       values (?, ?, ?, ?, ?, null, ?)
        on conflict(client, path) do update set
-         hash = case when fp = excluded.fp then hash else null end,
-         fp = excluded.fp, meta = excluded.meta, last_used = excluded.last_used`,
+         hash = case when fp = excluded.fp then hash else null end, fp = excluded.fp,
+         meta = excluded.meta, listed = excluded.listed, last_used = excluded.last_used`,
     );
     this.tx(() => {
       for (const m of metas) {
@@ -125,6 +147,7 @@ export class CacheStore {
           m.path,
           fingerprint(m.attr, m.target),
           encodeValue(m as unknown as Value),
+          m.children ? 1 : 0,
           this.#now,
         );
       }
