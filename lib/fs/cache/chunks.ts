@@ -72,6 +72,10 @@ export class ChunkBitmap {
     this.bits[i >> 3] |= 1 << (i & 7);
   }
 
+  delete(i: number): void {
+    this.bits[i >> 3] &= ~(1 << (i & 7));
+  }
+
   /** Indices in [0, n) not set. */
   missing(n: number): number[] {
     const out: number[] = [];

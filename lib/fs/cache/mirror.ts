@@ -51,6 +51,7 @@ export const CACHE_BASE = 2 ** 40;
 const LONG = 24 * 3600;
 
 const O_ACCMODE = 3;
+const RENAME_EXCHANGE = 2;
 const O_TRUNC = 0o1000;
 
 const ZERO_ATTR: Attr = {
@@ -580,11 +581,14 @@ export class CachedFs implements Filesystem {
     const names = [".", "..", ...m.children];
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
-      const child = name === "." ? m : name === ".." ? null : this.#known(join(path, name));
+      const child = name === "."
+        ? m
+        : this.#known(name === ".." ? dirname(path) : join(path, name));
       const attr = child?.attr;
       entries.push({
         name,
-        ino: attr?.ino ?? 0n,
+        // readdir(3) skips an entry whose inode is 0.
+        ino: attr?.ino ?? 1n,
         type: attr ? (attr.mode >> 12) & 0xf : 4,
         nextOffset: BigInt(i + 1),
       });
@@ -731,8 +735,43 @@ export class CachedFs implements Filesystem {
   rmdir(req: Request<"RMDIR">) {
     return this.#escape("rmdir", req) as Promise<void>;
   }
-  rename(req: Request<"RENAME" | "RENAME2">) {
-    return this.#escape("rename", req) as Promise<void>;
+  async rename(req: Request<"RENAME" | "RENAME2">): Promise<void> {
+    const from = this.#childPathOf(req.header.nodeid, req.name);
+    const to = this.#childPathOf(req.newdir, req.newName);
+    await this.#escape("rename", req);
+    // The kernel keeps the moved inode (and what lies below it): its path follows.
+    if (from !== null && to !== null) {
+      this.#movePaths(from, to, (req.flags & RENAME_EXCHANGE) !== 0);
+    }
+  }
+
+  /** The path of `name` in a directory node, when that node is a cached one. */
+  #childPathOf(dir: number, name: string): string | null {
+    const node = dir >= CACHE_BASE ? this.#nodes.get(dir) : undefined;
+    return node ? join(node.path, name) : null;
+  }
+
+  #movePaths(from: string, to: string, exchange: boolean): void {
+    const moved = (path: string, a: string, b: string) =>
+      path === a ? b : path.startsWith(`${a}/`) ? b + path.slice(a.length) : null;
+    const updates: [CacheNode, string][] = [];
+    for (const node of this.#nodes.values()) {
+      const next = moved(node.path, from, to) ?? (exchange ? moved(node.path, to, from) : null);
+      if (next !== null) updates.push([node, next]);
+      else if (!exchange && moved(node.path, to, to) !== null) updates.push([node, ""]); // replaced
+    }
+    for (const [node] of updates) {
+      if (this.#ids.get(node.path) === node.id) this.#ids.delete(node.path);
+    }
+    for (const [node, next] of updates) {
+      node.path = next;
+      if (next) this.#ids.set(next, node.id);
+    }
+    this.#forgetPaths(
+      [...this.#metas.keys(), ...this.#stored.keys()].filter((p) =>
+        moved(p, from, from) !== null || moved(p, to, to) !== null
+      ),
+    );
   }
   link(req: Request<"LINK">) {
     return this.#escape("link", req) as Promise<EntryOut>;

@@ -212,6 +212,9 @@ export class CacheService {
 
   meta(path: string): void {
     this.stats.asked++;
+    // Asked for: the remote lacks it, whatever was believed (it drops what a change
+    // made through the mirror touched).
+    this.#forgetHeld(path);
     this.#pushMeta(path, true);
     if (this.options.prefetch) {
       const m = this.#metaNow(path, false);
@@ -221,6 +224,8 @@ export class CacheService {
 
   content(path: string): void {
     this.stats.asked++;
+    this.#forgetHeld(path);
+    this.#heldContent.delete(path);
     const info = this.#info(path);
     const n = chunkCount(info.size);
     const whole = info.size <= WHOLE_FILE_LIMIT;
@@ -238,6 +243,9 @@ export class CacheService {
     if (info.hash !== req.hash) {
       throw new SysError("read", 116, /* ESTALE */ `${req.path} changed during the session`);
     }
+    // Asked for: the remote lacks them, whatever was believed (a chunk it found damaged).
+    const have = this.#chunks.get(info.hash);
+    for (const i of req.indices) have?.delete(i);
     const want = new Set(req.indices);
     if (this.options.prefetch) {
       const n = chunkCount(info.size);
@@ -332,6 +340,11 @@ export class CacheService {
   }
 
   /** Pushes `path`'s meta unless the remote holds it; a listed directory brings its entries. */
+  #forgetHeld(path: string): void {
+    this.#held.delete(path);
+    this.#listed.delete(path);
+  }
+
   #pushMeta(path: string, list: boolean, prefetched = false): MetaRecord {
     if (!isCachedPath(path, this.options.prefixes)) return { path, attr: null };
     const m = this.#metaNow(path, list);

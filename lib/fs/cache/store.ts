@@ -265,13 +265,13 @@ export class CacheStore {
             | { present: Uint8Array }
             | undefined;
           if (!row) return;
-          row.present[index >> 3] &= ~(1 << (index & 7));
+          new ChunkBitmap(row.present).delete(index);
           this.db.prepare("update blobs set present = ? where hash = ?").run(
             row.present,
             blob.hash,
           );
         });
-        blob.present.bits[index >> 3] &= ~(1 << (index & 7));
+        blob.present.delete(index);
         throw new CacheCorrupt(`blob ${blob.hash} chunk ${index} does not match its hash`);
       }
       this.#verified.add(key);

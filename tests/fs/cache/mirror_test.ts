@@ -1,0 +1,283 @@
+/**
+ * The cached data path on real FUSE mounts (needs root): `outrun debug cached`
+ * serves a mirror of / with one temporary directory as the cached prefix, its
+ * CacheStore in another; a `serve-fs --cache` child answers as outrun's local
+ * side does. Several sessions in a row share the store, like outrun runs do.
+ */
+import assert from "node:assert/strict";
+import { mountsAt } from "../../../lib/fuse/mount.ts";
+import { fuseMounted, waitFor } from "../loopback_helper.ts";
+
+const MAIN = new URL("../../../main.ts", import.meta.url).pathname;
+
+interface SessionStats {
+  calls: Record<string, number>;
+  cache: { hits: { meta: number; chunk: number }; misses: { meta: number; chunk: number } };
+}
+
+interface Bed {
+  src: string;
+  mnt: string;
+  store: string;
+  /** The mirror's view of `src`. */
+  view: string;
+  /** Servers still running (a failed assertion skips their stop). */
+  live: Set<Deno.ChildProcess>;
+  cleanup(): Promise<void>;
+}
+
+async function bed(): Promise<Bed> {
+  const src = await Deno.makeTempDir({ prefix: "outrun-cache-src-" });
+  const mnt = await Deno.makeTempDir({ prefix: "outrun-cache-mnt-" });
+  const store = await Deno.makeTempDir({ prefix: "outrun-cache-store-" });
+  const live = new Set<Deno.ChildProcess>();
+  return {
+    src,
+    mnt,
+    store,
+    view: `${mnt}${src}`,
+    live,
+    async cleanup() {
+      for (const server of live) {
+        server.kill("SIGTERM"); // it unmounts on the way out
+        await server.status;
+      }
+      for (const d of [src, mnt, store]) await Deno.remove(d, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+interface Session {
+  server: Deno.ChildProcess;
+  stop(): Promise<SessionStats>;
+}
+
+async function session(b: Bed, extra: string[] = [], mnt = b.mnt): Promise<Session> {
+  // In the store's directory, so that the bed's cleanup takes it whatever happens.
+  const statsFile = await Deno.makeTempFile({ prefix: "stats-", dir: b.store });
+  const server = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      MAIN,
+      "debug",
+      "cached",
+      "/",
+      mnt,
+      "--store",
+      b.store,
+      "--prefix",
+      b.src,
+      "--stats",
+      statsFile,
+      ...extra,
+    ],
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  b.live.add(server);
+  // This server's own mount (a dead one may still be there until it clears it).
+  await waitFor(
+    "the mount",
+    () => mountsAt(mnt).some((m) => m.source.includes(`#${server.pid}.`)),
+  );
+  return {
+    server,
+    async stop() {
+      server.kill("SIGTERM");
+      const status = await server.status;
+      b.live.delete(server);
+      assert.equal(status.code, 0, "server exit");
+      assert.ok(!fuseMounted(mnt), "unmounted");
+      const stats = JSON.parse(await Deno.readTextFile(statsFile)) as SessionStats;
+      await Deno.remove(statsFile);
+      return stats;
+    },
+  };
+}
+
+function random(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+async function sh(cmd: string): Promise<string> {
+  const out = await new Deno.Command("sh", { args: ["-c", cmd], stderr: "piped" }).output();
+  assert.equal(out.code, 0, `${cmd}: ${new TextDecoder().decode(out.stderr)}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+async function fill(src: string): Promise<Uint8Array> {
+  await Deno.mkdir(`${src}/sub/deeper`, { recursive: true });
+  await Deno.writeTextFile(`${src}/small.txt`, "small\n");
+  const big = random(3 * 1024 * 1024 + 12345); // several chunks and a short last one
+  await Deno.writeFile(`${src}/big.bin`, big);
+  await Deno.writeTextFile(`${src}/sub/deeper/x.txt`, "x\n");
+  await Deno.symlink("sub/deeper/x.txt", `${src}/link`);
+  await Deno.writeFile(`${src}/empty`, new Uint8Array(0));
+  return big;
+}
+
+const FILES = ["small.txt", "big.bin", "sub/deeper/x.txt", "link", "empty"];
+
+/** Reads through the mirror and compares with the source (names, attributes, bytes). */
+async function checkSame(b: Bed, files = FILES): Promise<void> {
+  const lsSrc = await sh(`cd ${b.src} && ls -laR --time-style=full-iso . | grep -v ' \\.$'`);
+  const lsView = await sh(`cd ${b.view} && ls -laR --time-style=full-iso . | grep -v ' \\.$'`);
+  assert.equal(lsView, lsSrc, "listing and attributes");
+  for (const f of files) {
+    assert.deepEqual(
+      await Deno.readFile(`${b.view}/${f}`),
+      await Deno.readFile(`${b.src}/${f}`),
+      f,
+    );
+  }
+  assert.equal(await Deno.readLink(`${b.view}/link`), await Deno.readLink(`${b.src}/link`));
+  await assert.rejects(Deno.stat(`${b.view}/no-such-file`), Deno.errors.NotFound);
+}
+
+function cacheCalls(s: SessionStats): Record<string, number> {
+  return Object.fromEntries(Object.entries(s.calls).filter(([k]) => k.startsWith("cache.")));
+}
+
+Deno.test("cache mirror: cold, then warm in one round trip; local changes are seen", async () => {
+  const b = await bed();
+  try {
+    await fill(b.src);
+    let s = await session(b);
+    await checkSame(b);
+    const cold = await s.stop();
+    assert.ok(
+      cold.calls["cache.meta"] >= 1 && cold.calls["cache.content"] >= 1,
+      JSON.stringify(cold),
+    );
+
+    s = await session(b);
+    await checkSame(b);
+    const warm = await s.stop();
+    assert.deepEqual(cacheCalls(warm), { "cache.validate": 1 }, JSON.stringify(warm));
+    assert.equal(warm.cache.misses.meta + warm.cache.misses.chunk, 0);
+    // Outside the prefix, only the way to it: "tmp" (and nothing under the prefix).
+    assert.ok((warm.calls["fs.lookup"] ?? 0) <= 2, JSON.stringify(warm.calls));
+
+    // Changed between sessions: new bytes in place, a grown file, a new and a removed name.
+    const f = await Deno.open(`${b.src}/big.bin`, { write: true });
+    await f.seek(2 * 1024 * 1024 + 7, Deno.SeekMode.Start);
+    await f.write(new TextEncoder().encode("changed here"));
+    f.close();
+    await Deno.writeTextFile(`${b.src}/small.txt`, "small, and longer now\n");
+    await Deno.writeTextFile(`${b.src}/sub/new.txt`, "new\n");
+    await Deno.remove(`${b.src}/sub/deeper/x.txt`);
+    await Deno.writeTextFile(`${b.src}/sub/deeper/y.txt`, "y\n");
+    s = await session(b);
+    await checkSame(b, ["small.txt", "big.bin", "sub/new.txt", "sub/deeper/y.txt", "empty"]);
+    await assert.rejects(Deno.readFile(`${b.view}/link`), Deno.errors.NotFound, "dangling now");
+    await assert.rejects(Deno.stat(`${b.view}/sub/deeper/x.txt`), Deno.errors.NotFound);
+    await s.stop();
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("cache mirror: changes under a cached prefix are made on the local files", async () => {
+  const b = await bed();
+  try {
+    await fill(b.src);
+    const s = await session(b);
+    try {
+      await checkSame(b); // everything cached first
+      await sh(
+        `cd ${b.view} && echo appended >> small.txt && echo made > sub/made.txt && ` +
+          `mv sub/deeper/x.txt sub/moved.txt && rm empty && chmod 600 big.bin && mkdir newdir && ` +
+          `ln -s small.txt link2 && truncate -s 10 sub/made.txt`,
+      );
+      assert.equal(await Deno.readTextFile(`${b.src}/small.txt`), "small\nappended\n");
+      assert.equal((await Deno.readFile(`${b.src}/sub/made.txt`)).length, 10);
+      assert.equal(await Deno.readTextFile(`${b.src}/sub/moved.txt`), "x\n");
+      await assert.rejects(Deno.stat(`${b.src}/empty`), Deno.errors.NotFound);
+      assert.equal((await Deno.stat(`${b.src}/big.bin`)).mode! & 0o777, 0o600);
+      assert.ok((await Deno.stat(`${b.src}/newdir`)).isDirectory);
+      // And the mirror shows the same thing after the changes.
+      assert.equal(await Deno.readTextFile(`${b.view}/small.txt`), "small\nappended\n");
+      assert.equal(await Deno.readTextFile(`${b.view}/sub/moved.txt`), "x\n");
+      await assert.rejects(Deno.stat(`${b.view}/empty`), Deno.errors.NotFound);
+    } finally {
+      await s.stop();
+    }
+    // A later session starts from what the changes left.
+    const again = await session(b);
+    await checkSame(b, ["small.txt", "big.bin", "sub/made.txt", "sub/moved.txt", "link2"]);
+    await again.stop();
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("cache mirror: a damaged blob is detected and fetched again", async () => {
+  const b = await bed();
+  try {
+    const big = await fill(b.src);
+    let s = await session(b);
+    assert.deepEqual(await Deno.readFile(`${b.view}/big.bin`), big);
+    await s.stop();
+    let damaged = 0;
+    for await (const d of Deno.readDir(`${b.store}/blobs`)) {
+      for await (const f of Deno.readDir(`${b.store}/blobs/${d.name}`)) {
+        const path = `${b.store}/blobs/${d.name}/${f.name}`;
+        if ((await Deno.stat(path)).size < 1024 * 1024) continue;
+        const file = await Deno.open(path, { write: true });
+        await file.seek(200_000, Deno.SeekMode.Start);
+        await file.write(new TextEncoder().encode("garbage garbage"));
+        file.close();
+        damaged++;
+      }
+    }
+    assert.equal(damaged, 1);
+    s = await session(b);
+    assert.deepEqual(await Deno.readFile(`${b.view}/big.bin`), big);
+    const stats = await s.stop();
+    assert.equal(stats.calls["cache.chunks"], 1, "the damaged chunk, fetched once");
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("cache mirror: a session killed mid-read, and two sessions at once, leave a sound store", async () => {
+  const b = await bed();
+  const mnt2 = await Deno.makeTempDir({ prefix: "outrun-cache-mnt-" });
+  try {
+    const big = await fill(b.src);
+    const killed = await session(b, ["--no-prefetch"]);
+    const reader = new Deno.Command("cat", { args: [`${b.view}/big.bin`], stdout: "null" }).spawn();
+    await new Promise((r) => setTimeout(r, 30));
+    killed.server.kill("SIGKILL");
+    await killed.server.status;
+    b.live.delete(killed.server);
+    await reader.status;
+    // The next server clears the dead mount and finds a store it can use.
+    const [s1, s2] = [await session(b), await session(b, [], mnt2)];
+    const [a, c] = await Promise.all([
+      Deno.readFile(`${b.view}/big.bin`),
+      Deno.readFile(`${mnt2}${b.src}/big.bin`),
+    ]);
+    assert.deepEqual(a, big);
+    assert.deepEqual(c, big);
+    await s1.stop();
+    await s2.stop();
+    // What the two wrote (big.bin) is all there for the next one.
+    const s3 = await session(b);
+    assert.deepEqual(await Deno.readFile(`${b.view}/big.bin`), big);
+    const warm = await s3.stop();
+    assert.deepEqual(cacheCalls(warm), { "cache.validate": 1 }, JSON.stringify(warm));
+    assert.equal(warm.cache.misses.chunk, 0, JSON.stringify(warm));
+    const s4 = await session(b);
+    await checkSame(b);
+    await s4.stop();
+  } finally {
+    await Deno.remove(mnt2, { recursive: true }).catch(() => {});
+    await b.cleanup();
+  }
+});
