@@ -3,6 +3,7 @@
  * must never make blocking calls into a FUSE mount it serves itself) and runs
  * shell commands against the mount.
  */
+import { removeTree } from "../remove_tree.ts";
 import { mountsAt } from "../../lib/fuse/mount.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
@@ -79,7 +80,7 @@ export async function startLoopback(
         throw new Error(`loopback server exited with ${JSON.stringify(status)}`);
       }
       if (fuseMounted(mnt)) throw new Error(`${mnt} still mounted after stop`);
-      await Deno.remove(base, { recursive: true }).catch(() => {});
+      await removeTree(base);
     },
   };
 }

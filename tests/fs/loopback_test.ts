@@ -3,6 +3,7 @@
  * Each test mirrors a directory through `outrun debug loopback` and checks what
  * the tools see and what lands in the underlying directory.
  */
+import { removeTree } from "../remove_tree.ts";
 import assert from "node:assert/strict";
 import { fsTest, shOk } from "./loopback_helper.ts";
 
@@ -47,7 +48,7 @@ fsTest("cp -a a tree in and back out is byte- and metadata-identical", async ({ 
       "cp -a kept the hard link",
     );
   } finally {
-    await Deno.remove(work, { recursive: true });
+    await removeTree(work);
   }
 });
 

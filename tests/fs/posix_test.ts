@@ -3,6 +3,7 @@
  * as root and then as an unprivileged user, on a plain directory and through a
  * loopback mount of an identical one; every result and errno must be the same.
  */
+import { removeTree } from "../remove_tree.ts";
 import assert from "node:assert/strict";
 import { MODES, shOk, withLoopback } from "./loopback_helper.ts";
 
@@ -34,7 +35,7 @@ for (const mode of MODES) {
         }
       }, { mode });
     } finally {
-      await Deno.remove(plain, { recursive: true });
+      await removeTree(plain);
     }
   });
 }

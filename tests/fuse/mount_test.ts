@@ -1,4 +1,5 @@
 /** Mount lifecycle on real FUSE mounts (needs root): crashes and hangs leave nothing behind. */
+import { removeTree } from "../remove_tree.ts";
 import assert from "node:assert/strict";
 import { clearStaleMounts, parseMountInfo } from "../../lib/fuse/mount.ts";
 import { fuseMounted, sh, startServer, waitFor } from "../fs/loopback_helper.ts";
@@ -37,7 +38,7 @@ async function cleanup(base: string, mnt: string, ...servers: Deno.ChildProcess[
     await s.status;
   }
   clearStaleMounts(mnt);
-  await Deno.remove(base, { recursive: true });
+  await removeTree(base);
 }
 
 /** True once `mnt` answers a read (a dead or hung mount never does; bounded by timeout). */

@@ -1,4 +1,5 @@
 /** FuseSession on real mounts (needs root): concurrency and kernel notifications. */
+import { removeTree } from "../remove_tree.ts";
 import assert from "node:assert/strict";
 import { FuseSession, mountFuse, unmountFuse, utf8ByteString } from "../../lib/fuse/mod.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
@@ -32,7 +33,7 @@ EOF`);
     assert.ok(stats.delayed.maxInFlight >= 16, JSON.stringify(stats));
     assert.equal(stats.session.errors, 0);
   } finally {
-    await Deno.remove(base, { recursive: true });
+    await removeTree(base);
   }
 });
 
@@ -78,6 +79,6 @@ Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cac
   } finally {
     unmountFuse(mount);
     await serving;
-    await Deno.remove(base, { recursive: true });
+    await removeTree(base);
   }
 });

@@ -1,8 +1,9 @@
 /**
  * outrun end to end on the test bed (needs root): real sshd in a network
  * namespace, real FUSE mount on the remote, real chroot, real programs from this
- * machine. The `deb` host is Debian trixie; this machine's programs and files are
- * what the commands see.
+ * machine. `deb` is Debian trixie, `tiny` a busybox-only root without glibc; each
+ * is reached directly and through the 20 ms-RTT relay (`-wan`). This machine's
+ * programs and files are what the commands see.
  */
 import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
@@ -57,9 +58,15 @@ async function remote(alias: string, command: string): Promise<string> {
 async function remoteClean(alias: string, name: string): Promise<string> {
   return (await remote(
     alias,
-    `echo "mounts=$(cat /proc/[0-9]*/mounts 2>/dev/null | grep -c fuse.outrun) procs=$(pgrep -xc ${name})"`,
+    `echo "mounts=$(cat /proc/[0-9]*/mounts 2>/dev/null | grep -c fuse.outrun) ` +
+      `procs=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -cx ${name})"`,
   )).trim();
 }
+
+const HOSTS = ["deb", "deb-wan", "tiny", "tiny-wan"];
+/** The test bed's hosts reached directly (the -wan aliases go to the same machines). */
+const DIRECT = ["deb", "tiny"];
+const IFACE: Record<string, string> = { deb: "ortb1d", tiny: "ortb2d" };
 
 async function eventually(what: string, f: () => Promise<boolean>, ms = 20_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -69,16 +76,16 @@ async function eventually(what: string, f: () => Promise<boolean>, ms = 20_000):
   }
 }
 
-/** `outrun deb sleep 300`, once the remote has it running under a mount. */
-async function remoteSleep(stderr: "null" | "piped"): Promise<Deno.ChildProcess> {
+/** `outrun HOST sleep 300`, once the remote has it running under a mount. */
+async function remoteSleep(host: string, stderr: "null" | "piped"): Promise<Deno.ChildProcess> {
   const child = new Deno.Command(OUTRUN, {
-    args: ["-F", sshConfigPath, "deb", "sleep", "300"],
+    args: ["-F", sshConfigPath, host, "sleep", "300"],
     stdout: "null",
     stderr,
   }).spawn();
   await eventually(
     "the command to start",
-    async () => /^mounts=[1-9]\d* procs=1$/.test(await remoteClean("deb", "sleep")),
+    async () => /^mounts=[1-9]\d* procs=1$/.test(await remoteClean(host, "sleep")),
   );
   return child;
 }
@@ -89,137 +96,144 @@ async function workdir(): Promise<string> {
   return dir;
 }
 
-for (const host of ["deb", "deb-wan"]) {
+for (const host of HOSTS) {
   Deno.test(`e2e ${host}: echo hi prints hi, on the remote's CPU with this machine's files`, async () => {
     await up();
     const r = await outrun([host, "sh", "-c", "echo hi; uname -n; head -1 /etc/os-release"]);
     assert.equal(r.code, 0, r.stderr);
     const local = (await Deno.readTextFile("/etc/os-release")).split("\n")[0];
-    assert.equal(r.text, `hi\ndeb\n${local}\n`);
+    assert.equal(r.text, `hi\n${host.replace("-wan", "")}\n${local}\n`);
+  });
+
+  Deno.test(`e2e ${host}: exit statuses come back exactly`, async () => {
+    await up();
+    for (
+      const [script, code] of [["exit 0", 0], ["exit 1", 1], ["exit 255", 255], [
+        "kill -TERM $$",
+        143,
+      ]] as const
+    ) {
+      assert.equal((await outrun([host, "sh", "-c", script])).code, code, script);
+    }
+    const missing = await outrun([host, "no-such-command-here"]);
+    assert.equal(missing.code, 127);
+    assert.match(missing.stderr, /no-such-command-here: command not found/);
+  });
+
+  Deno.test(`e2e ${host}: stdin is streamed (base64 of foobar, 50 MB through cat)`, async () => {
+    await up();
+    const b64 = await outrun([host, "base64"], { stdin: new TextEncoder().encode("foobar") });
+    assert.equal(b64.text, "Zm9vYmFy\n");
+    const big = new Uint8Array(50 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, i + 65536));
+    const cat = await outrun([host, "cat"], { stdin: big });
+    assert.equal(cat.code, 0, cat.stderr);
+    assert.equal(cat.stdout.length, big.length);
+    assert.ok(cat.stdout.every((b, i) => b === big[i]), "byte-identical");
+  });
+
+  Deno.test(`e2e ${host}: what the command writes lands here; scripts read local files`, async () => {
+    await up();
+    const dir = await workdir();
+    try {
+      await Deno.writeTextFile(`${dir}/data.txt`, "42\n");
+      await Deno.writeTextFile(`${dir}/s.py`, 'print(int(open("data.txt").read()) * 2)\n');
+      await Deno.writeTextFile(
+        `${dir}/s.sh`,
+        '#!/bin/sh\nread x < data.txt; echo "sh $((x + 1))"\n',
+      );
+      await Deno.chmod(`${dir}/s.sh`, 0o755);
+      assert.equal((await outrun([host, "touch", "foo"], { cwd: dir })).code, 0);
+      assert.ok((await Deno.stat(`${dir}/foo`)).isFile, "foo exists locally");
+      assert.equal((await outrun([host, "python3", "s.py"], { cwd: dir })).text, "84\n");
+      assert.equal((await outrun([host, "./s.sh"], { cwd: dir })).text, "sh 43\n");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`e2e ${host}: ffmpeg from this machine runs there; a transcode is byte-identical`, async () => {
+    await up();
+    const help = await outrun([host, "ffmpeg", "-hide_banner", "-h"]);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.text, /Getting help:/);
+    const dir = await workdir();
+    try {
+      const run = (cmd: string) =>
+        new Deno.Command("bash", { args: ["-c", cmd], cwd: dir, stderr: "null" }).output();
+      await run(
+        "ffmpeg -f lavfi -i testsrc=duration=2:size=160x120:rate=15 -pix_fmt yuv420p in.y4m",
+      );
+      const args = [
+        "-i",
+        "in.y4m",
+        "-c:v",
+        "mpeg4",
+        "-threads",
+        "1",
+        "-fflags",
+        "+bitexact",
+        "-flags:v",
+        "+bitexact",
+      ];
+      await run(`ffmpeg ${args.join(" ")} local.avi`);
+      const r = await outrun([host, "ffmpeg", "-loglevel", "error", ...args, "remote.avi"], {
+        cwd: dir,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      const [a, b] = [
+        await Deno.readFile(`${dir}/local.avi`),
+        await Deno.readFile(`${dir}/remote.avi`),
+      ];
+      assert.ok(a.length > 1000);
+      assert.deepEqual(b, a);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   });
 }
 
-Deno.test("e2e deb: exit statuses come back exactly", async () => {
-  await up();
-  for (
-    const [script, code] of [["exit 0", 0], ["exit 1", 1], ["exit 255", 255], [
-      "kill -TERM $$",
-      143,
-    ]] as const
-  ) {
-    assert.equal((await outrun(["deb", "sh", "-c", script])).code, code, script);
-  }
-  const missing = await outrun(["deb", "no-such-command-here"]);
-  assert.equal(missing.code, 127);
-  assert.match(missing.stderr, /no-such-command-here: command not found/);
-});
-
-Deno.test("e2e deb: stdin is streamed (base64 of foobar, 50 MB through cat)", async () => {
-  await up();
-  const b64 = await outrun(["deb", "base64"], { stdin: new TextEncoder().encode("foobar") });
-  assert.equal(b64.text, "Zm9vYmFy\n");
-  const big = new Uint8Array(50 * 1024 * 1024);
-  for (let i = 0; i < big.length; i += 65536) crypto.getRandomValues(big.subarray(i, i + 65536));
-  const cat = await outrun(["deb", "cat"], { stdin: big });
-  assert.equal(cat.code, 0, cat.stderr);
-  assert.equal(cat.stdout.length, big.length);
-  assert.ok(cat.stdout.every((b, i) => b === big[i]), "byte-identical");
-});
-
-Deno.test("e2e deb: what the command writes lands here; scripts read local files", async () => {
-  await up();
-  const dir = await workdir();
-  try {
-    await Deno.writeTextFile(`${dir}/data.txt`, "42\n");
-    await Deno.writeTextFile(`${dir}/s.py`, 'print(int(open("data.txt").read()) * 2)\n');
-    await Deno.writeTextFile(`${dir}/s.sh`, '#!/bin/sh\nread x < data.txt; echo "sh $((x + 1))"\n');
-    await Deno.chmod(`${dir}/s.sh`, 0o755);
-    assert.equal((await outrun(["deb", "touch", "foo"], { cwd: dir })).code, 0);
-    assert.ok((await Deno.stat(`${dir}/foo`)).isFile, "foo exists locally");
-    assert.equal((await outrun(["deb", "python3", "s.py"], { cwd: dir })).text, "84\n");
-    assert.equal((await outrun(["deb", "./s.sh"], { cwd: dir })).text, "sh 43\n");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("e2e deb: ffmpeg from this machine runs there; a transcode is byte-identical", async () => {
-  await up();
-  const help = await outrun(["deb", "ffmpeg", "-hide_banner", "-h"]);
-  assert.equal(help.code, 0, help.stderr);
-  assert.match(help.text, /Getting help:/);
-  const dir = await workdir();
-  try {
-    const run = (cmd: string) =>
-      new Deno.Command("bash", { args: ["-c", cmd], cwd: dir, stderr: "null" }).output();
-    await run("ffmpeg -f lavfi -i testsrc=duration=2:size=160x120:rate=15 -pix_fmt yuv420p in.y4m");
-    const args = [
-      "-i",
-      "in.y4m",
-      "-c:v",
-      "mpeg4",
-      "-threads",
-      "1",
-      "-fflags",
-      "+bitexact",
-      "-flags:v",
-      "+bitexact",
-    ];
-    await run(`ffmpeg ${args.join(" ")} local.avi`);
-    const r = await outrun(["deb", "ffmpeg", "-loglevel", "error", ...args, "remote.avi"], {
-      cwd: dir,
-    });
-    assert.equal(r.code, 0, r.stderr);
-    const [a, b] = [
-      await Deno.readFile(`${dir}/local.avi`),
-      await Deno.readFile(`${dir}/remote.avi`),
-    ];
-    assert.ok(a.length > 1000);
-    assert.deepEqual(b, a);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("e2e deb: the command runs as the local user (root, and nobody)", async () => {
-  await up();
-  assert.equal((await outrun(["deb", "id", "-u"])).text, `${Deno.uid()}\n`);
-  // A non-root local user with its own copy of the key and config.
-  const dir = await workdir();
-  try {
-    await Deno.copyFile(`${sshConfigPath.replace(/ssh_config$/, "id_ed25519")}`, `${dir}/key`);
-    const config = (await Deno.readTextFile(sshConfigPath)).replace(
-      /IdentityFile .*/,
-      `IdentityFile ${dir}/key`,
-    );
-    await Deno.writeTextFile(`${dir}/config`, config);
-    await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
-    await Deno.chmod(`${dir}/key`, 0o600);
-    const out = await new Deno.Command("setpriv", {
-      args: [
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        OUTRUN,
-        "-F",
-        `${dir}/config`,
-        "deb",
-        "sh",
-        "-c",
-        "id -u; id -g; touch mine; cat /etc/shadow",
-      ],
-      cwd: dir,
-      env: { HOME: dir, XDG_CACHE_HOME: `${dir}/cache`, DENO_DIR: `${dir}/deno` },
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout);
-    assert.equal(text, "65534\n65534\n", new TextDecoder().decode(out.stderr));
-    assert.match(new TextDecoder().decode(out.stderr), /shadow: Permission denied/);
-    assert.equal((await Deno.stat(`${dir}/mine`)).uid, 65534, "created as nobody, here");
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+for (const host of HOSTS) {
+  Deno.test(`e2e ${host}: the command runs as the local user (root, and nobody)`, async () => {
+    await up();
+    assert.equal((await outrun([host, "id", "-u"])).text, `${Deno.uid()}\n`);
+    // A non-root local user with its own copy of the key and config.
+    const dir = await workdir();
+    try {
+      await Deno.copyFile(`${sshConfigPath.replace(/ssh_config$/, "id_ed25519")}`, `${dir}/key`);
+      const config = (await Deno.readTextFile(sshConfigPath)).replace(
+        /IdentityFile .*/,
+        `IdentityFile ${dir}/key`,
+      );
+      await Deno.writeTextFile(`${dir}/config`, config);
+      await new Deno.Command("chown", { args: ["-R", "65534:65534", dir] }).output();
+      await Deno.chmod(`${dir}/key`, 0o600);
+      const out = await new Deno.Command("setpriv", {
+        args: [
+          "--reuid=65534",
+          "--regid=65534",
+          "--clear-groups",
+          OUTRUN,
+          "-F",
+          `${dir}/config`,
+          host,
+          "sh",
+          "-c",
+          "id -u; id -g; touch mine; cat /etc/shadow",
+        ],
+        cwd: dir,
+        env: { HOME: dir, XDG_CACHE_HOME: `${dir}/cache`, DENO_DIR: `${dir}/deno` },
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      assert.equal(text, "65534\n65534\n", new TextDecoder().decode(out.stderr));
+      assert.match(new TextDecoder().decode(out.stderr), /shadow: Permission denied/);
+      assert.equal((await Deno.stat(`${dir}/mine`)).uid, 65534, "created as nobody, here");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("e2e: a host that does not resolve fails fast with exit 255", async () => {
   const t0 = performance.now();
@@ -239,66 +253,126 @@ Deno.test("e2e: bad usage is a usage message and exit 255", async () => {
   }
 });
 
-Deno.test("e2e deb: SIGINT from timeout reaches the command (exit 124, no kill needed)", async () => {
-  await up();
-  const out = await new Deno.Command("timeout", {
-    args: [
-      "--signal=INT",
-      "--kill-after=10s",
-      "5s",
-      OUTRUN,
-      "-F",
-      sshConfigPath,
-      "deb",
-      "sleep",
-      "10",
-    ],
-  }).output();
-  assert.equal(out.code, 124, "137 would mean the kill was needed");
-  assert.equal(await remoteClean("deb", "sleep"), "mounts=0 procs=0");
-});
+for (const host of HOSTS) {
+  Deno.test(`e2e ${host}: SIGINT from timeout reaches the command (exit 124, no kill needed)`, async () => {
+    await up();
+    const out = await new Deno.Command("timeout", {
+      args: [
+        "--signal=INT",
+        "--kill-after=10s",
+        "5s",
+        OUTRUN,
+        "-F",
+        sshConfigPath,
+        host,
+        "sleep",
+        "10",
+      ],
+    }).output();
+    assert.equal(out.code, 124, "137 would mean the kill was needed");
+    assert.equal(await remoteClean(host, "sleep"), "mounts=0 procs=0");
+  });
+}
 
-Deno.test("e2e deb: two sessions at once both succeed", async () => {
-  await up();
-  const [a, b] = await Promise.all([
-    outrun(["deb", "sh", "-c", "sleep 1; echo a"]),
-    outrun(["deb", "sh", "-c", "sleep 1; echo b"]),
-  ]);
-  assert.deepEqual([a.code, a.text, b.code, b.text], [0, "a\n", 0, "b\n"]);
-});
+for (const host of HOSTS) {
+  Deno.test(`e2e ${host}: two sessions at once both succeed`, async () => {
+    await up();
+    const [a, b] = await Promise.all([
+      outrun([host, "sh", "-c", "sleep 1; echo a"]),
+      outrun([host, "sh", "-c", "sleep 1; echo b"]),
+    ]);
+    assert.deepEqual([a.code, a.text, b.code, b.text], [0, "a\n", 0, "b\n"]);
+  });
+}
 
-Deno.test("e2e deb: killing outrun mid-run leaves the remote clean", async () => {
-  await up();
-  const child = await remoteSleep("null");
-  // The launcher execs deno, so this pid is outrun itself.
-  child.kill("SIGKILL");
-  await child.status;
-  await eventually(
-    "the remote to clean up",
-    async () => (await remoteClean("deb", "sleep")) === "mounts=0 procs=0",
-  );
-});
-
-Deno.test("e2e deb: a cut link ends both sides (keepalive here, heartbeat there)", async () => {
-  await up();
-  const child = await remoteSleep("piped");
-  await new Deno.Command("ip", { args: ["link", "set", "ortb1d", "down"] }).output();
-  try {
-    const t0 = performance.now();
-    const status = await child.status;
-    const waited = (performance.now() - t0) / 1000;
-    assert.equal(status.code, 255);
-    // ServerAliveInterval 5 s x ServerAliveCountMax 3, plus slack.
-    assert.ok(waited < 30, `local side exited after ${waited.toFixed(1)} s`);
-    assert.match(
-      new TextDecoder().decode((await child.stderr.getReader().read()).value),
-      /outrun: /,
+for (const host of DIRECT) {
+  Deno.test(`e2e ${host}: killing outrun mid-run leaves the remote clean`, async () => {
+    await up();
+    const child = await remoteSleep(host, "null");
+    // The launcher execs deno, so this pid is outrun itself.
+    child.kill("SIGKILL");
+    await child.status;
+    await eventually(
+      "the remote to clean up",
+      async () => (await remoteClean(host, "sleep")) === "mounts=0 procs=0",
     );
-  } finally {
-    await new Deno.Command("ip", { args: ["link", "set", "ortb1d", "up"] }).output();
-  }
-  await eventually(
-    "the remote to clean up",
-    async () => (await remoteClean("deb", "sleep")) === "mounts=0 procs=0",
-  );
-});
+  });
+}
+
+for (const host of DIRECT) {
+  Deno.test(`e2e ${host}: a cut link ends both sides (keepalive here, heartbeat there)`, async () => {
+    await up();
+    const child = await remoteSleep(host, "piped");
+    await new Deno.Command("ip", { args: ["link", "set", IFACE[host], "down"] }).output();
+    try {
+      const t0 = performance.now();
+      const status = await child.status;
+      const waited = (performance.now() - t0) / 1000;
+      assert.equal(status.code, 255);
+      // ServerAliveInterval 5 s x ServerAliveCountMax 3, plus slack.
+      assert.ok(waited < 30, `local side exited after ${waited.toFixed(1)} s`);
+      assert.match(
+        new TextDecoder().decode((await child.stderr.getReader().read()).value),
+        /outrun: /,
+      );
+    } finally {
+      await new Deno.Command("ip", { args: ["link", "set", IFACE[host], "up"] }).output();
+    }
+    await eventually(
+      "the remote to clean up",
+      async () => (await remoteClean(host, "sleep")) === "mounts=0 procs=0",
+    );
+  });
+}
+
+/** tmux on its own socket: a real terminal to drive outrun from. */
+async function tmux(...args: string[]): Promise<string> {
+  const out = await new Deno.Command("tmux", { args: ["-L", "outrun-e2e", ...args] }).output();
+  return new TextDecoder().decode(out.stdout);
+}
+
+for (const host of HOSTS) {
+  Deno.test(`e2e ${host}: under a terminal: stty size matches, a resize is seen, Ctrl-C interrupts`, async () => {
+    await up();
+    const dir = await workdir();
+    const screen = () => tmux("capture-pane", "-p", "-t", "e2e");
+    const waitFor = (re: RegExp) =>
+      eventually(`${re} on the terminal`, async () => re.test(await screen()), 60_000);
+    try {
+      await tmux("new-session", "-d", "-s", "e2e", "-x", "100", "-y", "30", "bash --norc");
+      const script = `trap 'echo size=$(stty size)' WINCH; echo size=$(stty size); tty; ` +
+        `echo ready; while :; do sleep 0.1; done`;
+      await Deno.writeTextFile(`${dir}/run.sh`, script);
+      await tmux(
+        "send-keys",
+        "-t",
+        "e2e",
+        `cd ${dir}; stty -g > before; ${OUTRUN} -F ${sshConfigPath} ${host} sh run.sh; ` +
+          `echo exit=$?; stty -g > after`,
+        "Enter",
+      );
+      await waitFor(/^ready$/m);
+      assert.match(await screen(), /^size=30 100$/m);
+      assert.match(await screen(), /^\/dev\/pts\/\d+$/m);
+      await tmux("resize-window", "-t", "e2e", "-x", "80", "-y", "20");
+      await waitFor(/^size=20 80$/m);
+      await tmux("send-keys", "-t", "e2e", "C-c");
+      await waitFor(/^exit=130$/m); // sh killed by the SIGINT the remote terminal sent
+      await eventually("the local terminal's mode to be saved", async () => {
+        try {
+          return (await Deno.readTextFile(`${dir}/after`)).length > 0;
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(
+        await Deno.readTextFile(`${dir}/after`),
+        await Deno.readTextFile(`${dir}/before`),
+        "local terminal mode restored",
+      );
+    } finally {
+      await tmux("kill-server");
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { mountsAt } from "../../../lib/fuse/mount.ts";
 import { fuseMounted, waitFor } from "../loopback_helper.ts";
+import { removeTree } from "../../remove_tree.ts";
 
 const MAIN = new URL("../../../main.ts", import.meta.url).pathname;
 
@@ -42,7 +43,7 @@ async function bed(): Promise<Bed> {
         server.kill("SIGTERM"); // it unmounts on the way out
         await server.status;
       }
-      for (const d of [src, mnt, store]) await Deno.remove(d, { recursive: true }).catch(() => {});
+      for (const d of [src, mnt, store]) await removeTree(d);
     },
   };
 }
@@ -277,7 +278,7 @@ Deno.test("cache mirror: a session killed mid-read, and two sessions at once, le
     await checkSame(b);
     await s4.stop();
   } finally {
-    await Deno.remove(mnt2, { recursive: true }).catch(() => {});
+    await removeTree(mnt2);
     await b.cleanup();
   }
 });
