@@ -1,0 +1,145 @@
+import assert from "node:assert/strict";
+import {
+  ChunkBitmap,
+  chunkHashesOf,
+  chunkMatches,
+  contentHash,
+  decompress,
+  hex,
+  maybeCompress,
+  sha256,
+} from "../../../lib/fs/cache/chunks.ts";
+import { CHUNK_SIZE, fingerprint, isCachedPath } from "../../../lib/fs/cache/protocol.ts";
+
+function random(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+Deno.test("chunks: sha256 of known input (byte fixture)", () => {
+  assert.equal(
+    hex(sha256(new TextEncoder().encode("abc"))),
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  );
+});
+
+Deno.test("chunks: chunk hashes cover every chunk, the last one short; the content id is their hash", () => {
+  const data = random(2 * CHUNK_SIZE + 100);
+  const hashes = chunkHashesOf(data);
+  assert.equal(hashes.length, 3 * 32);
+  assert.deepEqual(hashes.subarray(64, 96), sha256(data.subarray(2 * CHUNK_SIZE)));
+  assert.equal(contentHash(hashes), hex(sha256(hashes)));
+  assert.equal(chunkHashesOf(new Uint8Array(0)).length, 0, "an empty file has no chunks");
+});
+
+Deno.test("chunks property: a chunk matches only its own hash; any one-byte change is caught", () => {
+  for (let round = 0; round < 20; round++) {
+    const size = 1 + Math.floor(Math.random() * 3 * CHUNK_SIZE);
+    const data = random(size);
+    const hashes = chunkHashesOf(data);
+    const n = Math.ceil(size / CHUNK_SIZE);
+    const i = Math.floor(Math.random() * n);
+    const chunk = data.slice(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE);
+    assert.ok(chunkMatches(hashes, i, chunk));
+    assert.ok(!chunkMatches(hashes, n, chunk), "an index past the end never matches");
+    const bad = chunk.slice();
+    bad[Math.floor(Math.random() * bad.length)] ^= 1 + Math.floor(Math.random() * 255);
+    assert.ok(!chunkMatches(hashes, i, bad));
+    assert.ok(!chunkMatches(hashes, i, chunk.subarray(0, chunk.length - 1)), "a short chunk");
+    // Same bytes, same id: what content addressing rests on.
+    assert.equal(contentHash(chunkHashesOf(data.slice())), contentHash(hashes));
+  }
+});
+
+Deno.test("chunks: LZ4 only where it pays, and it round trips", () => {
+  const text = new TextEncoder().encode("hello outrun ".repeat(10_000));
+  const [block, raw] = maybeCompress(text);
+  assert.equal(raw, text.length);
+  assert.ok(block.length < text.length / 10);
+  assert.deepEqual(decompress(block, raw), text);
+  const noise = random(CHUNK_SIZE);
+  const [same, zero] = maybeCompress(noise);
+  assert.equal(zero, 0, "incompressible data travels as is");
+  assert.equal(same, noise);
+  assert.deepEqual(decompress(same, 0), noise);
+  assert.throws(() => decompress(block, raw + 1), /lz4/);
+});
+
+Deno.test("chunks property: LZ4 round trips random mixes of text and noise", () => {
+  for (let round = 0; round < 30; round++) {
+    const parts: Uint8Array[] = [];
+    let size = 0;
+    while (size < 4096 + Math.random() * CHUNK_SIZE) {
+      const p = Math.random() < 0.5
+        ? random(1 + Math.floor(Math.random() * 2000))
+        : new Uint8Array(1 + Math.floor(Math.random() * 5000)).fill(
+          Math.floor(Math.random() * 256),
+        );
+      parts.push(p);
+      size += p.length;
+    }
+    const data = new Uint8Array(size);
+    let at = 0;
+    for (const p of parts) data.set(p, (at += p.length) - p.length);
+    const [block, raw] = maybeCompress(data);
+    assert.deepEqual(decompress(block, raw), data);
+  }
+});
+
+Deno.test("chunks: bitmaps", () => {
+  const b = ChunkBitmap.empty(20);
+  assert.equal(b.bits.length, 3);
+  for (const i of [0, 7, 8, 19]) b.add(i);
+  assert.deepEqual([0, 7, 8, 19].map((i) => b.has(i)), [true, true, true, true]);
+  assert.equal(b.count(20), 4);
+  b.delete(7);
+  assert.deepEqual(b.missing(10), [1, 2, 3, 4, 5, 6, 7, 9]);
+});
+
+Deno.test("protocol: cached prefixes match whole path components", () => {
+  const p = ["/usr", "/lib", "/opt/tools"];
+  for (const yes of ["/usr", "/usr/bin/ls", "/lib/x", "/opt/tools", "/opt/tools/a"]) {
+    assert.ok(isCachedPath(yes, p), yes);
+  }
+  for (const no of ["/", "/usrx", "/library", "/opt", "/opt/toolsbox", "/home/usr"]) {
+    assert.ok(!isCachedPath(no, p), no);
+  }
+});
+
+Deno.test("protocol: fingerprints change with size, times, inode, mode and link target", () => {
+  const attr = {
+    ino: 5n,
+    size: 10n,
+    blocks: 0n,
+    atimeSec: 1n,
+    atimeNsec: 0,
+    mtimeSec: 2n,
+    mtimeNsec: 3,
+    ctimeSec: 4n,
+    ctimeNsec: 5,
+    mode: 0o100644,
+    nlink: 1,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 4096,
+  };
+  const base = fingerprint(attr);
+  assert.equal(fingerprint(null), "-");
+  assert.equal(
+    fingerprint({ ...attr, atimeSec: 99n }),
+    base,
+    "reading a file does not make it stale",
+  );
+  for (
+    const changed of [
+      { ...attr, size: 11n },
+      { ...attr, mtimeNsec: 4 },
+      { ...attr, ctimeSec: 5n },
+      { ...attr, ino: 6n },
+      { ...attr, mode: 0o100755 },
+    ]
+  ) assert.notEqual(fingerprint(changed), base);
+  assert.notEqual(fingerprint(attr, "a"), fingerprint(attr, "b"));
+});

@@ -1,0 +1,259 @@
+/** The remote's persistent store: SQLite index and sparse, checked blobs. */
+import assert from "node:assert/strict";
+import { chunkHashesOf, contentHash } from "../../../lib/fs/cache/chunks.ts";
+import { CHUNK_SIZE, type ContentInfo, type MetaRecord } from "../../../lib/fs/cache/protocol.ts";
+import { CacheCorrupt, CacheStore, decodeMeta } from "../../../lib/fs/cache/store.ts";
+import { openDatabase } from "../../../lib/fs/cache/sqlite.ts";
+import { removeTree } from "../../remove_tree.ts";
+
+const WRITER = new URL("./store_writer.ts", import.meta.url).pathname;
+
+function random(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+function infoOf(path: string, data: Uint8Array, fp = "fp"): ContentInfo {
+  const chunkHashes = chunkHashesOf(data);
+  return { path, fp, hash: contentHash(chunkHashes), size: data.length, chunkHashes };
+}
+
+function fileMeta(path: string, size: number): MetaRecord {
+  return {
+    path,
+    attr: {
+      ino: 7n,
+      size: BigInt(size),
+      blocks: 0n,
+      atimeSec: 0n,
+      atimeNsec: 0,
+      mtimeSec: 1n,
+      mtimeNsec: 0,
+      ctimeSec: 1n,
+      ctimeNsec: 0,
+      mode: 0o100644,
+      nlink: 1,
+      uid: 0,
+      gid: 0,
+      rdev: 0,
+      blksize: 4096,
+    },
+  };
+}
+
+async function withStore(f: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-store-test-" });
+  try {
+    await f(dir);
+  } finally {
+    await removeTree(dir);
+  }
+}
+
+/** Stores `data` under `path` for `client` the way a session does: meta, content id. */
+function put(store: CacheStore, client: string, path: string, data: Uint8Array): ContentInfo {
+  const meta = fileMeta(path, data.length);
+  store.putMetas(client, [meta]);
+  const held = store.held(client).find((r) => r.path === path)!;
+  const info = infoOf(path, data, held.fp);
+  store.putContent(client, info);
+  return info;
+}
+
+Deno.test("store: metas, listings and content ids per client, across reopening", async () => {
+  await withStore((dir) => {
+    let store = new CacheStore(dir);
+    const dirMeta: MetaRecord = { ...fileMeta("/usr", 0), children: ["bin", "lib"] };
+    dirMeta.attr!.mode = 0o40755;
+    store.putMetas("a", [dirMeta, { path: "/usr/nope", attr: null }]);
+    const data = random(1000);
+    const info = put(store, "a", "/usr/f", data);
+    store.close();
+    store = new CacheStore(dir);
+    const rows = Object.fromEntries(store.held("a").map((r) => [r.path, r]));
+    assert.deepEqual(Object.keys(rows).sort(), ["/usr", "/usr/f", "/usr/nope"]);
+    assert.equal(rows["/usr"].listed, true);
+    assert.deepEqual(decodeMeta(rows["/usr"].meta).children, ["bin", "lib"]);
+    assert.equal(rows["/usr/nope"].fp, "-");
+    assert.equal(rows["/usr/f"].hash, info.hash);
+    assert.deepEqual(store.held("b"), [], "another client sees nothing of a's");
+    // A changed meta (new fingerprint) forgets the content id recorded for the old one.
+    store.putMetas("a", [fileMeta("/usr/f", 1001)]);
+    assert.equal(store.held("a").find((r) => r.path === "/usr/f")!.hash, null);
+    store.close();
+  });
+});
+
+Deno.test("store: content ids and chunks are checked on the way in", async () => {
+  await withStore((dir) => {
+    const store = new CacheStore(dir);
+    const data = random(CHUNK_SIZE * 2 + 5);
+    const info = infoOf("/f", data);
+    assert.throws(() => store.putContent("a", { ...info, hash: "0".repeat(64) }), CacheCorrupt);
+    assert.throws(
+      () => store.putContent("a", { ...info, size: info.size + CHUNK_SIZE }),
+      CacheCorrupt,
+      "chunk count must fit the size",
+    );
+    store.putContent("a", info);
+    assert.equal(
+      store.writeChunk(info.hash, 1, data.subarray(0, CHUNK_SIZE)),
+      false,
+      "wrong chunk",
+    );
+    assert.equal(
+      store.writeChunk("f".repeat(64), 0, data.subarray(0, CHUNK_SIZE)),
+      false,
+      "no blob",
+    );
+    assert.equal(store.writeChunk(info.hash, 2, data.subarray(2 * CHUNK_SIZE)), true);
+    const blob = store.blob(info.hash)!;
+    assert.deepEqual(blob.present.missing(3), [0, 1]);
+    assert.deepEqual(store.readChunk(blob, 2), data.subarray(2 * CHUNK_SIZE));
+    store.close();
+  });
+});
+
+Deno.test("store: one blob for the same content from two clients and two paths", async () => {
+  await withStore((dir) => {
+    const store = new CacheStore(dir);
+    const data = random(5000);
+    const a = put(store, "a", "/lib/libc.so.6", data);
+    const b = put(store, "b", "/usr/lib/x86_64-linux-gnu/libc.so.6", data);
+    assert.equal(a.hash, b.hash);
+    assert.equal(store.stats().blobs, 1);
+    store.writeChunk(a.hash, 0, data);
+    assert.ok(store.blob(b.hash)!.present.has(0), "b gets a's chunk");
+    store.close();
+  });
+});
+
+Deno.test("store: a damaged chunk is caught on first read by a new process, and its bit dropped", async () => {
+  await withStore(async (dir) => {
+    let store = new CacheStore(dir);
+    const data = random(CHUNK_SIZE * 2);
+    const info = put(store, "a", "/f", data);
+    store.writeChunk(info.hash, 0, data.subarray(0, CHUNK_SIZE));
+    store.writeChunk(info.hash, 1, data.subarray(CHUNK_SIZE));
+    store.close();
+    const path = `${dir}/blobs/${info.hash.slice(0, 2)}/${info.hash}`;
+    const f = await Deno.open(path, { write: true });
+    await f.seek(CHUNK_SIZE + 10, Deno.SeekMode.Start);
+    await f.write(new Uint8Array([1, 2, 3]));
+    f.close();
+    store = new CacheStore(dir);
+    const blob = store.blob(info.hash)!;
+    assert.deepEqual(store.readChunk(blob, 0), data.subarray(0, CHUNK_SIZE));
+    assert.throws(() => store.readChunk(blob, 1), CacheCorrupt);
+    assert.deepEqual(store.blob(info.hash)!.present.missing(2), [1], "dropped in the index too");
+    store.close();
+  });
+});
+
+Deno.test("store: two processes writing one blob at once lose no chunk; a killed writer leaves only sound chunks", async () => {
+  await withStore(async (dir) => {
+    const data = random(CHUNK_SIZE * 64 + 77);
+    const dataPath = `${dir}/data`;
+    await Deno.writeFile(dataPath, data);
+    const store = new CacheStore(`${dir}/store`);
+    const info = put(store, "a", "/big", data);
+    store.close();
+    const writer = (first: number, step: number) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          "--quiet",
+          WRITER,
+          `${dir}/store`,
+          dataPath,
+          info.hash,
+          `${first}`,
+          `${step}`,
+        ],
+        stdout: "piped",
+        stderr: "inherit",
+      });
+    const [a, b] = await Promise.all([writer(0, 2).output(), writer(1, 2).output()]);
+    assert.ok(a.success && b.success);
+    let s = new CacheStore(`${dir}/store`);
+    assert.deepEqual(s.blob(info.hash)!.present.missing(65), [], "every chunk's bit is set");
+    s.close();
+
+    // Again from empty, killing the writer part way.
+    const fresh = `${dir}/store2`;
+    s = new CacheStore(fresh);
+    put(s, "a", "/big", data);
+    s.close();
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", WRITER, fresh, dataPath, info.hash, "0", "1"],
+      stdout: "null",
+    }).spawn();
+    await new Promise((r) => setTimeout(r, 150 + Math.random() * 150));
+    child.kill("SIGKILL");
+    await child.status;
+    s = new CacheStore(fresh);
+    const blob = s.blob(info.hash)!;
+    for (let i = 0; i < 65; i++) {
+      if (!blob.present.has(i)) continue;
+      assert.deepEqual(
+        s.readChunk(blob, i),
+        data.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE),
+        `chunk ${i}`,
+      );
+    }
+    s.close();
+  });
+});
+
+Deno.test("store: LRU eviction by count and by bytes drops blobs and their content ids", async () => {
+  await withStore((dir) => {
+    const store = new CacheStore(dir);
+    const infos: ContentInfo[] = [];
+    for (let i = 0; i < 4; i++) {
+      const data = random(CHUNK_SIZE);
+      const info = put(store, "a", `/f${i}`, data);
+      store.writeChunk(info.hash, 0, data);
+      infos.push(info);
+    }
+    // Oldest first: f0 used long ago, f3 just now.
+    for (let i = 0; i < 4; i++) {
+      store.db.prepare("update blobs set last_used = ? where hash = ?").run(
+        1000 + i,
+        infos[i].hash,
+      );
+    }
+    assert.equal(store.evict({ maxEntries: 3, maxBytes: 1e12 }), 1);
+    assert.equal(store.blob(infos[0].hash), null, "the least recently used went");
+    assert.equal(store.held("a").find((r) => r.path === "/f0")!.hash, null);
+    assert.ok(store.blob(infos[3].hash));
+    assert.equal(store.evict({ maxEntries: 100, maxBytes: 2 * CHUNK_SIZE }), 1);
+    assert.equal(store.blob(infos[1].hash), null);
+    assert.deepEqual(
+      [...Deno.readDirSync(`${dir}/blobs/${infos[1].hash.slice(0, 2)}`)].filter((e) =>
+        e.name === infos[1].hash
+      ),
+      [],
+      "its file is gone",
+    );
+    assert.equal(store.stats().blobs, 2);
+    store.close();
+  });
+});
+
+Deno.test("store: an index of another schema version is made anew", async () => {
+  await withStore((dir) => {
+    const db = openDatabase(`${dir}/index.sqlite`);
+    db.exec(
+      "create table entries(client, path, meta); insert into entries values ('a', '/x', 'y');",
+    );
+    db.exec("pragma user_version = 1");
+    db.close();
+    const store = new CacheStore(dir);
+    assert.deepEqual(store.held("a"), []);
+    put(store, "a", "/f", random(10));
+    assert.equal(store.held("a").length, 1);
+    store.close();
+  });
+});
