@@ -1,10 +1,11 @@
 /**
- * `deno task bench [fuse] [--files N] [--big-mib N] [--runs N] [--json FILE]`:
- * benchmarks that print a table and write JSON. Wall times here are
- * measurements to read, never assertions.
+ * `deno task bench [fuse|remote] [--runs N] [--json FILE]` (fuse: `--files N
+ * --big-mib N`; remote: `--hosts deb,deb-wan`): benchmarks that print a table
+ * and write JSON. Wall times here are measurements to read, never assertions.
  */
 import { parseArgs } from "node:util";
 import { type FuseBenchRow, runFuseBench, slowdown } from "./bench/fuse.ts";
+import { remoteTable, runRemoteBench, targets, WORKLOADS } from "./bench/remote.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -13,7 +14,8 @@ const { values, positionals } = parseArgs({
     files: { type: "string", default: "12000" },
     "big-mib": { type: "string", default: "1024" },
     runs: { type: "string", default: "3" },
-    json: { type: "string", default: "dist/bench/fuse.json" },
+    json: { type: "string" },
+    hosts: { type: "string", default: "deb,deb-wan" },
     dir: { type: "string", default: "/dev/shm" },
   },
 });
@@ -44,9 +46,37 @@ function table(rows: FuseBenchRow[]): string {
 }
 
 const which = positionals[0] ?? "fuse";
-if (which !== "fuse") {
-  console.error(`bench: unknown benchmark ${which} (have: fuse)`);
+if (which !== "fuse" && which !== "remote") {
+  console.error(`bench: unknown benchmark ${which} (have: fuse, remote)`);
   Deno.exit(2);
+}
+
+async function writeJson(rows: unknown[], extra: Record<string, unknown> = {}): Promise<void> {
+  const json = values.json ?? `dist/bench/${which}.json`;
+  await Deno.mkdir(json.replace(/\/[^/]*$/, ""), { recursive: true });
+  const doc = { benchmark: which, date: new Date().toISOString(), ...extra, rows };
+  await Deno.writeTextFile(json, JSON.stringify(doc, null, 2) + "\n");
+  console.error(`bench: JSON in ${json}`);
+}
+
+if (which === "remote") {
+  const workDir = await Deno.makeTempDir({ prefix: "outrun-bench-remote-" });
+  try {
+    const rows = await runRemoteBench({
+      hosts: values.hosts!.split(","),
+      workloads: WORKLOADS,
+      runs: Number(values.runs),
+      workDir,
+      log: (line) => console.error(`bench: ${line}`),
+    });
+    console.log(remoteTable(rows));
+    const checks = targets(rows);
+    console.log(checks.join("\n"));
+    await writeJson(rows, { targets: checks });
+  } finally {
+    await Deno.remove(workDir, { recursive: true });
+  }
+  Deno.exit(0);
 }
 // On tmpfs: the rows then measure the FUSE path, not this VM's disk writeback.
 const workDir = await Deno.makeTempDir({ prefix: "outrun-bench-", dir: values.dir });
@@ -58,13 +88,7 @@ try {
     workDir,
   });
   console.log(table(rows));
-  const json = values.json!;
-  await Deno.mkdir(json.replace(/\/[^/]*$/, ""), { recursive: true });
-  await Deno.writeTextFile(
-    json,
-    JSON.stringify({ benchmark: "fuse", date: new Date().toISOString(), rows }, null, 2) + "\n",
-  );
-  console.error(`bench: JSON in ${json}`);
+  await writeJson(rows);
 } finally {
   await Deno.remove(workDir, { recursive: true });
 }

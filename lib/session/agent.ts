@@ -51,10 +51,27 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   let cleanup: (() => Promise<void>) | null = null;
   peer.handle("session.run", async (args) => {
     const req = args as unknown as RunRequest;
+    // From here on, what the local side sends for the command (stdin, its end,
+    // signals, window sizes) is kept until the command exists: the cache's
+    // validation round trip comes first.
+    const events = new HeldEvents(peer, [
+      EVENTS.stdin,
+      EVENTS.stdinEof,
+      EVENTS.signal,
+      EVENTS.winch,
+    ]);
     const stats: RemoteStats = { calls: {}, cache: null, validateMs: 0, mountMs: 0, runMs: 0 };
     const cache = req.cache ? await openCache(peer, req, stats) : null;
     try {
-      const run = startRun(peer, req, cache?.fs ?? new ProxyFs(peer), agentScript, runtime, stats);
+      const run = startRun(
+        peer,
+        req,
+        events,
+        cache?.fs ?? new ProxyFs(peer),
+        agentScript,
+        runtime,
+        stats,
+      );
       cleanup = run.cleanup;
       try {
         const result = await run.done;
@@ -92,6 +109,26 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   clearInterval(heartbeat);
   if (cleanup) await (cleanup as () => Promise<void>)();
   return 0;
+}
+
+/** Events kept in order until a sink is attached, then handed to it as they come. */
+class HeldEvents {
+  #queue: [string, Value][] = [];
+  #sink: ((name: string, args: Value) => void) | null = null;
+
+  constructor(peer: RpcPeer, names: string[]) {
+    for (const name of names) {
+      peer.onEvent(name, (args) => {
+        if (this.#sink) this.#sink(name, args);
+        else this.#queue.push([name, args]);
+      });
+    }
+  }
+
+  attach(sink: (name: string, args: Value) => void): void {
+    this.#sink = sink;
+    for (const [name, args] of this.#queue.splice(0)) sink(name, args);
+  }
 }
 
 /** Seconds between pings, and how long an unanswered one may take before we give up. */
@@ -162,6 +199,7 @@ async function openCache(peer: RpcPeer, req: RunRequest, stats: RemoteStats) {
 function startRun(
   peer: RpcPeer,
   req: RunRequest,
+  events: HeldEvents,
   fs: Filesystem,
   agentScript: string,
   runtime: string[],
@@ -213,31 +251,34 @@ function startRun(
     for await (const chunk of stream) peer.event(event, chunk);
   };
   let relays: Promise<unknown>;
+  const on: Partial<Record<string, (args: Value) => void>> = {
+    [EVENTS.signal]: (name) => {
+      try {
+        child.kill(name as Deno.Signal);
+      } catch { /* already gone */ }
+    },
+  };
   if (pty) {
     const write = ptyWriter(pty.master);
-    peer.onEvent(EVENTS.stdin, (data) => void write(data as Uint8Array));
-    peer.onEvent(EVENTS.winch, (size) => {
+    on[EVENTS.stdin] = (data) => void write(data as Uint8Array);
+    on[EVENTS.winch] = (size) => {
       const { rows, cols } = size as unknown as WindowSize;
       setWindowSize(pty.master, rows, cols);
-    });
+    };
     relays = Promise.all([
       relay(readPty(pty.master, () => exited), EVENTS.stdout),
       relay(child.stderr, EVENTS.stderr),
     ]);
   } else {
     const stdin = child.stdin.getWriter();
-    peer.onEvent(EVENTS.stdin, (data) => void stdin.write(data as Uint8Array).catch(() => {}));
-    peer.onEvent(EVENTS.stdinEof, () => void stdin.close().catch(() => {}));
+    on[EVENTS.stdin] = (data) => void stdin.write(data as Uint8Array).catch(() => {});
+    on[EVENTS.stdinEof] = () => void stdin.close().catch(() => {});
     relays = Promise.all([
       relay(child.stdout, EVENTS.stdout),
       relay(child.stderr, EVENTS.stderr),
     ]);
   }
-  peer.onEvent(EVENTS.signal, (name) => {
-    try {
-      child.kill(name as Deno.Signal);
-    } catch { /* already gone */ }
-  });
+  events.attach((name, args) => on[name]?.(args));
 
   let cleaned = false;
   const cleanup = async () => {

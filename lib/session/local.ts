@@ -188,14 +188,16 @@ export async function runRemote(o: CliOptions): Promise<number> {
       await peer.close();
       if (o.stats) {
         lap("teardown");
-        console.error(
-          formatStats({
-            local: times,
-            remote: result.stats,
-            rpc: peer.stats,
-            push: cache?.stats ?? null,
-          }),
-        );
+        const input = {
+          local: times,
+          remote: result.stats,
+          rpc: peer.stats,
+          push: cache?.stats ?? null,
+        };
+        console.error(formatStats(input));
+        // The same as JSON, for scripts (the benchmark).
+        const file = Deno.env.get("OUTRUN_STATS_FILE");
+        if (file) await Deno.writeTextFile(file, JSON.stringify(input) + "\n");
       }
       if (result.signal) return 128 + (SIGNAL_NUMBERS[result.signal] ?? 0);
       return result.code ?? 255;

@@ -31,19 +31,35 @@ async function outrun(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  if (options.stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(options.stdin);
-    await w.close();
+  // A hung run fails its test instead of holding the whole suite (and CI) hostage.
+  let hung = false;
+  const timer = setTimeout(() => {
+    hung = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, RUN_LIMIT_MS);
+  try {
+    if (options.stdin) {
+      const w = child.stdin.getWriter();
+      await w.write(options.stdin).catch(() => {});
+      await w.close().catch(() => {});
+    }
+    const out = await child.output();
+    if (hung) throw new Error(`outrun ${args.join(" ")}: no end after ${RUN_LIMIT_MS / 1000} s`);
+    return {
+      code: out.code,
+      stdout: out.stdout,
+      stderr: new TextDecoder().decode(out.stderr),
+      text: new TextDecoder().decode(out.stdout),
+    };
+  } finally {
+    clearTimeout(timer);
   }
-  const out = await child.output();
-  return {
-    code: out.code,
-    stdout: out.stdout,
-    stderr: new TextDecoder().decode(out.stderr),
-    text: new TextDecoder().decode(out.stdout),
-  };
 }
+
+/** Longest a single outrun run may take in these tests (the slowest, ffmpeg on -wan, ~1 min cold). */
+const RUN_LIMIT_MS = 240_000;
 
 async function remote(alias: string, command: string): Promise<string> {
   const out = await new Deno.Command("ssh", { args: ["-F", sshConfigPath, alias, command] })

@@ -1,0 +1,247 @@
+/**
+ * outrun end to end on the test bed: each workload run natively here, through
+ * `ssh true` (the floor: one connection and one command), and through outrun
+ * first (nothing cached there, no profile here), cold (the remote cache emptied,
+ * this machine's profile kept: what a new remote or a wiped cache costs) and
+ * warm. Wall times are medians; round trips and bytes are exact counts: outrun's
+ * own (blocking calls from the remote, RPC bytes inside the SSH channel) and the
+ * bytes on the wire (the host's veth counters: SSH and TCP included).
+ */
+import {
+  addresses,
+  DEFAULT_CONFIG,
+  HOSTS,
+  sshConfigPath,
+  up,
+} from "../../tests/testbed/testbed.ts";
+
+const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
+
+export interface Workload {
+  name: string;
+  argv: string[];
+}
+
+export const WORKLOADS: Workload[] = [
+  { name: "echo hi", argv: ["echo", "hi"] },
+  { name: "python3 imports", argv: ["python3", "-c", "import json,email,http.client"] },
+  { name: "ffmpeg -version", argv: ["ffmpeg", "-version"] },
+  { name: "gcc -c small.c", argv: ["gcc", "-c", "small.c", "-o", "small.o"] },
+];
+
+export type Mode = "native" | "ssh true" | "first" | "cold" | "warm";
+
+export interface RemoteBenchRow {
+  host: string;
+  workload: string;
+  mode: Mode;
+  /** Median seconds. */
+  seconds: number;
+  /** Blocking calls from the remote (outrun modes), median. */
+  roundTrips: number | null;
+  /** RPC bytes inside the SSH channel, both ways, median. */
+  rpcBytes: number | null;
+  /** Bytes through the host's veth, both ways, median. */
+  wireBytes: number | null;
+  runs: number;
+}
+
+interface OneRun {
+  seconds: number;
+  roundTrips: number | null;
+  rpcBytes: number | null;
+  wireBytes: number | null;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function vethBytes(veth: string): number {
+  const read = (what: string) =>
+    Number(Deno.readTextFileSync(`/sys/class/net/${veth}/statistics/${what}_bytes`).trim());
+  return read("rx") + read("tx");
+}
+
+async function ssh(host: string, command: string): Promise<void> {
+  const out = await new Deno.Command("ssh", {
+    args: ["-F", sshConfigPath, host, command],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(`ssh ${host} ${command}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+async function timed(
+  argv: string[],
+  cwd: string,
+  env: Record<string, string>,
+  veth: string | null,
+) {
+  const before = veth ? vethBytes(veth) : 0;
+  const t0 = performance.now();
+  const out = await new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd,
+    env,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const seconds = (performance.now() - t0) / 1000;
+  if (!out.success) {
+    throw new Error(`${argv.join(" ")}: exit ${out.code}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return { seconds, wireBytes: veth ? vethBytes(veth) - before : null };
+}
+
+export interface RemoteBenchOptions {
+  hosts: string[];
+  workloads: Workload[];
+  runs: number;
+  workDir: string;
+  log: (line: string) => void;
+}
+
+export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteBenchRow[]> {
+  await up();
+  const home = `${o.workDir}/home`; // profiles and client id of the benchmark alone
+  const statsFile = `${o.workDir}/stats.json`;
+  await Deno.mkdir(home, { recursive: true });
+  await Deno.writeTextFile(`${o.workDir}/small.c`, "int square(int x) { return x * x; }\n");
+  const env = {
+    ...Deno.env.toObject(),
+    HOME: home,
+    // The agent bundle and deno's own cache stay where they are.
+    XDG_CACHE_HOME: Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`,
+    OUTRUN_STATS_FILE: statsFile,
+  };
+  const rows: RemoteBenchRow[] = [];
+  for (const host of o.hosts) {
+    const spec = HOSTS.find((h) => host.replace(/-wan$/, "") === h.name);
+    if (!spec) throw new Error(`bench: no test-bed host ${host}`);
+    const a = addresses(spec, DEFAULT_CONFIG);
+    const veth = host.endsWith("-wan") ? a.wanVeth : a.directVeth;
+    const base = host.replace(/-wan$/, "");
+    const emptyRemoteCache = () => ssh(base, "rm -rf ~/.cache/outrun/cache");
+    const outrun = async (argv: string[]): Promise<OneRun> => {
+      await Deno.remove(statsFile).catch(() => {});
+      const r = await timed(
+        [OUTRUN, "-F", sshConfigPath, "--stats", host, ...argv],
+        o.workDir,
+        env,
+        veth,
+      );
+      const s = JSON.parse(await Deno.readTextFile(statsFile));
+      const calls = Object.values(s.remote.calls as Record<string, number>).reduce(
+        (n, c) => n + c,
+        0,
+      );
+      return { ...r, roundTrips: calls, rpcBytes: s.rpc.bytesIn + s.rpc.bytesOut };
+    };
+    // The payload is uploaded once per host before anything is measured.
+    await outrun(["true"]);
+    const floor: OneRun[] = [];
+    for (let i = 0; i < o.runs; i++) {
+      const r = await timed(["ssh", "-F", sshConfigPath, host, "true"], o.workDir, env, veth);
+      floor.push({ ...r, roundTrips: null, rpcBytes: null });
+    }
+    for (const w of o.workloads) {
+      const runs: Record<Mode, OneRun[]> = {
+        native: [],
+        "ssh true": floor,
+        first: [],
+        cold: [],
+        warm: [],
+      };
+      for (let i = 0; i < o.runs; i++) {
+        const r = await timed(w.argv, o.workDir, env, null);
+        runs.native.push({ ...r, roundTrips: null, rpcBytes: null });
+      }
+      for (let i = 0; i < o.runs; i++) {
+        await Deno.remove(`${home}/.outrun/profiles`, { recursive: true }).catch(() => {});
+        await emptyRemoteCache();
+        runs.first.push(await outrun(w.argv));
+      }
+      for (let i = 0; i < o.runs; i++) {
+        await emptyRemoteCache();
+        runs.cold.push(await outrun(w.argv));
+      }
+      for (let i = 0; i < o.runs; i++) runs.warm.push(await outrun(w.argv));
+      for (const mode of ["native", "ssh true", "first", "cold", "warm"] as Mode[]) {
+        const rs = runs[mode];
+        const med = (f: (r: OneRun) => number | null) => {
+          const xs = rs.map(f).filter((x): x is number => x !== null);
+          return xs.length ? median(xs) : null;
+        };
+        const row: RemoteBenchRow = {
+          host,
+          workload: w.name,
+          mode,
+          seconds: med((r) => r.seconds)!,
+          roundTrips: med((r) => r.roundTrips),
+          rpcBytes: med((r) => r.rpcBytes),
+          wireBytes: med((r) => r.wireBytes),
+          runs: rs.length,
+        };
+        rows.push(row);
+        o.log(`${host} ${w.name} ${mode}: ${row.seconds.toFixed(2)} s`);
+      }
+    }
+  }
+  return rows;
+}
+
+function mb(n: number | null): string {
+  return n === null ? "-" : (n / 1e6).toFixed(2);
+}
+
+export function remoteTable(rows: RemoteBenchRow[]): string {
+  const head = ["host", "workload", "mode", "median s", "round trips", "RPC MB", "wire MB"];
+  const body = rows.map((r) => [
+    r.host,
+    r.workload,
+    r.mode,
+    r.seconds.toFixed(2),
+    r.roundTrips === null ? "-" : String(r.roundTrips),
+    mb(r.rpcBytes),
+    mb(r.wireBytes),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
+}
+
+/** The issue's targets, as measured (lines to read, not assertions). */
+export function targets(rows: RemoteBenchRow[]): string[] {
+  const get = (host: string, workload: string, mode: Mode) =>
+    rows.find((r) => r.host === host && r.workload === workload && r.mode === mode);
+  const out: string[] = [];
+  const floor = get("deb-wan", "echo hi", "ssh true");
+  const warm = get("deb-wan", "ffmpeg -version", "warm");
+  const cold = get("deb-wan", "ffmpeg -version", "cold");
+  if (floor && warm) {
+    out.push(
+      `warm ffmpeg -version on -wan: ${warm.seconds.toFixed(2)} s = ${
+        (warm.seconds / floor.seconds).toFixed(2)
+      }x ` +
+        `ssh true (${floor.seconds.toFixed(2)} s); target 1.5x`,
+    );
+  }
+  if (cold) {
+    out.push(
+      `cold ffmpeg -version on -wan: ${cold.seconds.toFixed(2)} s, ${
+        mb(cold.wireBytes)
+      } MB on the wire, ` +
+        `${cold.roundTrips} round trips; target < 2 s and < 40 MB`,
+    );
+  }
+  const warmTrips = rows.filter((r) => r.mode === "warm").map((r) =>
+    `${r.host} ${r.workload}: ${r.roundTrips}`
+  );
+  out.push(`warm round trips: ${warmTrips.join("; ")}; target 1 (validation)`);
+  return out;
+}
