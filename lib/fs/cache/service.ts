@@ -187,6 +187,8 @@ export class CacheService {
       let nodeid = 1;
       let at = "/";
       for (const name of path.split("/").filter(Boolean)) {
+        // The kernel never looks up "." or ".." in a FUSE directory; nor do we.
+        if (name === "." || name === "..") break;
         at = join(at, name);
         if (isCachedPath(at, this.options.prefixes)) break;
         const known = seen.get(at);
@@ -540,7 +542,9 @@ export function resolveCommand(argv0: string, cwd: string, path: string): string
     : path.split(":").map((d) =>
       join(d === "" ? cwd : d.startsWith("/") ? d : join(cwd, d), argv0)
     );
-  for (const c of candidates) {
+  for (const candidate of candidates) {
+    // "./x" and "a/../b" made plain: the remote looks the path up name by name.
+    const c = resolveLink("/", candidate);
     try {
       const st = Deno.statSync(c);
       if (st.isFile && (st.mode! & 0o111) !== 0) return c;
