@@ -67,8 +67,22 @@ async function agentBundle(): Promise<string> {
   } catch { /* build it */ }
   await Deno.mkdir(CACHE, { recursive: true });
   const tmp = `${out}.${Deno.pid}.tmp`;
+  // deno finds its config from the working directory, which is the user's: name ours, or
+  // the bare npm specifiers in deno.json's imports (lz4-wasm) do not resolve.
+  const project = new URL("../../", import.meta.url).pathname;
   const result = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "-o", tmp, `${HERE}agent_main.ts`],
+    args: [
+      "bundle",
+      "--quiet",
+      "--config",
+      `${project}deno.json`,
+      "--platform",
+      "deno",
+      "-o",
+      tmp,
+      `${HERE}agent_main.ts`,
+    ],
+    cwd: project,
     stdout: "null",
     stderr: "piped",
   }).output();
