@@ -7,6 +7,7 @@
  */
 // @deno-types="@types/ssh2"
 import { Client, type ClientChannel, type ConnectConfig, utils } from "ssh2";
+import { askTerminal, promptWait } from "./prompt.ts";
 import {
   type ConfigBlock,
   expandPath,
@@ -102,15 +103,17 @@ export function resolveDestination(options: SshOptions, blocks: ConfigBlock[]): 
   };
 }
 
-function identityKeys(
-  r: Resolved,
-  options: SshOptions,
-): { path: string; key: ReturnType<typeof utils.parseKey> }[] {
+type ParsedKey = ReturnType<typeof utils.parseKey>;
+
+/** An identity file: parsed, or encrypted (its passphrase is asked for when its turn comes). */
+type Identity = { path: string; key: ParsedKey } | { path: string; encrypted: string };
+
+function identityKeys(r: Resolved, options: SshOptions): Identity[] {
   const configured = [...(options.identityFiles ?? []), ...r.config.identityFiles];
   const defaults = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"];
   const paths = (configured.length ? configured : defaults)
     .map((p) => expandPath(p, r.hostname, home(), localUser()));
-  const keys = [];
+  const keys: Identity[] = [];
   for (const path of paths) {
     const text = readIfExists(path);
     if (text === null) {
@@ -119,8 +122,8 @@ function identityKeys(
     }
     const key = utils.parseKey(text);
     if (key instanceof Error) {
-      // Encrypted keys need a passphrase prompt, which is not implemented yet.
-      options.log?.(`${path}: ${key.message}`);
+      if (/passphrase|encrypted/i.test(key.message)) keys.push({ path, encrypted: text });
+      else options.log?.(`${path}: ${key.message}`);
       continue;
     }
     keys.push({ path, key });
@@ -141,8 +144,91 @@ function keyTypeOf(blob: Uint8Array): string {
   return new TextDecoder().decode(blob.subarray(4, 4 + len));
 }
 
-/** ssh2's hostVerifier: the known_hosts verdict under StrictHostKeyChecking. */
-function verifyHostKey(r: Resolved, blob: Uint8Array, log: (s: string) => void): string | null {
+/** OpenSSH's tries at a passphrase (NumberOfPasswordPrompts). */
+const PASSPHRASE_TRIES = 3;
+
+/** The key in an encrypted identity file, once its passphrase is typed; null if not. */
+async function unlockKey(
+  path: string,
+  text: string,
+  log: (s: string) => void,
+): Promise<ParsedKey | null> {
+  for (let i = 0; i < PASSPHRASE_TRIES; i++) {
+    const passphrase = await askTerminal(`Enter passphrase for key '${path}': `, true);
+    if (passphrase === null) {
+      log(`${path}: encrypted, and no terminal to ask for its passphrase`);
+      return null;
+    }
+    if (passphrase === "") return null; // OpenSSH: an empty answer skips the key
+    const key = utils.parseKey(text, passphrase);
+    if (!(key instanceof Error)) return key;
+  }
+  return null;
+}
+
+/** SHA256:base64 of a key blob, as OpenSSH prints fingerprints. */
+async function fingerprintOf(blob: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(blob)));
+  return `SHA256:${btoa(String.fromCharCode(...digest)).replace(/=+$/, "")}`;
+}
+
+/** OpenSSH's dialogue for an unknown host key under StrictHostKeyChecking=ask. */
+async function askHostKey(
+  name: string,
+  address: string,
+  type: string,
+  blob: Uint8Array,
+): Promise<boolean | null> {
+  const fp = await fingerprintOf(blob);
+  const label = type.replace(/^ssh-/, "").replace(/-.*$/, "").toUpperCase();
+  let question = `The authenticity of host '${name} (${address})' can't be established.\n` +
+    `${label} key fingerprint is ${fp}.\n` +
+    `Are you sure you want to continue connecting (yes/no/[fingerprint])? `;
+  while (true) {
+    const answer = await askTerminal(question, false);
+    if (answer === null) return null;
+    const a = answer.trim();
+    if (a === "yes" || a === fp) return true;
+    if (a === "no") return false;
+    question = "Please type 'yes', 'no' or the fingerprint: ";
+  }
+}
+
+function addKnownHost(
+  files: string[],
+  r: Resolved,
+  type: string,
+  blob: Uint8Array,
+  log: (s: string) => void,
+): void {
+  const file = files[0];
+  const name = r.port === 22 ? r.hostname : `[${r.hostname}]:${r.port}`;
+  if (!file) return;
+  try {
+    Deno.mkdirSync(file.replace(/\/[^/]*$/, ""), { recursive: true, mode: 0o700 });
+    Deno.writeTextFileSync(file, knownHostsLine(r.hostname, r.port, type, blob), { append: true });
+    log(`Warning: Permanently added '${name}' (${type}) to the list of known hosts.`);
+  } catch { /* a read-only known_hosts: accept for this connection only */ }
+}
+
+/** An unknown host key under StrictHostKeyChecking=ask: to be asked about. */
+interface UnknownKey {
+  name: string;
+  type: string;
+  blob: Uint8Array;
+}
+
+/**
+ * ssh2's hostVerifier: the known_hosts verdict under StrictHostKeyChecking; null
+ * means accepted. It must answer synchronously (ssh2 1.17 stalls after an
+ * asynchronous verdict), so "ask" comes back as the key to ask about, and the
+ * caller asks once the attempt has failed.
+ */
+function verifyHostKey(
+  r: Resolved,
+  blob: Uint8Array,
+  log: (s: string) => void,
+): string | null | UnknownKey {
   const files = knownHostsFiles(r);
   const lines = files.flatMap((f) => parseKnownHosts(readIfExists(f) ?? "", f));
   const verdict = checkHostKey(lines, r.hostname, r.port, blob);
@@ -159,19 +245,10 @@ function verifyHostKey(r: Resolved, blob: Uint8Array, log: (s: string) => void):
     case "unknown": {
       const strict = r.config.strictHostKeyChecking ?? "ask";
       if (strict === "no" || strict === "off" || strict === "accept-new") {
-        const file = files[0];
-        if (file) {
-          try {
-            Deno.mkdirSync(file.replace(/\/[^/]*$/, ""), { recursive: true, mode: 0o700 });
-            Deno.writeTextFileSync(file, knownHostsLine(r.hostname, r.port, type, blob), {
-              append: true,
-            });
-            log(`Warning: Permanently added '${name}' (${type}) to the list of known hosts.`);
-          } catch { /* a read-only known_hosts: accept for this connection only */ }
-        }
+        addKnownHost(files, r, type, blob, log);
         return null;
       }
-      // "ask" needs a terminal dialogue, which is not implemented: refuse like BatchMode.
+      if (strict === "ask") return { name, type, blob };
       return `No ${type} host key is known for ${name} and you have requested strict checking. ` +
         `Host key verification failed.`;
     }
@@ -234,11 +311,20 @@ export async function connect(
   if (!sock) sock = await tcpConnect(r) as unknown as ClientChannel;
   const keys = identityKeys(r, options);
   const agent = !r.config.identitiesOnly ? Deno.env.get("SSH_AUTH_SOCK") : undefined;
+  // As OpenSSH: keys that need nothing first, then the agent, then encrypted keys
+  // (a passphrase is asked for only when the others did not do).
+  const plain = keys.filter((k): k is { path: string; key: ParsedKey } => "key" in k);
+  const locked = keys.filter((k): k is { path: string; encrypted: string } => "encrypted" in k);
   const methods: (() => unknown)[] = [
-    ...keys.map((k) => () => ({ type: "publickey", username: r.user, key: k.key })),
+    ...plain.map((k) => () => ({ type: "publickey", username: r.user, key: k.key })),
     ...(agent ? [() => ({ type: "agent", username: r.user, agent })] : []),
+    ...locked.map((k) => async () => {
+      const key = await unlockKey(k.path, k.encrypted, log);
+      return key ? { type: "publickey", username: r.user, key } : null;
+    }),
   ];
   let hostKeyProblem: string | null = null;
+  let unknownKey: UnknownKey | null = null;
   const client = new Client();
   const interval = (r.config.serverAliveInterval ?? 5) * 1000;
   const config: ConnectConfig = {
@@ -246,28 +332,86 @@ export async function connect(
     port: r.port,
     username: r.user,
     sock,
-    readyTimeout: (r.config.connectTimeout ?? 20) * 1000,
+    // Our watchdog below times the handshake instead: ssh2's cannot leave out the
+    // time spent answering a question on the terminal.
+    readyTimeout: 2 ** 31 - 1,
     keepaliveInterval: interval,
     keepaliveCountMax: r.config.serverAliveCountMax ?? 3,
     hostVerifier: (key: Uint8Array) => {
-      hostKeyProblem = verifyHostKey(r, new Uint8Array(key), log);
+      const verdict = verifyHostKey(r, new Uint8Array(key), log);
+      if (verdict !== null && typeof verdict === "object") {
+        unknownKey = verdict;
+        hostKeyProblem = "Host key verification failed.";
+      } else hostKeyProblem = verdict;
       return hostKeyProblem === null;
     },
     authHandler: (_left: unknown, _partial: unknown, next: (m: unknown) => void) => {
-      const method = methods.shift();
-      next(method ? method() : false);
+      const tryNext = (): void => {
+        const method = methods.shift();
+        if (!method) return next(false);
+        Promise.resolve(method()).then((m) => (m ? next(m) : tryNext()), () => tryNext());
+      };
+      tryNext();
     },
   } as unknown as ConnectConfig;
   log(`connecting to ${r.user}@${r.hostname}:${r.port}${jump ? ` via ${jump}` : ""}`);
-  await new Promise<void>((resolve, reject) => {
-    client.once("ready", () => resolve());
+  try {
+    await handshake(client, config, r, () => hostKeyProblem);
+  } catch (err) {
+    jumpClient?.end();
+    const key = unknownKey as UnknownKey | null;
+    if (!key) throw err;
+    // StrictHostKeyChecking=ask: the question, then (on yes) the connection again.
+    const yes = await askHostKey(key.name, r.hostname, key.type, key.blob);
+    if (yes === false) throw new SshError("Host key verification failed.");
+    if (yes === null) {
+      throw new SshError(
+        `No ${key.type} host key is known for ${key.name} and there is no terminal to ask ` +
+          `about it. Host key verification failed.`,
+      );
+    }
+    addKnownHost(knownHostsFiles(r), r, key.type, key.blob, (line) => console.error(line));
+    return await connect(options);
+  }
+  if (jumpClient) client.once("close", () => jumpClient!.end());
+  return { client, resolved: r };
+}
+
+/**
+ * Runs the SSH handshake and authentication. ConnectTimeout bounds it, leaving out
+ * the time spent answering questions on the terminal (ssh2's readyTimeout cannot).
+ */
+function handshake(
+  client: Client,
+  config: ConnectConfig,
+  r: Resolved,
+  hostKeyProblem: () => string | null,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const limit = (r.config.connectTimeout ?? 20) * 1000;
+    const started = performance.now();
+    const spentBefore = promptWait().spentMs;
+    const watchdog = setInterval(() => {
+      const wait = promptWait();
+      if (wait.open > 0) return;
+      if (performance.now() - started - (wait.spentMs - spentBefore) < limit) return;
+      clearInterval(watchdog);
+      client.end();
+      reject(
+        new SshError(`ssh: connect to host ${r.hostname} port ${r.port}: Connection timed out`),
+      );
+    }, 250);
+    client.once("ready", () => {
+      clearInterval(watchdog);
+      resolve();
+    });
+    client.once("close", () => clearInterval(watchdog));
     client.once("error", (err: Error & { code?: string; level?: string }) => {
-      reject(new SshError(hostKeyProblem ?? describeConnectError(r, err)));
+      clearInterval(watchdog);
+      reject(new SshError(hostKeyProblem() ?? describeConnectError(r, err)));
     });
     client.connect(config);
   });
-  if (jumpClient) client.once("close", () => jumpClient!.end());
-  return { client, resolved: r };
 }
 
 /**

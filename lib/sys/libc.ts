@@ -77,6 +77,8 @@ const symbols = {
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   setsid: { parameters: [], result: "i32" },
   dup2: { parameters: ["i32", "i32"], result: "i32" },
+  tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
+  tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
 } as const;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | null = null;

@@ -1,0 +1,189 @@
+/**
+ * The remote cache end to end on the test bed (needs root): round trips counted
+ * by outrun itself (--stats, as JSON through OUTRUN_STATS_FILE), and what a run
+ * sees after files under a cached prefix (/opt) change here between runs.
+ * Each test has its own HOME (profiles, client id), so it starts from nothing.
+ */
+import assert from "node:assert/strict";
+import { sshConfigPath, up } from "../testbed/testbed.ts";
+import { removeTree } from "../remove_tree.ts";
+
+const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
+const LIMIT_MS = 240_000;
+
+interface Stats {
+  remote: { calls: Record<string, number> };
+  rpc: { bytesIn: number; bytesOut: number };
+}
+
+interface Run {
+  code: number;
+  text: string;
+  stderr: string;
+  stats: Stats | null;
+}
+
+interface Bed {
+  home: string;
+  /** A directory under /opt: a cached prefix. */
+  opt: string;
+  run(host: string, argv: string[], flags?: string[]): Promise<Run>;
+  cleanup(): Promise<void>;
+}
+
+async function bed(): Promise<Bed> {
+  await up();
+  const home = await Deno.makeTempDir({ prefix: "outrun-cache-e2e-home-" });
+  await Deno.mkdir("/opt", { recursive: true });
+  const opt = await Deno.makeTempDir({ prefix: "outrun-cache-e2e-", dir: "/opt" });
+  const statsFile = `${home}/stats.json`;
+  return {
+    home,
+    opt,
+    async run(host, argv, flags = []) {
+      await Deno.remove(statsFile).catch(() => {});
+      const child = new Deno.Command(OUTRUN, {
+        args: ["-F", sshConfigPath, "--stats", ...flags, host, ...argv],
+        cwd: home,
+        env: {
+          HOME: home,
+          XDG_CACHE_HOME: Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`,
+          OUTRUN_STATS_FILE: statsFile,
+        },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const timer = setTimeout(() => child.kill("SIGKILL"), LIMIT_MS);
+      const out = await child.output().finally(() => clearTimeout(timer));
+      let stats: Stats | null = null;
+      try {
+        stats = JSON.parse(await Deno.readTextFile(statsFile));
+      } catch { /* no stats: outrun failed before the end */ }
+      return {
+        code: out.code,
+        text: new TextDecoder().decode(out.stdout),
+        stderr: new TextDecoder().decode(out.stderr),
+        stats,
+      };
+    },
+    async cleanup() {
+      await removeTree(home);
+      await removeTree(opt);
+    },
+  };
+}
+
+function trips(s: Stats | null): number {
+  return Object.values(s?.remote.calls ?? {}).reduce((n, c) => n + c, 0);
+}
+
+async function emptyRemoteCache(host: string): Promise<void> {
+  const out = await new Deno.Command("ssh", {
+    args: ["-F", sshConfigPath, host.replace(/-wan$/, ""), "rm -rf ~/.cache/outrun/cache"],
+  }).output();
+  assert.ok(out.success);
+}
+
+for (const host of ["deb", "tiny-wan"]) {
+  Deno.test(`cache e2e ${host}: a warm start is one round trip; --no-cache makes none of the cache's`, async () => {
+    const b = await bed();
+    try {
+      const first = await b.run(host, ["echo", "hi"]);
+      assert.equal(first.code, 0, first.stderr);
+      assert.equal(first.text, "hi\n");
+      const warm = await b.run(host, ["echo", "hi"]);
+      assert.equal(warm.text, "hi\n");
+      assert.deepEqual(warm.stats?.remote.calls, { "cache.validate": 1 }, warm.stderr);
+      const off = await b.run(host, ["echo", "hi"], ["--no-cache"]);
+      assert.equal(off.text, "hi\n");
+      const cacheCalls = Object.keys(off.stats!.remote.calls).filter((k) => k.startsWith("cache."));
+      assert.deepEqual(cacheCalls, []);
+      assert.ok(
+        trips(off.stats) > 5,
+        `without the cache each file crosses: ${JSON.stringify(off.stats)}`,
+      );
+    } finally {
+      await b.cleanup();
+    }
+  });
+}
+
+Deno.test("cache e2e deb: files under a cached prefix changed here are seen by the next run", async () => {
+  const b = await bed();
+  try {
+    await Deno.writeTextFile(`${b.opt}/data`, "one\n");
+    await Deno.writeTextFile(`${b.opt}/gone`, "soon gone\n");
+    const list = ["sh", "-c", `cat ${b.opt}/data; ls ${b.opt}`];
+    let r = await b.run("deb", list);
+    assert.equal(r.text, "one\ndata\ngone\n", r.stderr);
+    r = await b.run("deb", list);
+    assert.equal(r.text, "one\ndata\ngone\n");
+    await Deno.writeTextFile(`${b.opt}/data`, "two, longer\n");
+    await Deno.remove(`${b.opt}/gone`);
+    await Deno.writeTextFile(`${b.opt}/new`, "new\n");
+    r = await b.run("deb", list);
+    assert.equal(r.text, "two, longer\ndata\nnew\n", r.stderr);
+    // Same size, new bytes: the fingerprint has the modification time in nanoseconds.
+    await Deno.writeTextFile(`${b.opt}/data`, "TWO, LONGER\n");
+    r = await b.run("deb", ["cat", `${b.opt}/data`]);
+    assert.equal(r.text, "TWO, LONGER\n");
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("cache e2e deb: what a command writes under a cached prefix lands here", async () => {
+  const b = await bed();
+  try {
+    await Deno.writeTextFile(`${b.opt}/data`, "kept\n");
+    await b.run("deb", ["cat", `${b.opt}/data`]); // cached first
+    const r = await b.run("deb", [
+      "sh",
+      "-c",
+      `cd ${b.opt} && echo made > made && mv data moved && echo more >> moved && ` +
+      `chmod 600 made && cat moved && ls`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.text, "kept\nmore\nmade\nmoved\n");
+    assert.equal(await Deno.readTextFile(`${b.opt}/made`), "made\n");
+    assert.equal(await Deno.readTextFile(`${b.opt}/moved`), "kept\nmore\n");
+    assert.equal((await Deno.stat(`${b.opt}/made`)).mode! & 0o777, 0o600);
+    await assert.rejects(Deno.stat(`${b.opt}/data`), Deno.errors.NotFound);
+    // And the next run sees that state.
+    const next = await b.run("deb", ["sh", "-c", `cat ${b.opt}/moved; ls ${b.opt}`]);
+    assert.equal(next.text, "kept\nmore\nmade\nmoved\n");
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("cache e2e deb-wan: ffmpeg's profile makes a cold start a handful of round trips", async () => {
+  const b = await bed();
+  try {
+    await emptyRemoteCache("deb-wan");
+    const first = await b.run("deb-wan", ["ffmpeg", "-version"]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.text, /^ffmpeg version/);
+    await emptyRemoteCache("deb-wan");
+    const cold = await b.run("deb-wan", ["ffmpeg", "-version"]);
+    assert.equal(cold.text, first.text);
+    assert.ok(
+      trips(cold.stats) <= 6,
+      `cold with a profile: ${JSON.stringify(cold.stats?.remote.calls)}`,
+    );
+    assert.ok(
+      trips(first.stats) > 3 * trips(cold.stats),
+      "the first run paid for what the profile saves",
+    );
+    const warm = await b.run("deb-wan", ["ffmpeg", "-version"]);
+    assert.equal(warm.text, first.text);
+    assert.ok(trips(warm.stats) <= 4, `warm: ${JSON.stringify(warm.stats?.remote.calls)}`);
+    assert.ok(
+      warm.stats!.rpc.bytesIn + warm.stats!.rpc.bytesOut < 2e6,
+      "warm moves metadata only",
+    );
+  } finally {
+    await b.cleanup();
+  }
+});
