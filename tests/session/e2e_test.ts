@@ -6,7 +6,7 @@
  * programs and files are what the commands see.
  */
 import assert from "node:assert/strict";
-import { sshConfigPath, up } from "../testbed/testbed.ts";
+import { clientKeyPath, sshConfigPath, up } from "../testbed/testbed.ts";
 
 const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
 
@@ -251,6 +251,46 @@ for (const host of HOSTS) {
   });
 }
 
+Deno.test("e2e deb: a login that is not root goes through sudo -n; one without sudo is told so", async () => {
+  await up();
+  // alice may sudo without a password (the test bed makes her so): the agent is root.
+  const alice = await outrun(["alice@deb", "sh", "-c", "id -u; cat /proc/self/status | grep -c ."]);
+  assert.equal(alice.code, 0, alice.stderr);
+  assert.equal(alice.text.split("\n")[0], `${Deno.uid()}`, "the command is the local user");
+  // bob may not: one line, exit 255.
+  const bob = await outrun(["bob@deb", "true"]);
+  assert.equal(bob.code, 255);
+  assert.match(bob.stderr, /^outrun: bob@10\.213\.1\.2 needs root for mounts, and sudo -n failed/m);
+  assert.equal(bob.stderr.trim().split("\n").length, 1, bob.stderr);
+});
+
+Deno.test("e2e deb: -J through a jump host, with -i and -o, to a host only it can reach", async () => {
+  await up();
+  const dir = await workdir();
+  try {
+    // 127.0.0.1 seen from deb is deb's own sshd; from here it is nothing of the test bed's.
+    const r = await outrun([
+      "-J",
+      "deb",
+      "-i",
+      clientKeyPath,
+      "-o",
+      "StrictHostKeyChecking=accept-new",
+      "-o",
+      `UserKnownHostsFile=${dir}/known_hosts`,
+      "root@127.0.0.1",
+      "sh",
+      "-c",
+      "echo jumped; uname -n",
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.text, "jumped\ndeb\n");
+    assert.match(await Deno.readTextFile(`${dir}/known_hosts`), /^127\.0\.0\.1 ssh-ed25519 /m);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("e2e: a host that does not resolve fails fast with exit 255", async () => {
   const t0 = performance.now();
   const r = await outrun(["nonexistent-host", "true"]);
@@ -373,7 +413,8 @@ for (const host of HOSTS) {
       await tmux("resize-window", "-t", "e2e", "-x", "80", "-y", "20");
       await waitFor(/^size=20 80$/m);
       await tmux("send-keys", "-t", "e2e", "C-c");
-      await waitFor(/^exit=130$/m); // sh killed by the SIGINT the remote terminal sent
+      // sh killed by the SIGINT the remote terminal sent, which echoed ^C first.
+      await waitFor(/^(\^C)?exit=130$/m);
       await eventually("the local terminal's mode to be saved", async () => {
         try {
           return (await Deno.readTextFile(`${dir}/after`)).length > 0;

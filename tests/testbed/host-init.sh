@@ -51,6 +51,17 @@ hostname "$name"
 
 case "$mode" in
 pivot)
+  # Logins other than root, for outrun's sudo -n path: alice may sudo without a
+  # password, bob may not sudo at all.
+  for u in alice bob; do
+    chroot "$r" useradd -m -s /bin/sh "$u"
+    mkdir -p -m 700 "$r/home/$u/.ssh"
+    cp "$hostdir/authorized_keys" "$r/home/$u/.ssh/authorized_keys"
+    chroot "$r" chown -R "$u:$u" "/home/$u/.ssh"
+  done
+  mkdir -p "$r/etc/sudoers.d"
+  echo 'alice ALL=(ALL) NOPASSWD: ALL' >"$r/etc/sudoers.d/alice"
+  chmod 440 "$r/etc/sudoers.d/alice"
   mkdir -p "$r/etc/ssh/testbed" "$r/run/sshd"
   cp "$hostdir"/sshd_config "$hostdir"/ssh_host_ed25519_key "$r/etc/ssh/testbed/"
   chmod 600 "$r/etc/ssh/testbed/ssh_host_ed25519_key"

@@ -93,12 +93,14 @@ async function cachedRoot(name: string, build: (dir: string) => Promise<void>): 
 }
 
 export async function debRoot(): Promise<string> {
-  return await cachedRoot(`deb-${DEB_SUITE}`, async (dir) => {
+  // The cache's name carries the package list: a root built with fewer is not reused.
+  const packages = ["openssh-server", "sudo"];
+  return await cachedRoot(`deb-${DEB_SUITE}-${packages.join("+")}`, async (dir) => {
     const mirror = await debianMirror();
     await run([
       "debootstrap",
       "--variant=minbase",
-      "--include=openssh-server",
+      `--include=${packages.join(",")}`,
       DEB_SUITE,
       dir,
       mirror,
