@@ -75,6 +75,7 @@ async function serveFsMain(args: string[]): Promise<number> {
       profileDir: values["profile-dir"] ?? null,
       env: {},
       fs: files,
+      contentIndex: null,
     });
     peer.handle("debug.saveProfile", async (used) => {
       await service.saveProfile(used as never);

@@ -8,6 +8,7 @@ import type { CliOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
 import { CacheService, resolveCommand } from "../fs/cache/service.ts";
+import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, outrunHome, readConfig } from "../config.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { connect, SshError } from "../ssh/connect.ts";
@@ -109,6 +110,7 @@ export async function runRemote(o: CliOptions): Promise<number> {
       profileDir: `${outrunHome()}/profiles`,
       env,
       fs: files,
+      contentIndex: openContentIndex(log),
     });
     // Through stream writers: in order and whole (Deno.stdout.write may write part of a
     // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
@@ -223,6 +225,16 @@ function describe(args: Value): string {
     Array.isArray(a.held) ? `${a.held.length} held` : "",
   ];
   return parts.filter(Boolean).join(" ");
+}
+
+/** The content-id memo, or null when it cannot be opened (a read-only home: no memo). */
+function openContentIndex(log: (line: string) => void): ContentIndex | null {
+  try {
+    return new ContentIndex(`${outrunHome()}/content.sqlite`);
+  } catch (e) {
+    log(`no content-id memo: ${e}`);
+    return null;
+  }
 }
 
 function orderedWriter(stream: WritableStream<Uint8Array>) {

@@ -21,6 +21,7 @@ import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
 import { check, libc, O, SysError } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
+import type { ContentIndex } from "./content_index.ts";
 import { ChunkBitmap, chunkHashesOf, contentHash, hex, maybeCompress, sha256 } from "./chunks.ts";
 import {
   type AheadEntry,
@@ -59,6 +60,8 @@ export interface CacheServiceOptions {
   env: Record<string, string>;
   /** Resolves a path to a node of the served filesystem (for writes under cached paths). */
   fs: Filesystem;
+  /** This machine's memo of content ids (null: each is computed by reading the file). */
+  contentIndex: ContentIndex | null;
 }
 
 export interface PushStats {
@@ -431,8 +434,11 @@ export class CacheService {
     const attr = lstatPath(path);
     if ((attr.mode & S_IFMT) !== S_IFREG) throw new SysError("open", 21, /* EISDIR */ path);
     const fp = fingerprint(attr);
-    const known = this.#infos.get(path);
-    if (known && known.fp === fp) return known;
+    const known = this.#infos.get(path) ?? this.options.contentIndex?.get(path, fp);
+    if (known && known.fp === fp) {
+      this.#infos.set(path, known);
+      return known;
+    }
     const data = readWhole(path);
     const chunkHashes = chunkHashesOf(data);
     const info: ContentInfo = {
@@ -443,6 +449,9 @@ export class CacheService {
       chunkHashes,
     };
     this.#infos.set(path, info);
+    // Only what was read under that fingerprint: a file that changed while being read
+    // gets a new fingerprint and is read again next time.
+    if (fingerprint(lstatPath(path)) === fp) this.options.contentIndex?.put(info);
     return info;
   }
 
