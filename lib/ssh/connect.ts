@@ -280,7 +280,9 @@ export async function connect(
   const log = options.log ?? (() => {});
   const blocks = loadConfigBlocks(options);
   const r = resolveDestination(options, blocks);
-  const jump = options.jump ?? r.config.proxyJump;
+  // "none" (ssh's word, and what each hop is connected with) means no jump.
+  const jumpSpec = options.jump ?? r.config.proxyJump;
+  const jump = jumpSpec && jumpSpec !== "none" ? jumpSpec : undefined;
   let sock: ClientChannel | undefined;
   let jumpClient: Client | undefined;
   if (jump) {

@@ -55,6 +55,8 @@ pivot)
   # password, bob may not sudo at all.
   for u in alice bob; do
     chroot "$r" useradd -m -s /bin/sh "$u"
+    # useradd leaves the account locked (!), which sshd without PAM refuses even for keys.
+    chroot "$r" usermod -p '*' "$u"
     mkdir -p -m 700 "$r/home/$u/.ssh"
     cp "$hostdir/authorized_keys" "$r/home/$u/.ssh/authorized_keys"
     chroot "$r" chown -R "$u:$u" "/home/$u/.ssh"
