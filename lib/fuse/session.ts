@@ -57,6 +57,11 @@ export interface SessionOptions {
    * announces changes with notifications turns it off and keeps its caches longer.
    */
   autoInvalData?: boolean;
+  /**
+   * Largest readahead the kernel may do (bytes); less than it offers makes reads of
+   * mapped files smaller (a remote cache fetching by chunk moves fewer bytes).
+   */
+  maxReadahead?: number;
   /** Log each request and the negotiated capabilities to stderr. */
   debug?: boolean;
   /** Where problems (a handler's unexpected exception, a bad request) are reported. */
@@ -403,7 +408,7 @@ export class FuseSession {
       minor,
       flags: got,
       maxWrite: this.#maxWrite,
-      maxReadahead: req.maxReadahead,
+      maxReadahead: Math.min(req.maxReadahead, this.#options.maxReadahead ?? Infinity),
     };
     if (this.#options.debug) {
       console.error(`fuse: kernel ${req.major}.${req.minor}, speaking 7.${minor}`);
@@ -417,7 +422,7 @@ export class FuseSession {
       encodeInit(unique, {
         major: FUSE_KERNEL_VERSION,
         minor: FUSE_KERNEL_MINOR_VERSION,
-        maxReadahead: req.maxReadahead,
+        maxReadahead: this.connection.maxReadahead,
         flags: got,
         maxBackground: 64,
         congestionThreshold: 48,

@@ -13,6 +13,7 @@ import { FuseSession, mountFuse, MS_PRIVATE, MS_REC, sysMount, unmountFuse } fro
 import { ProxyFs } from "../fs/proxy.ts";
 import { CachedFs } from "../fs/cache/mirror.ts";
 import { CacheStore } from "../fs/cache/store.ts";
+import { CHUNK_SIZE } from "../fs/cache/protocol.ts";
 import type { Filesystem } from "../fuse/mod.ts";
 import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
@@ -215,6 +216,8 @@ function startRun(
   const mount = mountFuse(root, { fsName: "outrun", subtype: "outrun" });
   stats.mountMs = performance.now() - tMount;
   const session = new FuseSession(mount.fd, fs, {
+    // Reads of mapped libraries no bigger than a cache chunk: what is fetched is used.
+    maxReadahead: CHUNK_SIZE,
     idleWaitMs: 0,
     debug: DEBUG,
     log: (m) => trace(m),

@@ -68,12 +68,13 @@ export function readWhole(path: string): Uint8Array<ArrayBuffer> {
   const fd = check("open", lib.open(bpath(path), O.RDONLY | O.CLOEXEC, 0), path);
   try {
     const size = Number(lstatFd(fd).size);
-    let out = new Uint8Array(size);
+    // One byte more than fstat said, so that reading exactly `size` bytes and then
+    // EOF needs no bigger buffer (and no copy); a file that grew meanwhile does.
+    let out = new Uint8Array(size + 1);
     let done = 0;
     while (true) {
       if (done === out.length) {
-        // Grew since fstat: read on until EOF.
-        const bigger = new Uint8Array(Math.max(out.length * 2, 65536));
+        const bigger = new Uint8Array(out.length * 2);
         bigger.set(out);
         out = bigger;
       }

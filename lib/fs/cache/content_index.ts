@@ -8,9 +8,10 @@
  * remote checks every chunk against these hashes anyway.
  */
 import { type Database, openDatabase } from "./sqlite.ts";
-import type { ContentInfo } from "./protocol.ts";
+import { CHUNK_SIZE, type ContentInfo } from "./protocol.ts";
 
-const SCHEMA_VERSION = 1;
+/** The chunk size is part of every content id (protocol.ts). */
+const SCHEMA_VERSION = 1000 + CHUNK_SIZE / 1024;
 
 export class ContentIndex {
   readonly #db: Database;

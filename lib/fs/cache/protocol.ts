@@ -25,8 +25,12 @@ export const CACHE_CALLS = {
   lookupPath: "fs.lookupPath",
 } as const;
 
-/** Bytes per chunk: the unit of transfer, verification and sparse storage. */
-export const CHUNK_SIZE = 128 * 1024;
+/**
+ * Bytes per chunk: the unit of transfer, verification and sparse storage. It is
+ * part of every content id: stores made with another size are rebuilt (their
+ * schema versions include it).
+ */
+export const CHUNK_SIZE = 64 * 1024;
 
 /** One path as the local side sees it. */
 export interface MetaRecord {

@@ -310,6 +310,7 @@ export class CacheService {
 
   // ---- what is pushed ----
 
+  /** Pushes what the profile lists that the remote lacks. */
   #replayProfile(): void {
     const saved = this.#readProfile();
     if (!saved) return;

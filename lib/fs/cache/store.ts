@@ -61,7 +61,7 @@ export class CacheCorrupt extends Error {
 }
 
 /** Bumped when the tables change: an older store is emptied and made anew (it is a cache). */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 2000 + CHUNK_SIZE / 1024;
 
 const SCHEMA = `
 create table if not exists blobs(
