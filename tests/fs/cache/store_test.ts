@@ -187,14 +187,22 @@ Deno.test("store: two processes writing one blob at once lose no chunk; a killed
     put(s, "a", "/big", data);
     s.close();
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", WRITER, fresh, dataPath, info.hash, "0", "1"],
-      stdout: "null",
+      args: ["run", "-A", "--quiet", WRITER, fresh, dataPath, info.hash, "0", "1", "10"],
+      stdout: "piped",
     }).spawn();
-    await new Promise((r) => setTimeout(r, 150 + Math.random() * 150));
+    // Killed part way: after its first chunk, well before its last (10 ms apart).
+    const reader = child.stdout.getReader();
+    const { value } = await reader.read();
+    assert.match(new TextDecoder().decode(value), /started/);
+    await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
     child.kill("SIGKILL");
     await child.status;
+    reader.releaseLock();
+    await child.stdout.cancel();
     s = new CacheStore(fresh);
     const blob = s.blob(info.hash)!;
+    const kept = blob.present.count(65);
+    assert.ok(kept >= 1 && kept < 65, `killed part way: ${kept} of 65 chunks kept`);
     for (let i = 0; i < 65; i++) {
       if (!blob.present.has(i)) continue;
       assert.deepEqual(
