@@ -74,6 +74,12 @@ async function bed(): Promise<Bed> {
   };
 }
 
+function cacheCalls(r: Run): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(r.stats?.remote.calls ?? {}).filter(([k]) => k.startsWith("cache.")),
+  );
+}
+
 function trips(s: Stats | null): number {
   return Object.values(s?.remote.calls ?? {}).reduce((n, c) => n + c, 0);
 }
@@ -168,17 +174,20 @@ Deno.test("cache e2e deb-wan: ffmpeg's profile makes a cold start a handful of r
     await emptyRemoteCache("deb-wan");
     const cold = await b.run("deb-wan", ["ffmpeg", "-version"]);
     assert.equal(cold.text, first.text);
+    // Exact: the cache asks for nothing beyond the validation (the profile came with
+    // it). Not exact: a few lookups in / (selinux probes) once the local side's 1 s
+    // entry timeout runs out before ffmpeg is done, which depends on load.
+    const calls = (r: Run) => JSON.stringify(r.stats?.remote.calls);
+    assert.deepEqual(cacheCalls(cold), { "cache.validate": 1 }, calls(cold));
+    assert.ok(trips(cold.stats) <= 8, calls(cold));
     assert.ok(
-      trips(cold.stats) <= 6,
-      `cold with a profile: ${JSON.stringify(cold.stats?.remote.calls)}`,
-    );
-    assert.ok(
-      trips(first.stats) > 3 * trips(cold.stats),
+      trips(first.stats) > 20 * trips(cold.stats),
       "the first run paid for what the profile saves",
     );
     const warm = await b.run("deb-wan", ["ffmpeg", "-version"]);
     assert.equal(warm.text, first.text);
-    assert.ok(trips(warm.stats) <= 4, `warm: ${JSON.stringify(warm.stats?.remote.calls)}`);
+    assert.deepEqual(cacheCalls(warm), { "cache.validate": 1 }, calls(warm));
+    assert.ok(trips(warm.stats) <= 8, calls(warm));
     assert.ok(
       warm.stats!.rpc.bytesIn + warm.stats!.rpc.bytesOut < 2e6,
       "warm moves metadata only",
