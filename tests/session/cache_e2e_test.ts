@@ -174,12 +174,15 @@ Deno.test("cache e2e deb-wan: ffmpeg's profile makes a cold start a handful of r
     await emptyRemoteCache("deb-wan");
     const cold = await b.run("deb-wan", ["ffmpeg", "-version"]);
     assert.equal(cold.text, first.text);
-    // Exact: the cache asks for nothing beyond the validation (the profile came with
-    // it). Not exact: a few lookups in / (selinux probes) once the local side's 1 s
-    // entry timeout runs out before ffmpeg is done, which depends on load.
+    // One validation, and the profile comes with it. Not exact, as they depend on
+    // timing: a chunk or two the kernel's readahead asks for at other offsets than
+    // last time, and a few lookups in / (selinux probes) once the local side's 1 s
+    // entry timeout runs out before ffmpeg is done.
     const calls = (r: Run) => JSON.stringify(r.stats?.remote.calls);
-    assert.deepEqual(cacheCalls(cold), { "cache.validate": 1 }, calls(cold));
-    assert.ok(trips(cold.stats) <= 8, calls(cold));
+    const asked = (r: Run) => Object.values(cacheCalls(r)).reduce((n, c) => n + c, 0);
+    assert.equal(cacheCalls(cold)["cache.validate"], 1, calls(cold));
+    assert.ok(asked(cold) <= 4, calls(cold));
+    assert.ok(trips(cold.stats) <= 10, calls(cold));
     assert.ok(
       trips(first.stats) > 20 * trips(cold.stats),
       "the first run paid for what the profile saves",
