@@ -30,6 +30,25 @@ export interface Attr {
   blksize: number;
 }
 
+/** The attributes a negative entry (nodeid 0) carries: none. */
+export const ZERO_ATTR: Attr = {
+  ino: 0n,
+  size: 0n,
+  blocks: 0n,
+  atimeSec: 0n,
+  atimeNsec: 0,
+  mtimeSec: 0n,
+  mtimeNsec: 0,
+  ctimeSec: 0n,
+  ctimeNsec: 0,
+  mode: 0,
+  nlink: 0,
+  uid: 0,
+  gid: 0,
+  rdev: 0,
+  blksize: 0,
+};
+
 export interface EntryOut {
   /** 0 means a negative entry: "no such name", cached for `entryTimeout`. */
   nodeid: number;

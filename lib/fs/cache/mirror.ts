@@ -14,7 +14,6 @@
  * node by path, and what the change touched is dropped from the cache.
  */
 import {
-  type Attr,
   type AttrOut,
   type DirEntry,
   type EntryOut,
@@ -24,6 +23,7 @@ import {
   type OpenOut,
   type Request,
   type StatfsOut,
+  ZERO_ATTR,
 } from "../../fuse/mod.ts";
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
@@ -34,9 +34,11 @@ import {
   CACHE_EVENTS,
   CHUNK_SIZE,
   type ChunkRequest,
+  dirname,
   fingerprint,
   type HeldEntry,
   isCachedPath,
+  join,
   type MetaRecord,
   type Profile,
   type Push,
@@ -54,24 +56,6 @@ const O_ACCMODE = 3;
 const RENAME_EXCHANGE = 2;
 const O_TRUNC = 0o1000;
 
-const ZERO_ATTR: Attr = {
-  ino: 0n,
-  size: 0n,
-  blocks: 0n,
-  atimeSec: 0n,
-  atimeNsec: 0,
-  mtimeSec: 0n,
-  mtimeNsec: 0,
-  ctimeSec: 0n,
-  ctimeNsec: 0,
-  mode: 0,
-  nlink: 0,
-  uid: 0,
-  gid: 0,
-  rdev: 0,
-  blksize: 0,
-};
-
 interface CacheNode {
   id: number;
   path: string;
@@ -87,15 +71,6 @@ export interface CachedFsOptions {
   client: string;
   prefixes: readonly string[];
   log?: (line: string) => void;
-}
-
-function dirname(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i <= 0 ? "/" : path.slice(0, i);
-}
-
-function join(dir: string, name: string): string {
-  return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
 
 /** `f(value)`, now when `value` is here, later when it is a promise. */

@@ -145,6 +145,16 @@ export const DEFAULT_PREFIXES = [
   "/opt",
 ];
 
+/** The directory part of an absolute byte-string path ("/" for a top-level name). */
+export function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  return i <= 0 ? "/" : path.slice(0, i);
+}
+
+export function join(dir: string, name: string): string {
+  return dir === "/" ? `/${name}` : `${dir}/${name}`;
+}
+
 /** Whether `path` lies in (or is) one of the cached prefixes. */
 export function isCachedPath(path: string, prefixes: readonly string[]): boolean {
   for (const p of prefixes) {

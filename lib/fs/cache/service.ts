@@ -32,8 +32,10 @@ import {
   type ChunkData,
   type ChunkRequest,
   type ContentInfo,
+  dirname,
   fingerprint,
   isCachedPath,
+  join,
   type MetaRecord,
   type Profile,
   type Push,
@@ -74,15 +76,6 @@ export interface PushStats {
   /** Pushes the remote asked for, and those sent ahead of asking. */
   asked: number;
   prefetched: number;
-}
-
-function dirname(path: string): string {
-  const i = path.lastIndexOf("/");
-  return i <= 0 ? "/" : path.slice(0, i);
-}
-
-function join(dir: string, name: string): string {
-  return dir === "/" ? `/${name}` : `${dir}/${name}`;
 }
 
 export class CacheService {
