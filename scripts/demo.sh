@@ -35,5 +35,7 @@ set -x
 printf foobar | "$outrun" -F "$cfg" deb base64
 "$outrun" -F "$cfg" deb-wan ffmpeg -loglevel error -i in.y4m -c:v mpeg4 out.avi
 ls -la out.avi
+"$outrun" -F "$cfg" tiny sh -c 'echo "busybox-only host $(uname -n) runs this machine'"'"'s sh: $(head -1 /etc/os-release)"'
 set +x
-echo "(the busybox-only host 'tiny' is not supported by outrun yet: see issue 5's notes)"
+echo "== the same transcode again over the 20 ms path: the remote cache answers (--stats)"
+"$outrun" -F "$cfg" --stats deb-wan ffmpeg -loglevel error -y -i in.y4m -c:v mpeg4 out.avi
