@@ -108,7 +108,7 @@ async function loopbackMain(args: string[], proxy = false, cached = false): Prom
       prefix: { type: "string", multiple: true },
       "no-prefetch": { type: "boolean" },
       "profile-dir": { type: "string" },
-      argv0: { type: "string" },
+      exe: { type: "string" },
     },
   });
   if (positionals.length !== 2 || (cached && (!values.store || !values.prefix?.length))) {
@@ -174,9 +174,7 @@ async function loopbackMain(args: string[], proxy = false, cached = false): Prom
       log: (line) => console.error(`outrun: ${line}`),
     });
     await cachedFs.validate({
-      argv0: values.argv0 ?? "",
-      cwd: "/",
-      path: "",
+      exe: values.exe ?? null,
       prefetch: !values["no-prefetch"],
       ahead: [],
     });

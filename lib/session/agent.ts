@@ -173,9 +173,7 @@ async function openCache(peer: RpcPeer, req: RunRequest, stats: RemoteStats) {
       log: trace,
     });
     const { held, stale } = await fs.validate({
-      argv0: req.argv[0],
-      cwd: req.cwd,
-      path: req.env.PATH ?? "/usr/bin:/bin",
+      exe: req.exe,
       prefetch: settings.prefetch,
       ahead: [...BINDS, req.cwd, ...(req.exe ? [req.exe] : [])],
     });

@@ -73,6 +73,9 @@ export interface CachedFsOptions {
   log?: (line: string) => void;
 }
 
+/** What readdirplus gives for "." and "..", or a name gone since: no entry (not counted). */
+const NO_ENTRY: EntryOut = { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR };
+
 /** `f(value)`, now when `value` is here, later when it is a promise. */
 function then<T, U>(value: T | Promise<T>, f: (v: T) => U): U | Promise<U> {
   return value instanceof Promise ? value.then(f) : f(value);
@@ -262,15 +265,28 @@ export class CachedFs implements Filesystem {
     if (!isCachedPath(parent, this.#prefixes)) return undefined;
     const pm = this.#metaNow(parent);
     if (!pm || (isDir(pm) && !pm.children)) return undefined;
+    return this.#absentFrom(parent, pm, path);
+  }
+
+  /**
+   * A negative entry for `path` when its parent's meta says there is no such name
+   * (not in its listing, or no parent at all); else undefined.
+   */
+  #absentFrom(parent: string, pm: MetaRecord, path: string): MetaRecord | undefined {
     const names = this.#children(pm);
     if (names) this.#usedListings.add(parent);
-    if (
-      !pm.attr || (names && !names.has(path.slice(parent.length === 1 ? 1 : parent.length + 1)))
-    ) {
-      this.hits.meta++;
-      return { path, attr: null }; // not in the listing (or no parent): no such file
-    }
-    return undefined;
+    const name = path.slice(parent.length === 1 ? 1 : parent.length + 1);
+    if (pm.attr && (!names || names.has(name))) return undefined;
+    this.hits.meta++;
+    return { path, attr: null };
+  }
+
+  /** A directory's meta with its listing, asked for when only the meta is here. */
+  async #withListing(path: string): Promise<MetaRecord> {
+    const m = await this.#meta(path);
+    if (!isDir(m) || m.children) return m;
+    await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
+    return this.#known(path) ?? m;
   }
 
   async #meta(path: string): Promise<MetaRecord> {
@@ -278,19 +294,8 @@ export class CachedFs implements Filesystem {
     if (m) return m;
     const parent = dirname(path);
     if (isCachedPath(parent, this.#prefixes)) {
-      let pm = await this.#meta(parent);
-      if (isDir(pm) && !pm.children) {
-        await this.#once(`meta:${parent}`, () => this.#call(CACHE_CALLS.meta, { path: parent }));
-        pm = this.#known(parent) ?? pm;
-      }
-      const names = this.#children(pm);
-      if (names) this.#usedListings.add(parent);
-      if (
-        !pm.attr || (names && !names.has(path.slice(parent.length === 1 ? 1 : parent.length + 1)))
-      ) {
-        this.hits.meta++;
-        return { path, attr: null }; // not in the listing (or no parent): no such file
-      }
+      const absent = this.#absentFrom(parent, await this.#withListing(parent), path);
+      if (absent) return absent;
       m = this.#known(path);
       if (m) {
         this.hits.meta++;
@@ -545,11 +550,7 @@ export class CachedFs implements Filesystem {
   async opendir(req: Request<"OPENDIR">): Promise<OpenOut> {
     if (req.header.nodeid < CACHE_BASE) return await this.#inner.opendir!(req);
     const path = this.#node(req.header.nodeid).path;
-    let m = await this.#meta(path);
-    if (isDir(m) && !m.children) {
-      await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
-      m = this.#known(path) ?? m;
-    }
+    const m = await this.#withListing(path);
     if (!m.children) return await this.#escape("opendir", req); // too big to list: ask there
     this.#usedListings.add(path);
     const entries: DirEntry[] = [];
@@ -584,15 +585,9 @@ export class CachedFs implements Filesystem {
     if (!entries) return this.#translated(req).then((r) => this.#inner.readdirplus!(r));
     const dir = this.#node(req.header.nodeid).path;
     return entries.slice(Number(req.offset)).map((e) => {
-      if (e.name === "." || e.name === "..") {
-        return { ...e, entry: { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR } };
-      }
       const path = join(dir, e.name);
-      const m = this.#known(path);
-      if (!m?.attr) {
-        return { ...e, entry: { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR } };
-      }
-      return { ...e, entry: this.#entryFor(path, m) };
+      const m = e.name === "." || e.name === ".." ? undefined : this.#known(path);
+      return { ...e, entry: m?.attr ? this.#entryFor(path, m) : NO_ENTRY };
     });
   }
 

@@ -76,10 +76,11 @@ export type HeldEntry = [string, string, string, Uint8Array, boolean];
 
 export interface ValidateRequest {
   held: HeldEntry[];
-  /** The command about to run (argv[0], cwd and PATH to resolve it as the local shell would). */
-  argv0: string;
-  cwd: string;
-  path: string;
+  /**
+   * The command about to run, as the local side found it through its PATH
+   * (RunRequest.exe): its profile is pushed. null: not found there.
+   */
+  exe: string | null;
   /** Whether the local side should push what this command used last time. */
   prefetch: boolean;
   /**

@@ -149,8 +149,7 @@ export class CacheService {
       }
     }
     if (req.prefetch && this.options.profileDir) {
-      const found = resolveCommand(req.argv0, req.cwd, req.path);
-      const exe = found && Deno.realPathSync(found);
+      const exe = realPath(req.exe);
       if (exe) {
         this.#profilePath = `${this.options.profileDir}/${
           hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)
@@ -224,11 +223,7 @@ export class CacheService {
     this.stats.asked++;
     this.#forgetHeld(path);
     this.#heldContent.delete(path);
-    const info = this.#info(path);
-    const n = chunkCount(info.size);
-    const whole = info.size <= WHOLE_FILE_LIMIT;
-    const first = whole ? range(0, n) : range(0, Math.min(n, 1));
-    this.#pushContent(path, first);
+    this.#pushContent(path, firstChunks(this.#info(path)));
     if (this.options.prefetch && !this.#closures.has(path) && isElf(path)) {
       this.#closures.add(path);
       this.#pushClosure(path);
@@ -413,13 +408,7 @@ export class CacheService {
       const real = this.#pushChain(file);
       if (!real || !isCachedPath(real, this.options.prefixes)) continue;
       try {
-        const info = this.#info(real);
-        const n = chunkCount(info.size);
-        this.#pushContent(
-          real,
-          info.size <= WHOLE_FILE_LIMIT ? range(0, n) : range(0, Math.min(n, 1)),
-          true,
-        );
+        this.#pushContent(real, firstChunks(this.#info(real)), true);
       } catch { /* unreadable: the loader will say */ }
     }
   }
@@ -507,6 +496,12 @@ export class CacheService {
   }
 }
 
+/** What travels on a file's first open: a small file whole, a large one's first chunk (ELF headers). */
+function firstChunks(info: ContentInfo): number[] {
+  const n = chunkCount(info.size);
+  return info.size <= WHOLE_FILE_LIMIT ? range(0, n) : range(0, Math.min(n, 1));
+}
+
 function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
 }
@@ -532,6 +527,16 @@ function isElf(path: string): boolean {
     return n === 4 && head[0] === 0x7f && head[1] === 0x45 && head[2] === 0x4c && head[3] === 0x46;
   } catch {
     return false;
+  }
+}
+
+/** The path with every symlink resolved (a profile is per file), or null. */
+function realPath(path: string | null): string | null {
+  if (path === null) return null;
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return null; // gone since it was found
   }
 }
 
