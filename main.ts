@@ -8,6 +8,11 @@ import { parseCli, USAGE } from "./lib/cli.ts";
 import { VERSION } from "./lib/version.ts";
 
 export async function main(args: string[]): Promise<number> {
+  // A ControlMaster, started by an outrun that found none (lib/session/control.ts).
+  if (args[0] === "__master") {
+    const { runMaster } = await import("./lib/session/master.ts");
+    return await runMaster(JSON.parse(args[1]));
+  }
   const cli = parseCli(args);
   switch (cli.kind) {
     case "version":

@@ -20,6 +20,8 @@ export interface CliOptions {
   stats: boolean;
   timeout?: number;
   outrunConfig?: string;
+  /** `-O check|exit`: a request to this host's ControlMaster instead of a command. */
+  controlCommand?: "check" | "exit";
 }
 
 export type CliResult =
@@ -33,10 +35,11 @@ export const USAGE =
   `usage: outrun [-qv] [-F ssh_config] [-i identity_file] [-J destination] [-l login_name]
               [-o option] [-p port] [--no-cache] [--no-prefetch] [--stats]
               [--timeout seconds] [--config file] destination command [argument ...]
+       outrun -O check|exit [options] destination
        outrun --version | --help`;
 
 /** Options taking a value, as ssh spells them. */
-const WITH_VALUE = new Set(["-p", "-l", "-i", "-F", "-J", "-o", "--timeout", "--config"]);
+const WITH_VALUE = new Set(["-p", "-l", "-i", "-F", "-J", "-o", "-O", "--timeout", "--config"]);
 
 export function parseCli(args: string[]): CliResult {
   const o: CliOptions = {
@@ -121,6 +124,12 @@ export function parseCli(args: string[]): CliResult {
         case "--config":
           o.outrunConfig = value;
           break;
+        case "-O":
+          if (value !== "check" && value !== "exit") {
+            return { kind: "usage", message: `Invalid multiplex command '${value}'` };
+          }
+          o.controlCommand = value;
+          break;
       }
     }
     i++;
@@ -128,6 +137,10 @@ export function parseCli(args: string[]): CliResult {
   if (i >= args.length) return { kind: "usage", message: "no destination given" };
   o.destination = args[i++];
   o.command = args.slice(i);
+  if (o.controlCommand) {
+    if (o.command.length) return { kind: "usage", message: "-O takes no command" };
+    return { kind: "run", options: o };
+  }
   if (o.command.length === 0) return { kind: "usage", message: "no command given" };
   return { kind: "run", options: o };
 }

@@ -10,6 +10,8 @@
  * A missing file means the defaults; a bad value is an error naming the key.
  */
 import ini from "ini";
+import { outrunHome } from "./home.ts";
+export { outrunHome };
 import { DEFAULT_PREFIXES } from "./fs/cache/protocol.ts";
 import { DEFAULT_LIMITS } from "./fs/cache/store.ts";
 
@@ -24,10 +26,6 @@ export interface OutrunConfig {
 
 export class ConfigError extends Error {
   override name = "ConfigError";
-}
-
-export function outrunHome(): string {
-  return `${Deno.env.get("HOME") ?? "/"}/.outrun`;
 }
 
 /** "20G", "512M", "1.5T", "4096" (bytes). */

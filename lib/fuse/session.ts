@@ -434,13 +434,26 @@ export class FuseSession {
     );
   }
 
-  /** Tells the kernel to drop cached data (len 0: all; offset -1: attributes only) of a node. */
-  notifyInvalInode(nodeid: number, offset = 0n, length = 0n): number {
-    return this.#write(encodeNotifyInvalInode(nodeid, offset, length), "notify inval_inode");
+  /**
+   * Tells the kernel to drop cached data (len 0: all; offset -1: attributes only) of
+   * a node. Resolves false when the kernel refused (e.g. it holds nothing of it).
+   */
+  notifyInvalInode(nodeid: number, offset = 0n, length = 0n): Promise<boolean> {
+    return this.#notify(encodeNotifyInvalInode(nodeid, offset, length));
   }
 
-  /** Tells the kernel to forget the name `name` in directory `parent`. */
-  notifyInvalEntry(parent: number, name: string): number {
-    return this.#write(encodeNotifyInvalEntry(parent, name), "notify inval_entry");
+  /** Tells the kernel to forget the name `name` in directory `parent` (see notifyInvalInode). */
+  notifyInvalEntry(parent: number, name: string): Promise<boolean> {
+    return this.#notify(encodeNotifyInvalEntry(parent, name));
+  }
+
+  /**
+   * A notification is written from another thread: the kernel may first wait for a
+   * lock held by a request this thread has yet to answer (a lookup in the same
+   * directory, a read of the same pages), and written from here that is a deadlock.
+   */
+  async #notify(bytes: Uint8Array<ArrayBuffer>): Promise<boolean> {
+    const n = await libc().writeElsewhere(this.#fd, bytes, BigInt(bytes.length));
+    return Number(n) === bytes.length;
   }
 }

@@ -4,3 +4,4 @@
  */
 export * from "./codec.ts";
 export * from "./peer.ts";
+export * from "./tunnel.ts";

@@ -118,8 +118,12 @@ export class RpcPeer {
     this.#events.set(name, handler);
   }
 
+  /**
+   * Calls `method` on the other side. Sent at once, not after the other side's HELLO
+   * (a round trip): frames are handled in order there, and a HELLO that does not
+   * match fails this call like every other pending one.
+   */
   async call(method: string, args: Value): Promise<Value> {
-    await this.remoteHello;
     if (this.#closed) throw this.#closed;
     const id = this.#nextId++;
     this.stats.calls++;

@@ -9,26 +9,36 @@
  * reason, the command is killed and the namespace (with every mount) goes with
  * this process.
  */
-import { FuseSession, mountFuse, MS_PRIVATE, MS_REC, sysMount, unmountFuse } from "../fuse/mod.ts";
+import {
+  type FuseMount,
+  FuseSession,
+  mountFuse,
+  MS_PRIVATE,
+  MS_REC,
+  sysMount,
+  unmountFuse,
+} from "../fuse/mod.ts";
 import { ProxyFs } from "../fs/proxy.ts";
-import { CachedFs } from "../fs/cache/mirror.ts";
+import { CachedFs, type Invalidation } from "../fs/cache/mirror.ts";
 import { CacheStore } from "../fs/cache/store.ts";
 import { CHUNK_SIZE } from "../fs/cache/protocol.ts";
 import type { Filesystem } from "../fuse/mod.ts";
-import { RpcPeer, type Value } from "../rpc/mod.ts";
+import { RpcPeer, Tunnels, type Value } from "../rpc/mod.ts";
 import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
 import { VERSION } from "../version.ts";
 import {
+  BIND_DIRS as BINDS,
+  type CacheSettings,
   EVENTS,
   type ExecPlan,
   type RemoteStats,
   type RunRequest,
   type RunResult,
+  type ServeRequest,
   type WindowSize,
 } from "./protocol.ts";
 import { openPty, ptyWriter, readPty, setWindowSize } from "../sys/pty.ts";
 
-const BINDS = ["/dev", "/proc", "/sys", "/run"];
 const DEBUG = Deno.env.get("OUTRUN_DEBUG") === "1";
 const t0 = performance.now();
 
@@ -49,67 +59,213 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     { readable: Deno.stdin.readable, writable: Deno.stdout.writable },
     { program: `outrun-agent ${VERSION}` },
   );
-  let cleanup: (() => Promise<void>) | null = null;
+  const spawnHelper = () => startHelper(agentScript, runtime);
+  /** Runs in progress: each one's cleanup (kill the command, stop relaying). */
+  const runs = new Set<() => Promise<void>>();
+  let mirror: Mirror | null = null;
+  let cache: Cache | null = null;
+
+  // One command per connection, outrun's usual way: validate, mount, run, unmount.
   peer.handle("session.run", async (args) => {
     const req = args as unknown as RunRequest;
     // From here on, what the local side sends for the command (stdin, its end,
     // signals, window sizes) is kept until the command exists: the cache's
     // validation round trip comes first.
-    const events = new HeldEvents(peer, [
-      EVENTS.stdin,
-      EVENTS.stdinEof,
-      EVENTS.signal,
-      EVENTS.winch,
-    ]);
-    const stats: RemoteStats = { calls: {}, cache: null, validateMs: 0, mountMs: 0, runMs: 0 };
-    const cache = req.cache ? await openCache(peer, req, stats) : null;
+    const events = new HeldEvents(peer, COMMAND_EVENTS);
+    const stats = emptyStats();
+    cache = req.cache ? openCache(peer, req.cache) : null;
     try {
-      const run = startRun(
-        peer,
-        req,
-        events,
-        cache?.fs ?? new ProxyFs(peer),
-        agentScript,
-        runtime,
-        stats,
-      );
-      cleanup = run.cleanup;
-      try {
-        const result = await run.done;
-        stats.calls = { ...peer.callsByMethod };
-        delete stats.calls["session.ping"];
-        return { ...result, stats, used: cache?.fs.used() ?? null } as unknown as Value;
-      } finally {
-        await run.cleanup();
-        cleanup = null;
-      }
+      // The helper (a second Deno process) starts while the cache validates.
+      mirror = Mirror.open(cache?.fs ?? new ProxyFs(peer), spawnHelper, false);
+      stats.mountMs = mirror.mountMs;
+      return await runCommand({ peer, main: peer, req, events, mirror, cache, stats, runs });
     } finally {
-      if (cache) {
-        stats.cache = {
-          ...stats.cache!,
-          metaHits: cache.fs.hits.meta,
-          metaMisses: cache.fs.misses.meta,
-          chunkHits: cache.fs.hits.chunk,
-          chunkMisses: cache.fs.misses.chunk,
-        };
-        try {
-          cache.fs.finish();
-          stats.cache.evicted = cache.store.evict({
-            maxEntries: req.cache!.maxEntries,
-            maxBytes: req.cache!.maxBytes,
-          });
-        } catch (e) {
-          trace(`cache: ${e}`);
-        }
-        cache.store.close();
-      }
+      await mirror?.close();
+      mirror = null;
+      const evicted = closeCache(cache, req.cache);
+      if (stats.cache) stats.cache.evicted = evicted;
+      cache = null;
     }
   });
+
+  // Many commands through one connection (ControlMaster): the mirror stays mounted
+  // and a helper stays ready; each command comes through a tunnel as its own "run".
+  peer.handle("session.serve", async (args) => {
+    const req = args as unknown as ServeRequest;
+    if (mirror) throw new Error("already serving");
+    // The kernel keeps what it learns across commands: what a command's validation
+    // finds stale is dropped from its caches before that command starts.
+    let shared: Mirror | null = null;
+    const invalidate = (stale: Invalidation[]) => shared?.invalidate(stale) ?? Promise.resolve();
+    cache = req.cache ? openCache(peer, req.cache, invalidate) : null;
+    mirror = shared = Mirror.open(cache?.fs ?? new ProxyFs(peer), spawnHelper, true);
+    if (cache) await validate(cache.fs, null, emptyStats());
+    const sharedCache = cache;
+    new Tunnels(peer, (transport) => {
+      const run = new RpcPeer(transport, { program: `outrun-agent ${VERSION}` });
+      const events = new HeldEvents(run, COMMAND_EVENTS);
+      run.handle("session.run", async (args) => {
+        const req = args as unknown as RunRequest;
+        const stats = emptyStats();
+        try {
+          return await runCommand({
+            peer: run,
+            main: peer,
+            req,
+            events,
+            mirror: shared,
+            cache: sharedCache,
+            stats,
+            runs,
+          });
+        } finally {
+          // The answer goes out before the tunnel closes.
+          setTimeout(() => run.close(), 0);
+        }
+      });
+    });
+    return null;
+  });
+
+  peer.handle("session.ping", () => null);
   const heartbeat = startHeartbeat(peer);
   await peer.closed;
   clearInterval(heartbeat);
-  if (cleanup) await (cleanup as () => Promise<void>)();
+  await Promise.all([...runs].map((cleanup) => cleanup()));
+  await (mirror as Mirror | null)?.close();
+  closeCache(cache, null);
   return 0;
+}
+
+const COMMAND_EVENTS = [EVENTS.stdin, EVENTS.stdinEof, EVENTS.signal, EVENTS.winch];
+
+function emptyStats(): RemoteStats {
+  return { calls: {}, cache: null, validateMs: 0, mountMs: 0, runMs: 0 };
+}
+
+function emptyCacheStats(): NonNullable<RemoteStats["cache"]> {
+  return {
+    held: 0,
+    stale: 0,
+    evicted: 0,
+    metaHits: 0,
+    metaMisses: 0,
+    chunkHits: 0,
+    chunkMisses: 0,
+  };
+}
+
+interface Cache {
+  fs: CachedFs;
+  store: CacheStore;
+}
+
+/** Opens the store; `validate` then says what of it still holds. */
+function openCache(
+  peer: RpcPeer,
+  settings: CacheSettings,
+  invalidate?: (stale: Invalidation[]) => Promise<void>,
+): Cache {
+  const dir = settings.dir.replace(/^~(?=\/|$)/, Deno.env.get("HOME") ?? "/root");
+  const store = new CacheStore(dir);
+  try {
+    const fs = new CachedFs({
+      peer,
+      inner: new ProxyFs(peer),
+      store,
+      client: settings.client,
+      prefixes: settings.prefixes,
+      invalidate,
+      log: trace,
+    });
+    return { fs, store };
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+}
+
+/** Marks what was used (LRU), evicts down to the limits (when given), closes the store. */
+function closeCache(cache: Cache | null, settings: CacheSettings | null): number {
+  if (!cache) return 0;
+  let evicted = 0;
+  try {
+    cache.fs.finish();
+    if (settings) {
+      evicted = cache.store.evict({
+        maxEntries: settings.maxEntries,
+        maxBytes: settings.maxBytes,
+      });
+    }
+  } catch (e) {
+    trace(`cache: ${e}`);
+  }
+  cache.store.close();
+  return evicted;
+}
+
+/** What the store holds for this client, checked in one round trip (and pushes taken). */
+async function validate(fs: CachedFs, req: RunRequest | null, stats: RemoteStats): Promise<void> {
+  const t = performance.now();
+  const { held, stale } = await fs.validate({
+    exe: req?.exe ?? null,
+    prefetch: req?.cache?.prefetch ?? true,
+    ahead: [...BINDS, ...(req ? [req.cwd] : []), ...(req?.exe ? [req.exe] : [])],
+  });
+  stats.validateMs = performance.now() - t;
+  stats.cache = { ...emptyCacheStats(), held, stale };
+  trace(`cache: ${held} held, ${stale} stale, validated in ${stats.validateMs.toFixed(1)} ms`);
+}
+
+interface RunContext {
+  /** The command's own connection: its events and its answer. */
+  peer: RpcPeer;
+  /** The session's connection: the files (the same as `peer` without ControlMaster). */
+  main: RpcPeer;
+  req: RunRequest;
+  events: HeldEvents;
+  mirror: Mirror;
+  cache: Cache | null;
+  stats: RemoteStats;
+  runs: Set<() => Promise<void>>;
+}
+
+/** Validates (with the cache), runs the command in the mirror and answers with how it ended. */
+async function runCommand(c: RunContext): Promise<Value> {
+  const { main, cache, stats } = c;
+  const callsBefore = { ...main.callsByMethod };
+  const hitsBefore = cache && { ...cache.fs.hits };
+  const missesBefore = cache && { ...cache.fs.misses };
+  // A shared mirror was revalidated by the local side ahead of this command.
+  if (cache && !c.mirror.shared) await validate(cache.fs, c.req, stats);
+  else if (cache) stats.cache = { ...emptyCacheStats(), ...cache.fs.validation };
+  await cache?.fs.settled;
+  const run = startRun(c);
+  c.runs.add(run.cleanup);
+  try {
+    const result = await run.done;
+    stats.calls = {};
+    for (const [method, n] of Object.entries(main.callsByMethod)) {
+      const d = n - (callsBefore[method] ?? 0);
+      if (d && method !== "session.ping") stats.calls[method] = d;
+    }
+    if (cache) {
+      stats.cache = {
+        ...stats.cache!,
+        metaHits: cache.fs.hits.meta - hitsBefore!.meta,
+        metaMisses: cache.fs.misses.meta - missesBefore!.meta,
+        chunkHits: cache.fs.hits.chunk - hitsBefore!.chunk,
+        chunkMisses: cache.fs.misses.chunk - missesBefore!.chunk,
+      };
+    }
+    // A shared mount's use mixes commands: a profile is kept for a command alone.
+    const used = cache && !c.mirror.shared ? cache.fs.used() : null;
+    if (cache && c.mirror.shared) cache.fs.finish();
+    return { ...result, stats, used } as unknown as Value;
+  } finally {
+    await run.cleanup();
+    c.runs.delete(run.cleanup);
+  }
 }
 
 /** Events kept in order until a sink is attached, then handed to it as they come. */
@@ -157,95 +313,123 @@ function startHeartbeat(peer: RpcPeer): ReturnType<typeof setInterval> {
   }, PING_EVERY_S * 1000);
 }
 
-/** Opens the store and validates what it holds for this client: one round trip. */
-async function openCache(peer: RpcPeer, req: RunRequest, stats: RemoteStats) {
-  const settings = req.cache!;
-  const t = performance.now();
-  const dir = settings.dir.replace(/^~(?=\/|$)/, Deno.env.get("HOME") ?? "/root");
-  const store = new CacheStore(dir);
-  try {
-    const fs = new CachedFs({
-      peer,
-      inner: new ProxyFs(peer),
-      store,
-      client: settings.client,
-      prefixes: settings.prefixes,
-      log: trace,
+/** The exec helper, started ahead: it waits for its plan on stdin (exec_helper.ts). */
+function startHelper(agentScript: string, runtime: string[]): Deno.ChildProcess {
+  return new Deno.Command(runtime[0], {
+    args: [...runtime.slice(1), "run", "-A", "--quiet", "--no-config", agentScript, "exec", "-"],
+    clearEnv: true,
+    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", DENO_NO_UPDATE_CHECK: "1" },
+    // With a pty the helper makes the terminal its stdin, stdout and stderr; the pipes
+    // then just end. Its stderr stays a pipe until then, for errors before it gets there.
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/**
+ * The FUSE mirror of the local `/`, mounted in this process's private mount
+ * namespace, and an exec helper started ahead of the command that will use it.
+ */
+class Mirror {
+  #spare: Deno.ChildProcess | null;
+  #closed = false;
+
+  private constructor(
+    readonly root: string,
+    readonly mountMs: number,
+    /** Many commands use it (ControlMaster): a helper is kept ready for the next. */
+    readonly shared: boolean,
+    readonly mount: FuseMount,
+    readonly session: FuseSession,
+    readonly serving: Promise<void>,
+    readonly spawn: () => Deno.ChildProcess,
+  ) {
+    this.#spare = spawn();
+  }
+
+  static open(fs: Filesystem, spawn: () => Deno.ChildProcess, shared: boolean): Mirror {
+    // Only this (the main) thread moves to the new namespace; the mount below is made
+    // from it, and children it spawns start in it.
+    trace("mirror: unshare");
+    check("unshare", libc().unshare(CLONE_NEWNS));
+    sysMount("none", "/", null, MS_REC | MS_PRIVATE, null);
+    const t = performance.now();
+    const root = Deno.makeTempDirSync({ prefix: "outrun-root-" });
+    const mount = mountFuse(root, { fsName: "outrun", subtype: "outrun" });
+    const mountMs = performance.now() - t;
+    const session = new FuseSession(mount.fd, fs, {
+      // Reads of mapped libraries no bigger than a cache chunk: what is fetched is used.
+      maxReadahead: CHUNK_SIZE,
+      idleWaitMs: 0,
+      debug: DEBUG,
+      log: (m) => trace(m),
     });
-    const { held, stale } = await fs.validate({
-      exe: req.exe,
-      prefetch: settings.prefetch,
-      ahead: [...BINDS, req.cwd, ...(req.exe ? [req.exe] : [])],
-    });
-    stats.validateMs = performance.now() - t;
-    stats.cache = {
-      held,
-      stale,
-      evicted: 0,
-      metaHits: 0,
-      metaMisses: 0,
-      chunkHits: 0,
-      chunkMisses: 0,
-    };
-    trace(`cache: ${held} held, ${stale} stale, validated in ${stats.validateMs.toFixed(1)} ms`);
-    return { fs, store };
-  } catch (e) {
-    store.close();
-    throw e;
+    const serving = session.serve().catch((err) => console.error(`outrun-agent: fuse: ${err}`));
+    trace("mirror: mounted");
+    return new Mirror(root, mountMs, shared, mount, session, serving, spawn);
+  }
+
+  /** Makes the kernel drop names, attributes and pages it keeps of changed paths. */
+  async invalidate(stale: Invalidation[]): Promise<void> {
+    const done: Promise<boolean>[] = [];
+    for (const s of stale) {
+      if (s.node !== null) done.push(this.session.notifyInvalInode(s.node));
+      if (s.parent !== null) done.push(this.session.notifyInvalEntry(s.parent, s.name));
+    }
+    // false: the kernel held nothing of it, which is as good.
+    await Promise.all(done);
+    trace(`mirror: ${stale.length} stale paths dropped from the kernel's caches`);
+  }
+
+  /** A helper for the next command (a shared mirror starts the one after it). */
+  helper(): Deno.ChildProcess {
+    const h = this.#spare ?? this.spawn();
+    this.#spare = this.shared && !this.#closed ? this.spawn() : null;
+    return h;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const spare = this.#spare;
+    this.#spare = null;
+    if (spare) {
+      try {
+        spare.kill("SIGKILL");
+      } catch { /* gone */ }
+      await spare.status;
+    }
+    unmountFuse(this.mount);
+    this.session.close();
+    await this.serving;
+    try {
+      Deno.removeSync(this.root);
+    } catch { /* still busy: the namespace goes with this process anyway */ }
   }
 }
 
-function startRun(
-  peer: RpcPeer,
-  req: RunRequest,
-  events: HeldEvents,
-  fs: Filesystem,
-  agentScript: string,
-  runtime: string[],
-  stats: RemoteStats,
-) {
-  // Only this (the main) thread moves to the new namespace; the mounts below are made
-  // from it, and children it spawns start in it.
-  trace("run: unshare");
-  check("unshare", libc().unshare(CLONE_NEWNS));
-  sysMount("none", "/", null, MS_REC | MS_PRIVATE, null);
-  const tMount = performance.now();
-  const root = Deno.makeTempDirSync({ prefix: "outrun-root-" });
-  const mount = mountFuse(root, { fsName: "outrun", subtype: "outrun" });
-  stats.mountMs = performance.now() - tMount;
-  const session = new FuseSession(mount.fd, fs, {
-    // Reads of mapped libraries no bigger than a cache chunk: what is fetched is used.
-    maxReadahead: CHUNK_SIZE,
-    idleWaitMs: 0,
-    debug: DEBUG,
-    log: (m) => trace(m),
-  });
-  const serving = session.serve().catch((err) => console.error(`outrun-agent: fuse: ${err}`));
+/** Writes the plan to a helper's stdin: 8 hex digits of length, then the JSON. */
+function sendPlan(stdin: WritableStreamDefaultWriter<Uint8Array>, plan: ExecPlan): Promise<void> {
+  const json = new TextEncoder().encode(JSON.stringify(plan));
+  const head = new TextEncoder().encode(json.length.toString(16).padStart(8, "0"));
+  const frame = new Uint8Array(head.length + json.length);
+  frame.set(head);
+  frame.set(json, head.length);
+  return stdin.write(frame);
+}
 
-  trace("mounted; spawning the exec helper");
+function startRun(c: RunContext) {
+  const { peer, req, events, mirror, stats } = c;
   const pty = req.tty ? openPty(req.tty.rows, req.tty.cols) : null;
   const { cache: _, ...what } = req;
-  const plan: ExecPlan = { ...what, root, binds: BINDS, tty: pty?.slavePath ?? null };
+  const plan: ExecPlan = { ...what, root: mirror.root, binds: BINDS, tty: pty?.slavePath ?? null };
   const tRun = performance.now();
-  const child = new Deno.Command(runtime[0], {
-    args: [
-      ...runtime.slice(1),
-      "run",
-      "-A",
-      "--quiet",
-      "--no-config",
-      agentScript,
-      "exec",
-      JSON.stringify(plan),
-    ],
-    clearEnv: true,
-    env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", DENO_NO_UPDATE_CHECK: "1" },
-    // With a pty the helper's stdin and stdout become the terminal; its stderr stays
-    // a pipe until then, for errors before it gets there.
-    stdin: pty ? "null" : "piped",
-    stdout: pty ? "null" : "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = mirror.helper();
+  const stdin = child.stdin.getWriter();
+  // A helper that died before its plan came shows as the command's failure below.
+  sendPlan(stdin, plan).catch(() => {});
+  trace("run: plan sent");
 
   let exited = false;
   const relay = async (stream: AsyncIterable<Uint8Array>, event: string) => {
@@ -260,6 +444,7 @@ function startRun(
     },
   };
   if (pty) {
+    stdin.close().catch(() => {});
     const write = ptyWriter(pty.master);
     on[EVENTS.stdin] = (data) => void write(data as Uint8Array);
     on[EVENTS.winch] = (size) => {
@@ -268,10 +453,10 @@ function startRun(
     };
     relays = Promise.all([
       relay(readPty(pty.master, () => exited), EVENTS.stdout),
+      relay(child.stdout, EVENTS.stdout),
       relay(child.stderr, EVENTS.stderr),
     ]);
   } else {
-    const stdin = child.stdin.getWriter();
     on[EVENTS.stdin] = (data) => void stdin.write(data as Uint8Array).catch(() => {});
     on[EVENTS.stdinEof] = () => void stdin.close().catch(() => {});
     relays = Promise.all([
@@ -293,12 +478,6 @@ function startRun(
     await relays.catch(() => {});
     // The master's close hangs up whatever still holds the terminal.
     if (pty) closeQuietly(pty.master);
-    unmountFuse(mount);
-    session.close();
-    await serving;
-    try {
-      Deno.removeSync(root);
-    } catch { /* still busy: the namespace goes with this process anyway */ }
   };
   peer.closed.then(cleanup);
 

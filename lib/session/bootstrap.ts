@@ -179,8 +179,12 @@ export async function localPayload(): Promise<Payload> {
 export function agentCommand(payload: Payload, dir: string, sudo: boolean): string {
   // OUTRUN_DEBUG=1 here makes the agent write /tmp/outrun-agent.log there.
   const debug = Deno.env.get("OUTRUN_DEBUG") === "1" ? "env OUTRUN_DEBUG=1 " : "";
+  // OUTRUN_AGENT_PROFILE=DIR: a V8 CPU profile of the agent in DIR there, at its exit.
+  const profile = Deno.env.get("OUTRUN_AGENT_PROFILE");
+  const flags = profile ? ` --cpu-prof --cpu-prof-dir=${JSON.stringify(profile)}` : "";
   return `cd ${dir} && exec ${sudo ? "sudo -n " : ""}${debug}"$PWD/${payload.loader}" ` +
-    `--library-path "$PWD" "$PWD/deno" run -A --quiet --no-config "$PWD/agent.js" agent "$PWD"`;
+    `--library-path "$PWD" "$PWD/deno" run -A --quiet --no-config${flags} "$PWD/agent.js" ` +
+    `agent "$PWD"`;
 }
 
 const ARCH_NAMES: Record<string, string> = { x86_64: "x86_64", aarch64: "aarch64" };

@@ -1,19 +1,51 @@
 /**
- * The exec helper: run by the agent inside its mount namespace, as root. Binds the
- * remote's /dev, /proc, /sys and /run into the mirror (from this process: a mount
- * on a path inside the FUSE mount makes the kernel ask the agent, which must be
- * free to answer), chroots, changes to the local cwd, takes the local user's
- * groups, gid and uid (in that order: after setresuid nothing else is allowed),
- * and execs the command found through PATH. It never returns on success.
+ * The exec helper: started by the agent inside its mount namespace, as root, ahead
+ * of the command (a Deno start takes a while): it waits for its plan on stdin,
+ * then takes a mount namespace of its own (the binds go with the command, and many
+ * commands may share one mirror), binds the remote's /dev, /proc, /sys and /run
+ * into the mirror (from this process: a mount on a path inside the FUSE mount
+ * makes the kernel ask the agent, which must be free to answer), chroots, changes
+ * to the local cwd, takes the local user's groups, gid and uid (in that order:
+ * after setresuid nothing else is allowed), and execs the command found through
+ * PATH. It never returns on success.
  */
 import { MS_BIND, MS_REC, sysMount } from "../fuse/mod.ts";
-import { check, close, cstr, cStringArray, errno, libc, O, open } from "../sys/libc.ts";
+import {
+  check,
+  CLONE_NEWNS,
+  close,
+  cstr,
+  cStringArray,
+  errno,
+  libc,
+  O,
+  open,
+} from "../sys/libc.ts";
 import { Errno, errnoName } from "../sys/errno.ts";
 import type { ExecPlan } from "./protocol.ts";
 
 function fail(message: string, code: number): never {
   Deno.stderr.writeSync(new TextEncoder().encode(`outrun: ${message}\n`));
   Deno.exit(code);
+}
+
+/** Exactly `n` bytes of stdin: not one more (what follows is the command's input). */
+function readExactly(n: number): Uint8Array {
+  const buf = new Uint8Array(n);
+  for (let at = 0; at < n;) {
+    const got = Deno.stdin.readSync(buf.subarray(at));
+    // The agent went away before the plan came: nothing to run.
+    if (got === null) Deno.exit(255);
+    at += got;
+  }
+  return buf;
+}
+
+/** The plan as the agent writes it: 8 hex digits of length, then that much JSON. */
+export function readPlan(): ExecPlan {
+  const length = parseInt(new TextDecoder().decode(readExactly(8)), 16);
+  if (!Number.isInteger(length)) fail("bad plan from the agent", 255);
+  return JSON.parse(new TextDecoder().decode(readExactly(length)));
 }
 
 function findInPath(command: string, path: string): string | null {
@@ -44,6 +76,8 @@ function takeTerminal(path: string, uid: number): void {
 }
 
 export function execHelper(plan: ExecPlan): never {
+  const lib = libc();
+  check("unshare", lib.unshare(CLONE_NEWNS));
   if (plan.tty) takeTerminal(plan.tty, plan.uid);
   for (const dir of plan.binds) {
     try {
@@ -53,7 +87,6 @@ export function execHelper(plan: ExecPlan): never {
       Deno.stderr.writeSync(new TextEncoder().encode(`outrun: warning: bind ${dir}: ${err}\n`));
     }
   }
-  const lib = libc();
   check("chroot", lib.chroot(cstr(plan.root)));
   if (lib.chdir(cstr(plan.cwd)) !== 0) {
     Deno.stderr.writeSync(

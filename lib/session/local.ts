@@ -1,20 +1,22 @@
 /**
- * outrun's local side: connect, bootstrap, start the agent, serve this machine's
- * files to it, relay stdin/stdout/stderr and signals, and come back with the
- * command's exit status. One SSH connection; the RPC runs inside its exec channel.
+ * outrun's local side of one command: a session (open.ts: connect, bootstrap, start
+ * the agent, serve this machine's files) or this host's ControlMaster (control.ts),
+ * then the command: its run request, stdin/stdout/stderr, terminal and signals, and
+ * its exit status.
  */
-import { Readable, Writable } from "node:stream";
 import type { CliOptions } from "../cli.ts";
-import { LoopbackFs } from "../fs/loopback.ts";
-import { serveFilesystem } from "../fs/proxy.ts";
-import { CacheService, resolveCommand } from "../fs/cache/service.ts";
-import { ContentIndex } from "../fs/cache/content_index.ts";
-import { clientId, outrunHome, readConfig } from "../config.ts";
-import { RpcPeer, type Value } from "../rpc/mod.ts";
-import { connect, SshError } from "../ssh/connect.ts";
-import { VERSION } from "../version.ts";
-import { agentCommand, ensurePayload, localPayload } from "./bootstrap.ts";
-import { EVENTS, FORWARDED_SIGNALS, type RunRequest, type RunResult } from "./protocol.ts";
+import type { CacheService } from "../fs/cache/service.ts";
+import { resolveCommand } from "./which.ts";
+import type { RpcPeer, Value } from "../rpc/mod.ts";
+import { SshError } from "../ssh/destination.ts";
+import { attachMaster, controlCommand, controlFor } from "./control.ts";
+import {
+  type CacheSettings,
+  EVENTS,
+  FORWARDED_SIGNALS,
+  type RunRequest,
+  type RunResult,
+} from "./protocol.ts";
 import { formatStats } from "./stats.ts";
 
 export const SIGNAL_NUMBERS: Record<string, number> = {
@@ -38,8 +40,43 @@ function localGroups(): number[] {
   return line.split(/\s+/).filter(Boolean).map(Number);
 }
 
+/**
+ * Runs `o.command` on the remote and returns its exit status: through this host's
+ * ControlMaster session when ssh_config (or -o) asks for one, else on a
+ * connection of its own.
+ */
 export async function runRemote(o: CliOptions): Promise<number> {
   const t0 = performance.now();
+  const log = (line: string) => {
+    if (o.verbose > 0) console.error(`debug1: ${(performance.now() - t0).toFixed(0)} ms: ${line}`);
+  };
+  if (o.controlCommand) {
+    const control = (await controlFor(o, log, true))!;
+    const { ok, message } = await controlCommand(control, o.controlCommand);
+    if (!ok) throw new SshError(`outrun: ${message}`);
+    // As ssh says it.
+    console.error(
+      o.controlCommand === "check"
+        ? `Master running (pid=${message.split(" ")[1]})`
+        : "Exit request sent.",
+    );
+    return 0;
+  }
+  const control = await controlFor(o, log);
+  if (control) {
+    const attached = await attachMaster(control, o, log);
+    if (attached) {
+      return await runOn(attached.peer, o, {
+        alias: control.alias,
+        cacheSettings: null,
+        cache: null,
+        log,
+        t0,
+        end: attached.close,
+      });
+    }
+  }
+  const { readConfig } = await import("../config.ts");
   const config = readConfig(o.outrunConfig);
   const times: Record<string, number> = {};
   let mark = t0;
@@ -48,192 +85,126 @@ export async function runRemote(o: CliOptions): Promise<number> {
     times[name] = now - mark;
     mark = now;
   };
-  const log = (line: string) => {
-    if (o.verbose > 0) console.error(`debug1: ${(performance.now() - t0).toFixed(0)} ms: ${line}`);
-  };
-  const { client, resolved } = await connect({
-    destination: o.destination,
-    port: o.port,
-    user: o.user,
-    identityFiles: o.identityFiles,
-    configFile: o.configFile,
-    options: o.sshOptions,
-    jump: o.jump,
-    verbose: o.verbose,
+  const { openSession } = await import("./open.ts");
+  const session = await openSession(o, config, log, lap);
+  return await runOn(session.peer, o, {
+    alias: session.resolved.alias,
+    cacheSettings: session.cacheSettings,
+    cache: session.cache,
     log,
+    t0,
+    times,
+    mark,
+    end: session.close,
   });
-  const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
-  log("connected");
-  lap("connect");
+}
+
+interface RunOptions {
+  /** The host as typed, for messages. */
+  alias: string;
+  cacheSettings: CacheSettings | null;
+  /** This side's cache service (null through a master: it has its own). */
+  cache: CacheService | null;
+  log: (line: string) => void;
+  t0: number;
+  /** Phases already timed (connect, bootstrap, ...), for --stats. */
+  times?: Record<string, number>;
+  mark?: number;
+  /** Ends the connection, whatever happened. */
+  end(): Promise<void>;
+}
+
+/**
+ * One command on an agent's connection: the run request, its stdin, output,
+ * terminal and signals, and its exit status (128 + signal number when killed).
+ */
+async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<number> {
+  const times = r.times ?? {};
+  let mark = r.mark ?? r.t0;
+  const lap = (name: string) => {
+    const now = performance.now();
+    times[name] = now - mark;
+    mark = now;
+  };
+  const env = Deno.env.toObject();
+  // Through stream writers: in order and whole (Deno.stdout.write may write part of a
+  // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
+  // not an error of ours: its output is dropped, as ssh would.
+  const stdout = orderedWriter(Deno.stdout.writable);
+  const stderr = orderedWriter(Deno.stderr.writable);
+  peer.onEvent(EVENTS.stdout, (d) => stdout.write(d as Uint8Array));
+  peer.onEvent(EVENTS.stderr, (d) => stderr.write(d as Uint8Array));
+  let forward: (() => void)[] = [];
   try {
-    const payload = await localPayload();
-    log(`payload ${payload.dirName}`);
-    const dir = await ensurePayload(client, payload, log);
-    log("payload present");
-    lap("bootstrap");
-    const command = agentCommand(payload, dir, resolved.user !== "root");
-    const channel = await new Promise<import("ssh2").ClientChannel>((resolve, reject) =>
-      client.exec(
-        command,
-        (err, ch) => (err ? reject(new SshError(`outrun: ${err.message}`)) : resolve(ch)),
-      )
-    );
-    let agentStderr = "";
-    channel.stderr.on("data", (d: Uint8Array) => {
-      agentStderr += new TextDecoder().decode(d);
-      if (o.verbose > 0) Deno.stderr.writeSync(d);
+    // From here on signals go to the command (which decides whether to die); before,
+    // they end outrun itself as usual.
+    forward = FORWARDED_SIGNALS.map((name) => {
+      const handler = () => peer.event(EVENTS.signal, name);
+      Deno.addSignalListener(name, handler);
+      return () => Deno.removeSignalListener(name, handler);
     });
-    const peer = new RpcPeer(
-      {
-        readable: Readable.toWeb(channel) as unknown as ReadableStream<Uint8Array>,
-        writable: Writable.toWeb(channel) as unknown as WritableStream<Uint8Array>,
-      },
-      {
-        program: `outrun ${VERSION}`,
-        trace: o.verbose >= 2
-          ? (method, args, ms, err) =>
-            log(`${method} ${describe(args)} ${ms.toFixed(2)} ms${err ? ` -> ${err}` : ""}`)
-          : undefined,
-      },
-    );
-    peer.handle("session.ping", () => null);
-    // The agent exiting (or sshd closing the channel) ends the RPC stream, whatever
-    // the stream adapters make of it.
-    channel.once("close", () => void peer.close(new Error("the remote agent exited")));
-    // This machine's files, as this user: the local kernel decides what may be read.
-    const files = new LoopbackFs({ root: "/" });
-    serveFilesystem(peer, files);
-    const env = Deno.env.toObject();
-    const cache = o.noCache ? null : new CacheService(peer, {
-      prefixes: config.cache.prefixes,
-      prefetch: !o.noPrefetch,
-      profileDir: `${outrunHome()}/profiles`,
-      env,
-      fs: files,
-      contentIndex: openContentIndex(log),
-    });
-    // Through stream writers: in order and whole (Deno.stdout.write may write part of a
-    // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
-    // not an error of ours: its output is dropped, as ssh would.
-    const stdout = orderedWriter(Deno.stdout.writable);
-    const stderr = orderedWriter(Deno.stderr.writable);
-    peer.onEvent(EVENTS.stdout, (d) => stdout.write(d as Uint8Array));
-    peer.onEvent(EVENTS.stderr, (d) => stderr.write(d as Uint8Array));
-    let forward: (() => void)[] = [];
-    try {
-      await peer.remoteHello.catch((err) => {
-        const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";
-        throw new SshError(
-          /sudo/.test(agentStderr)
-            ? `outrun: ${resolved.user}@${resolved.hostname} needs root for mounts, and sudo -n failed${hint}`
-            : `outrun: the remote agent did not start (${err.message})${hint}`,
-        );
-      });
-      log("agent up");
-      // From here on signals go to the command (which decides whether to die); before,
-      // they end outrun itself as usual.
-      forward = FORWARDED_SIGNALS.map((name) => {
-        const handler = () => peer.event(EVENTS.signal, name);
-        Deno.addSignalListener(name, handler);
-        return () => Deno.removeSignalListener(name, handler);
-      });
-      // Both ends terminals: the command gets a pty, this terminal goes raw (keys,
-      // Ctrl-C included, travel as bytes) and is restored on every way out.
-      const tty = Deno.stdin.isTerminal() && Deno.stdout.isTerminal() ? Deno.consoleSize() : null;
-      if (tty) {
-        Deno.stdin.setRaw(true);
-        const winch = () => {
-          const { rows, columns } = Deno.consoleSize();
-          peer.event(EVENTS.winch, { rows, cols: columns });
-        };
-        Deno.addSignalListener("SIGWINCH", winch);
-        forward.push(() => {
-          Deno.removeSignalListener("SIGWINCH", winch);
-          Deno.stdin.setRaw(false);
-        });
-      }
-      pumpStdin(peer);
-      const cwd = Deno.cwd();
-      const req: RunRequest = {
-        argv: o.command,
-        exe: resolveCommand(o.command[0], cwd, env.PATH ?? "/usr/local/bin:/usr/bin:/bin"),
-        cwd,
-        env,
-        uid: Deno.uid() ?? 0,
-        gid: Deno.gid() ?? 0,
-        groups: localGroups(),
-        tty: tty && { rows: tty.rows, cols: tty.columns },
-        cache: cache && {
-          dir: config.cache.path,
-          client: clientId(),
-          prefixes: config.cache.prefixes,
-          prefetch: !o.noPrefetch,
-          maxEntries: config.cache.maxEntries,
-          maxBytes: config.cache.maxBytes,
-        },
+    // Both ends terminals: the command gets a pty, this terminal goes raw (keys,
+    // Ctrl-C included, travel as bytes) and is restored on every way out.
+    const tty = Deno.stdin.isTerminal() && Deno.stdout.isTerminal() ? Deno.consoleSize() : null;
+    if (tty) {
+      Deno.stdin.setRaw(true);
+      const winch = () => {
+        const { rows, columns } = Deno.consoleSize();
+        peer.event(EVENTS.winch, { rows, cols: columns });
       };
-      lap("start");
-      const result = await peer.call("session.run", req as unknown as Value).catch((err) => {
-        throw new SshError(`outrun: connection to ${resolved.alias} lost: ${err.message}`);
-      }) as unknown as RunResult;
-      log(
-        `command done: ${JSON.stringify(result)}; ${peer.stats.calls} calls from here, ` +
-          `${peer.stats.framesIn} frames in (${peer.stats.bytesIn} bytes), ${peer.stats.framesOut} out (${peer.stats.bytesOut} bytes)`,
-      );
-      lap("command");
-      // The agent answers after relaying all output: let it reach the terminal.
-      await stdout.flush();
-      await stderr.flush();
-      if (result.used) {
-        await cache?.saveProfile(result.used).catch((e) => log(`profile not saved: ${e}`));
-      }
-      await peer.close();
-      if (o.stats) {
-        lap("teardown");
-        const input = {
-          local: times,
-          remote: result.stats,
-          rpc: peer.stats,
-          push: cache?.stats ?? null,
-        };
-        console.error(formatStats(input));
-        // The same as JSON, for scripts (the benchmark).
-        const file = Deno.env.get("OUTRUN_STATS_FILE");
-        if (file) await Deno.writeTextFile(file, JSON.stringify(input) + "\n");
-      }
-      if (result.signal) return 128 + (SIGNAL_NUMBERS[result.signal] ?? 0);
-      return result.code ?? 255;
-    } finally {
-      for (const remove of forward) remove();
+      Deno.addSignalListener("SIGWINCH", winch);
+      forward.push(() => {
+        Deno.removeSignalListener("SIGWINCH", winch);
+        Deno.stdin.setRaw(false);
+      });
     }
+    pumpStdin(peer);
+    const cwd = Deno.cwd();
+    const req: RunRequest = {
+      argv: o.command,
+      exe: resolveCommand(o.command[0], cwd, env.PATH ?? "/usr/local/bin:/usr/bin:/bin"),
+      cwd,
+      env,
+      uid: Deno.uid() ?? 0,
+      gid: Deno.gid() ?? 0,
+      groups: localGroups(),
+      tty: tty && { rows: tty.rows, cols: tty.columns },
+      cache: r.cacheSettings,
+    };
+    lap("start");
+    const result = await peer.call("session.run", req as unknown as Value).catch((err) => {
+      throw new SshError(`outrun: connection to ${r.alias} lost: ${err.message}`);
+    }) as unknown as RunResult;
+    r.log(
+      `command done: ${JSON.stringify(result)}; ${peer.stats.calls} calls from here, ` +
+        `${peer.stats.framesIn} frames in (${peer.stats.bytesIn} bytes), ${peer.stats.framesOut} out (${peer.stats.bytesOut} bytes)`,
+    );
+    lap("command");
+    // The agent answers after relaying all output: let it reach the terminal.
+    await stdout.flush();
+    await stderr.flush();
+    if (result.used) {
+      await r.cache?.saveProfile(result.used).catch((e) => r.log(`profile not saved: ${e}`));
+    }
+    await peer.close();
+    if (o.stats) {
+      lap("teardown");
+      const input = {
+        local: times,
+        remote: result.stats,
+        rpc: peer.stats,
+        push: r.cache?.stats ?? null,
+      };
+      console.error(formatStats(input));
+      // The same as JSON, for scripts (the benchmark).
+      const file = Deno.env.get("OUTRUN_STATS_FILE");
+      if (file) await Deno.writeTextFile(file, JSON.stringify(input) + "\n");
+    }
+    if (result.signal) return 128 + (SIGNAL_NUMBERS[result.signal] ?? 0);
+    return result.code ?? 255;
   } finally {
-    client.end();
-    await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
-  }
-}
-
-/** A call's arguments in a line: the path or the node and name, not the bytes. */
-function describe(args: Value): string {
-  const a = args as Record<string, unknown> | null;
-  if (!a || typeof a !== "object") return "";
-  const header = a.header as { nodeid?: number } | undefined;
-  const parts = [
-    header?.nodeid !== undefined ? `node ${header.nodeid}` : "",
-    typeof a.path === "string" ? a.path : "",
-    typeof a.name === "string" ? JSON.stringify(a.name) : "",
-    Array.isArray(a.indices) ? `chunks ${a.indices.join(",")}` : "",
-    Array.isArray(a.held) ? `${a.held.length} held` : "",
-  ];
-  return parts.filter(Boolean).join(" ");
-}
-
-/** The content-id memo, or null when it cannot be opened (a read-only home: no memo). */
-function openContentIndex(log: (line: string) => void): ContentIndex | null {
-  try {
-    return new ContentIndex(`${outrunHome()}/content.sqlite`);
-  } catch (e) {
-    log(`no content-id memo: ${e}`);
-    return null;
+    for (const remove of forward) remove();
+    await r.end();
   }
 }
 

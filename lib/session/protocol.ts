@@ -69,7 +69,15 @@ export interface RunResult {
   used: Profile | null;
 }
 
-/** What the agent hands its exec helper (as JSON in argv). */
+/**
+ * Local -> agent call "serve" (ControlMaster): mount the mirror once and keep it;
+ * each command then comes through a tunnel of this connection as its own "run".
+ */
+export interface ServeRequest {
+  cache: CacheSettings | null;
+}
+
+/** What the agent hands its exec helper (on the helper's stdin, see exec_helper.ts). */
 export interface ExecPlan extends Omit<RunRequest, "tty" | "cache"> {
   root: string;
   /** The pty's slave (/dev/pts/N) to make the controlling terminal and stdio, or null. */
@@ -77,6 +85,9 @@ export interface ExecPlan extends Omit<RunRequest, "tty" | "cache"> {
   /** Remote directories bound into the mirror before the chroot. */
   binds: string[];
 }
+
+/** The remote's directories bound into the mirror (over the local ones) for a command. */
+export const BIND_DIRS = ["/dev", "/proc", "/sys", "/run"];
 
 /** One-way events. */
 export const EVENTS = {

@@ -22,6 +22,9 @@ export const SUPPORTED_KEYS = [
   "serveralivecountmax",
   "connecttimeout",
   "batchmode",
+  "controlmaster",
+  "controlpath",
+  "controlpersist",
 ] as const;
 
 export type SshKey = (typeof SUPPORTED_KEYS)[number];
@@ -48,6 +51,24 @@ export interface HostConfig {
   serverAliveCountMax?: number;
   connectTimeout?: number;
   batchMode?: boolean;
+  controlMaster?: "yes" | "no" | "ask" | "auto" | "autoask";
+  controlPath?: string;
+  /** Seconds an idle master stays (ControlPersist): 0 for "no", Infinity for "yes". */
+  controlPersist?: number;
+}
+
+/** ControlPersist's value in seconds: yes, no, 30, 30s, 10m, 1h, 1h30m (as ssh reads it). */
+export function parsePersist(v: string): number | undefined {
+  if (/^(yes|true)$/i.test(v)) return Infinity;
+  if (/^(no|false)$/i.test(v)) return 0;
+  const m = /^(?:\d+[smhdw]?)+$/i.exec(v);
+  if (!m) return undefined;
+  const unit: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
+  let total = 0;
+  for (const [, n, u] of v.matchAll(/(\d+)([smhdw]?)/gi)) {
+    total += Number(n) * (u ? unit[u.toLowerCase()] : 1);
+  }
+  return total;
 }
 
 function splitArgs(rest: string): string[] {
@@ -136,6 +157,16 @@ export function resolveHost(host: string, blocks: ConfigBlock[]): HostConfig {
   if (one("serveralivecountmax")) cfg.serverAliveCountMax = num("serveralivecountmax");
   if (one("connecttimeout")) cfg.connectTimeout = num("connecttimeout");
   if (one("batchmode")) cfg.batchMode = yesNo(one("batchmode")!);
+  const master = one("controlmaster")?.toLowerCase();
+  if (master) {
+    cfg.controlMaster = master === "true"
+      ? "yes"
+      : master === "false"
+      ? "no"
+      : master as HostConfig["controlMaster"];
+  }
+  if (one("controlpath")) cfg.controlPath = one("controlpath");
+  if (one("controlpersist")) cfg.controlPersist = parsePersist(one("controlpersist")!);
   return cfg;
 }
 

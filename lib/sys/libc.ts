@@ -23,6 +23,13 @@ const symbols = {
   close: { parameters: ["i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** write(2) on a thread of Deno's: for writes that may wait on this thread's own work. */
+  writeElsewhere: {
+    name: "write",
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },

@@ -1,7 +1,15 @@
 /** FuseSession on real mounts (needs root): concurrency and kernel notifications. */
 import { removeTree } from "../remove_tree.ts";
 import assert from "node:assert/strict";
-import { FuseSession, mountFuse, unmountFuse, utf8ByteString } from "../../lib/fuse/mod.ts";
+import {
+  type EntryOut,
+  type Filesystem,
+  FuseSession,
+  mountFuse,
+  type Request,
+  unmountFuse,
+  utf8ByteString,
+} from "../../lib/fuse/mod.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
 import { shOk, withLoopback } from "../fs/loopback_helper.ts";
 
@@ -65,17 +73,63 @@ Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cac
     await Deno.writeTextFile(`${src}/f`, "version TWO\n");
     assert.equal(await shOk(`cat '${mnt}/f'`), "version one\n");
     const f = fs.nodes.child(fs.nodes.root, "f")!;
-    assert.equal(session.notifyInvalInode(f.id, 0n, 0n), 0);
+    assert.equal(await session.notifyInvalInode(f.id, 0n, 0n), true);
     assert.equal(await shOk(`cat '${mnt}/f'`), "version TWO\n");
 
     assert.equal(await shOk(`stat -c %s '${mnt}/g'`), "2\n");
     await Deno.remove(`${src}/g`);
     assert.equal(await shOk(`stat -c %s '${mnt}/g'`), "2\n", "the dentry is still cached");
-    assert.equal(session.notifyInvalEntry(fs.nodes.root.id, "g"), 0);
+    assert.equal(await session.notifyInvalEntry(fs.nodes.root.id, "g"), true);
     const gone = await new Deno.Command("stat", { args: [`${mnt}/g`], stderr: "piped" }).output();
     assert.match(new TextDecoder().decode(gone.stderr), /No such file or directory/);
     await shOk(`mkdir '${mnt}/made-here'`);
     assert.equal(Deno.umask(), umask, "serving left this process's umask alone");
+  } finally {
+    unmountFuse(mount);
+    await serving;
+    await removeTree(base);
+  }
+});
+
+Deno.test("session: a notification while a lookup in that directory waits does not deadlock", async () => {
+  const base = await Deno.makeTempDir({ prefix: "outrun-notify-" });
+  await Deno.chmod(base, 0o755);
+  const src = `${base}/src`;
+  const mnt = `${base}/mnt`;
+  await Deno.mkdir(src);
+  await Deno.mkdir(mnt);
+  await Deno.writeTextFile(`${src}/g`, "g\n");
+  await Deno.writeTextFile(`${src}/slow`, "slow\n");
+  let lookupStarted!: () => void;
+  const started = new Promise<void>((r) => (lookupStarted = r));
+  // The kernel holds the directory's lock while this lookup is out; an INVAL_ENTRY in
+  // the same directory waits for it. Written from this thread, that would wait forever.
+  const inner = new LoopbackFs({ root: utf8ByteString(src), entryTimeout: 3600 });
+  const slowLookup = (req: Request<"LOOKUP">) => {
+    if (req.name !== "slow") return inner.lookup(req);
+    lookupStarted();
+    return new Promise<EntryOut>((resolve) => setTimeout(() => resolve(inner.lookup(req)), 300));
+  };
+  const fs = new Proxy(inner, {
+    get(target, key) {
+      if (key === "lookup") return slowLookup;
+      const v = Reflect.get(target, key);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  }) as Filesystem;
+  const mount = mountFuse(mnt, { subtype: "outrun" });
+  const session = new FuseSession(mount.fd, fs, { idleWaitMs: 0 });
+  const serving = session.serve();
+  try {
+    assert.equal(await shOk(`cat '${mnt}/g'`), "g\n");
+    const slow = shOk(`cat '${mnt}/slow'`);
+    await started;
+    const notified = await Promise.race([
+      session.notifyInvalEntry(1, "g"),
+      new Promise((r) => setTimeout(() => r("timed out"), 5000)),
+    ]);
+    assert.equal(notified, true);
+    assert.equal(await slow, "slow\n");
   } finally {
     unmountFuse(mount);
     await serving;

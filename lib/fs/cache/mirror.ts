@@ -70,7 +70,19 @@ export interface CachedFsOptions {
   store: CacheStore;
   client: string;
   prefixes: readonly string[];
+  /**
+   * Makes the kernel drop what it keeps of paths found stale: a mount shared by many
+   * commands (ControlMaster) revalidates before each, with its kernel caches full.
+   * `node` is the path's node id if the kernel knows one, `parent` its directory's.
+   */
+  invalidate?: (stale: Invalidation[]) => Promise<void>;
   log?: (line: string) => void;
+}
+
+export interface Invalidation {
+  parent: number | null;
+  name: string;
+  node: number | null;
 }
 
 /** What readdirplus gives for "." and "..", or a name gone since: no entry (not counted). */
@@ -88,6 +100,8 @@ function isDir(m: MetaRecord): boolean {
 export class CachedFs implements Filesystem {
   readonly hits = { meta: 0, chunk: 0 };
   readonly misses = { meta: 0, chunk: 0 };
+  /** The last validation: paths held (as far as known here) and found stale. */
+  readonly validation = { held: 0, stale: 0 };
   readonly #peer: RpcPeer;
   readonly #inner: Filesystem;
   readonly #store: CacheStore;
@@ -114,8 +128,12 @@ export class CachedFs implements Filesystem {
   readonly #ahead = new Map<string, EntryOut>();
   #rootAttr: AttrOut | null = null;
   readonly #logTo?: (line: string) => void;
+  readonly #invalidate?: (stale: Invalidation[]) => Promise<void>;
+  /** Resolves when the kernel has dropped what the last validation found stale. */
+  settled: Promise<void> = Promise.resolve();
 
   constructor(o: CachedFsOptions) {
+    this.#invalidate = o.invalidate;
     this.#peer = o.peer;
     this.#inner = o.inner;
     this.#store = o.store;
@@ -123,41 +141,62 @@ export class CachedFs implements Filesystem {
     this.#prefixes = o.prefixes;
     this.#logTo = o.log;
     this.#peer.onEvent(CACHE_EVENTS.push, (p) => this.#onPush(p as unknown as Push));
+    this.#peer.onEvent(CACHE_EVENTS.revalidated, (r) => {
+      const reply = r as unknown as ValidateReply;
+      this.#apply(reply);
+      this.#log(`cache: revalidated: ${reply.stale.length} stale, ${reply.ahead.length} ahead`);
+    });
   }
 
   /**
    * The session's first exchange: tell the local side what is held, drop what
-   * changed, and take whatever it pushes for the command about to run.
+   * changed, and take whatever it pushes for the command about to run. A mount
+   * shared by many commands calls it again before each: a changed path then also
+   * gets a new node id, so the kernel (once its short timeout is over) sees a new
+   * inode, not the old one's pages.
    */
   async validate(req: Omit<ValidateRequest, "held">): Promise<{ held: number; stale: number }> {
     const rows = this.#store.held(this.#client);
-    const held: HeldEntry[] = rows.map((r) => {
-      const blob = r.hash ? this.#store.blob(r.hash) : null;
-      return [
-        r.path,
-        r.fp,
-        blob ? r.hash! : "",
-        blob ? blob.present.bits : new Uint8Array(0),
-        r.listed,
-      ];
-    });
+    const held: HeldEntry[] = rows.map((r) => [r.path, r.fp, r.hash ?? "", r.present, r.listed]);
     for (const r of rows) {
-      this.#stored.set(r.path, r.meta);
+      if (!this.#metas.has(r.path)) this.#stored.set(r.path, r.meta);
       if (r.hash) this.#hashes.set(r.path, r.hash);
     }
     const reply = await this.#call(
       CACHE_CALLS.validate,
       { ...req, held } as unknown as Value,
     ) as unknown as ValidateReply;
-    for (const [parent, name, entry] of reply.ahead) this.#ahead.set(`${parent}/${name}`, entry);
-    this.#rootAttr = reply.root;
+    this.validation.held = rows.length;
+    this.#apply(reply);
     this.#log(
       `cache: validate: ${rows.length} held, ${reply.stale.length} stale, ${reply.ahead.length} ahead`,
     );
+    return { held: rows.length, stale: reply.stale.length };
+  }
+
+  /** A validation's answer, asked for (validate) or sent ahead of a command (revalidated). */
+  #apply(reply: ValidateReply): void {
+    // Answers ahead are for the command they came with: the local side's lookups
+    // an earlier one left unused are given back.
+    for (const entry of this.#ahead.values()) {
+      if (entry.nodeid) this.#inner.forget?.(entry.nodeid, 1);
+    }
+    this.#ahead.clear();
+    for (const [parent, name, entry] of reply.ahead) this.#ahead.set(`${parent}/${name}`, entry);
+    this.#rootAttr = reply.root;
+    this.validation.stale = reply.stale.length;
+    if (this.#invalidate && reply.stale.length) {
+      const stale = reply.stale.map((p) => ({
+        parent: this.#nodeOfPath(dirname(p)),
+        name: p.slice(p.lastIndexOf("/") + 1),
+        node: this.#ids.get(p) ?? null,
+      }));
+      this.settled = this.#invalidate(stale).catch((e) => this.#log(`cache: invalidate: ${e}`));
+    }
     this.#forgetPaths(reply.stale);
+    for (const p of reply.stale) this.#ids.delete(p);
     this.#store.drop(this.#client, reply.stale);
     this.#flushMetas();
-    return { held: rows.length, stale: reply.stale.length };
   }
 
   /** What this session used of the cached paths (the executable's next profile). */
@@ -330,6 +369,14 @@ export class CachedFs implements Filesystem {
   }
 
   /** The meta of `path` if known here (pushed this session, or held and decoded now). */
+  /** The node id the kernel knows `path` by, if any: a cached one, or a local ancestor. */
+  #nodeOfPath(path: string): number | null {
+    const id = this.#ids.get(path);
+    if (id !== undefined) return id;
+    for (const [node, p] of this.#ancestors) if (p === path) return node;
+    return null;
+  }
+
   #known(path: string): MetaRecord | undefined {
     let m = this.#metas.get(path);
     if (m) return m;
@@ -435,7 +482,8 @@ export class CachedFs implements Filesystem {
   #openBlob(path: string, blob: BlobRow): OpenOut {
     const fh = this.#nextId++;
     this.#files.set(fh, { path, blob });
-    return { fh, openFlags: FOPEN.KEEP_CACHE };
+    // Read-only and answered here: a close has nothing to flush.
+    return { fh, openFlags: FOPEN.KEEP_CACHE | FOPEN.NOFLUSH };
   }
 
   async #openSlow(req: Request<"OPEN">, path: string): Promise<OpenOut> {

@@ -10,7 +10,14 @@
  */
 import type { Attr, AttrOut, EntryOut } from "../../fuse/mod.ts";
 
-export const CACHE_EVENTS = { push: "cache.push" } as const;
+export const CACHE_EVENTS = {
+  push: "cache.push",
+  /**
+   * ValidateReply, unasked: a session that stays (ControlMaster) revalidates on the
+   * local side before each command; sent before that command's pushes.
+   */
+  revalidated: "cache.revalidated",
+} as const;
 
 export const CACHE_CALLS = {
   /** ValidateRequest -> ValidateReply: the one round trip of a warm start. */
@@ -162,4 +169,16 @@ export function isCachedPath(path: string, prefixes: readonly string[]): boolean
     if (path === p || (path.startsWith(p) && path.charCodeAt(p.length) === 47)) return true;
   }
   return false;
+}
+
+/** Where a symlink at `link` with `target` points, as a plain absolute path. */
+export function resolveLink(link: string, target: string): string {
+  const abs = target.startsWith("/") ? target : join(dirname(link), target);
+  const out: string[] = [];
+  for (const part of abs.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") out.pop();
+    else out.push(part);
+  }
+  return `/${out.join("/")}`;
 }

@@ -15,7 +15,7 @@
  * What the remote holds is learnt from its validate request and updated as
  * pushes go out, so nothing is sent twice in a session.
  */
-import type { Filesystem, Request } from "../../fuse/mod.ts";
+import type { AttrOut, Filesystem, Request } from "../../fuse/mod.ts";
 import { resolveClosure } from "../../elf/mod.ts";
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
@@ -39,6 +39,7 @@ import {
   type MetaRecord,
   type Profile,
   type Push,
+  resolveLink,
   type ValidateReply,
   type ValidateRequest,
 } from "./protocol.ts";
@@ -99,6 +100,10 @@ export class CacheService {
   /** path -> content info computed here, for the fingerprint it was read at. */
   readonly #infos = new Map<string, ContentInfo>();
   readonly #closures = new Set<string>();
+  /** Profiles replayed this session. */
+  readonly #replayed = new Set<string>();
+  /** Whether the remote's list of what it holds came (validate): revalidate needs it. */
+  #checked = false;
   #profilePath: string | null = null;
   #pending: Push = {};
   #pendingBytes = 0;
@@ -136,6 +141,7 @@ export class CacheService {
 
   validate(req: ValidateRequest): ValidateReply {
     const stale: string[] = [];
+    this.#checked = true;
     for (const [path, fp, hash, present, listed] of req.held) {
       if (this.#fingerprintNow(path) !== fp) {
         stale.push(path);
@@ -148,25 +154,64 @@ export class CacheService {
         this.#chunks.set(hash, new ChunkBitmap(present));
       }
     }
-    if (req.prefetch && this.options.profileDir) {
-      const exe = realPath(req.exe);
-      if (exe) {
-        this.#profilePath = `${this.options.profileDir}/${
-          hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)
-        }.json`;
-        this.#replayProfile();
-      }
-    }
+    if (req.prefetch) this.#prefetchFor(req.exe);
     const ahead = this.#lookupsAhead(req.ahead);
-    let root = null;
+    this.#flush();
+    return { stale, ahead, root: this.#rootAttr() };
+  }
+
+  /**
+   * `validate` for a session that stays (ControlMaster), before each of its commands
+   * and with no round trip: what the remote holds is what it said at the session's
+   * start plus what this side pushed since (it drops only what this side is told
+   * of, or asks for again), so it is checked here; the answer goes out as an event
+   * ahead of the command's pushes, which the remote handles in order.
+   */
+  revalidate(req: Omit<ValidateRequest, "held">): { held: number; stale: number } {
+    if (!this.#checked) throw new Error("revalidate before validate");
+    const stale: string[] = [];
+    for (const [path, fp] of this.#held) {
+      if (this.#fingerprintNow(path) !== fp) stale.push(path);
+    }
+    for (const path of stale) {
+      this.#forgetHeld(path);
+      this.#heldContent.delete(path);
+    }
+    const reply: ValidateReply = {
+      stale,
+      ahead: this.#lookupsAhead(req.ahead),
+      root: this.#rootAttr(),
+    };
+    this.peer.event(CACHE_EVENTS.revalidated, reply as unknown as Value);
+    if (req.prefetch) this.#prefetchFor(req.exe);
+    this.#flush();
+    return { held: this.#held.size, stale: stale.length };
+  }
+
+  /** What the profile of `exe` lists (the executable's earlier runs used) and the remote lacks. */
+  #prefetchFor(exe: string | null): void {
+    if (!this.options.profileDir) return;
+    const real = realPath(exe);
+    if (!real) return;
+    this.#profilePath = `${this.options.profileDir}/${
+      hex(sha256(new TextEncoder().encode(real))).slice(0, 32)
+    }.json`;
+    // Once a session: what it pushed is then among what each revalidation checks.
+    if (this.#replayed.has(this.#profilePath)) return;
+    this.#replayed.add(this.#profilePath);
+    this.#replayProfile();
+  }
+
+  /** The served root's attributes (the kernel asks for them first), or null. */
+  #rootAttr(): AttrOut | null {
     try {
       const r = this.options.fs.getattr?.(
         { header: { nodeid: 1 } } as unknown as Request<"GETATTR">,
       );
-      root = r instanceof Promise ? null : r ?? null;
-    } catch { /* asked again later */ }
-    this.#flush();
-    return { stale, ahead, root };
+      return r instanceof Promise ? null : r ?? null;
+    } catch {
+      return null; // asked again later
+    }
   }
 
   /**
@@ -506,17 +551,6 @@ function range(from: number, to: number): number[] {
   return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
 }
 
-function resolveLink(link: string, target: string): string {
-  const abs = target.startsWith("/") ? target : join(dirname(link), target);
-  const out: string[] = [];
-  for (const part of abs.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") out.pop();
-    else out.push(part);
-  }
-  return `/${out.join("/")}`;
-}
-
 function isElf(path: string): boolean {
   try {
     const fd = libc().open(bpath(path), O.RDONLY | O.CLOEXEC, 0);
@@ -538,25 +572,4 @@ function realPath(path: string | null): string | null {
   } catch {
     return null; // gone since it was found
   }
-}
-
-/**
- * argv[0] as a shell would find it: a name with a slash as is (made absolute), else
- * the first executable regular file of that name in PATH; null when there is none.
- */
-export function resolveCommand(argv0: string, cwd: string, path: string): string | null {
-  const candidates = argv0.includes("/")
-    ? [argv0.startsWith("/") ? argv0 : join(cwd, argv0)]
-    : path.split(":").map((d) =>
-      join(d === "" ? cwd : d.startsWith("/") ? d : join(cwd, d), argv0)
-    );
-  for (const candidate of candidates) {
-    // "./x" and "a/../b" made plain: the remote looks the path up name by name.
-    const c = resolveLink("/", candidate);
-    try {
-      const st = Deno.statSync(c);
-      if (st.isFile && (st.mode! & 0o111) !== 0) return c;
-    } catch { /* next */ }
-  }
-  return null;
 }

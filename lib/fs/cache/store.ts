@@ -42,7 +42,10 @@ export interface HeldRow {
   meta: Uint8Array;
   /** Whether the meta carries a directory listing. */
   listed: boolean;
+  /** The content's id, when its blob is here. */
   hash: string | null;
+  /** Which chunks of that blob are here (empty without a blob). */
+  present: Uint8Array;
 }
 
 export function decodeMeta(bytes: Uint8Array): MetaRecord {
@@ -119,16 +122,23 @@ export class CacheStore {
   }
 
   held(client: string): HeldRow[] {
+    // One query for all: a statement per row's blob cost ~0.1 ms each, thousands a run.
     const rows = this.db.prepare(
-      "select path, fp, meta, listed, hash from entries where client = ?",
+      `select e.path, e.fp, e.meta, e.listed, b.hash, b.present
+       from entries e left join blobs b on b.hash = e.hash where e.client = ?`,
     ).all(client) as {
       path: string;
       fp: string;
       meta: Uint8Array;
       listed: number;
       hash: string | null;
+      present: Uint8Array | null;
     }[];
-    return rows.map((r) => ({ ...r, listed: r.listed !== 0 }));
+    return rows.map((r) => ({
+      ...r,
+      listed: r.listed !== 0,
+      present: r.present ?? new Uint8Array(0),
+    }));
   }
 
   putMetas(client: string, metas: MetaRecord[]): void {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { resolveCommand } from "../../../lib/fs/cache/service.ts";
+import { resolveCommand } from "../../../lib/session/which.ts";
 import { removeTree } from "../../remove_tree.ts";
 
 Deno.test("resolveCommand: as a shell finds argv[0], as a plain absolute path", async () => {

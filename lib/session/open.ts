@@ -1,0 +1,168 @@
+/**
+ * A session with a remote: one SSH connection, the payload there, the agent
+ * started, and this machine's files (with the cache service) served to it over the
+ * RPC inside the agent's exec channel. Commands then run on it: one (runRemote,
+ * the usual way) or many (the ControlMaster, master.ts).
+ */
+import { Readable, Writable } from "node:stream";
+import type { Client, ClientChannel } from "ssh2";
+import type { CliOptions } from "../cli.ts";
+import { LoopbackFs } from "../fs/loopback.ts";
+import { serveFilesystem } from "../fs/proxy.ts";
+import { CacheService } from "../fs/cache/service.ts";
+import { ContentIndex } from "../fs/cache/content_index.ts";
+import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
+import { RpcPeer, type Value } from "../rpc/mod.ts";
+import { connect, type Resolved, SshError } from "../ssh/connect.ts";
+import { VERSION } from "../version.ts";
+import { agentCommand, ensurePayload, localPayload } from "./bootstrap.ts";
+import type { CacheSettings } from "./protocol.ts";
+
+export interface Session {
+  client: Client;
+  resolved: Resolved;
+  /** The agent's connection. */
+  peer: RpcPeer;
+  /** null with --no-cache. */
+  cache: CacheService | null;
+  /** What the run request carries for the remote cache (null with --no-cache). */
+  cacheSettings: CacheSettings | null;
+  /** Ends the connection (and with it the agent, its command and its mounts). */
+  close(): Promise<void>;
+}
+
+export type Log = (line: string) => void;
+
+/**
+ * Connects, bootstraps and starts the agent; resolves once the agent said hello.
+ * `lap(name)` is called as each phase ends (connect, bootstrap, start).
+ */
+export async function openSession(
+  o: CliOptions,
+  config: OutrunConfig,
+  log: Log,
+  lap: (name: string) => void = () => {},
+  env: Record<string, string> = Deno.env.toObject(),
+): Promise<Session> {
+  const { client, resolved } = await connect({
+    destination: o.destination,
+    port: o.port,
+    user: o.user,
+    identityFiles: o.identityFiles,
+    configFile: o.configFile,
+    options: o.sshOptions,
+    jump: o.jump,
+    verbose: o.verbose,
+    log,
+  });
+  const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
+  const close = async () => {
+    client.end();
+    await Promise.race([closed, new Promise((r) => setTimeout(r, 1000))]);
+  };
+  log("connected");
+  lap("connect");
+  try {
+    const payload = await localPayload();
+    log(`payload ${payload.dirName}`);
+    const dir = await ensurePayload(client, payload, log);
+    log("payload present");
+    lap("bootstrap");
+    const command = agentCommand(payload, dir, resolved.user !== "root");
+    const channel = await new Promise<ClientChannel>((resolve, reject) =>
+      client.exec(
+        command,
+        (err, ch) => (err ? reject(new SshError(`outrun: ${err.message}`)) : resolve(ch)),
+      )
+    );
+    let agentStderr = "";
+    channel.stderr.on("data", (d: Uint8Array) => {
+      agentStderr += new TextDecoder().decode(d);
+      if (o.verbose > 0) log(new TextDecoder().decode(d).trimEnd());
+    });
+    const peer = new RpcPeer(
+      {
+        readable: Readable.toWeb(channel) as unknown as ReadableStream<Uint8Array>,
+        writable: Writable.toWeb(channel) as unknown as WritableStream<Uint8Array>,
+      },
+      {
+        program: `outrun ${VERSION}`,
+        trace: o.verbose >= 2
+          ? (method, args, ms, err) =>
+            log(`${method} ${describe(args)} ${ms.toFixed(2)} ms${err ? ` -> ${err}` : ""}`)
+          : undefined,
+      },
+    );
+    peer.handle("session.ping", () => null);
+    // The agent exiting (or sshd closing the channel) ends the RPC stream, whatever
+    // the stream adapters make of it.
+    channel.once("close", () => void peer.close(new Error("the remote agent exited")));
+    // This machine's files, as this user: the local kernel decides what may be read.
+    const files = new LoopbackFs({ root: "/" });
+    serveFilesystem(peer, files);
+    const cache = o.noCache ? null : new CacheService(peer, {
+      prefixes: config.cache.prefixes,
+      prefetch: !o.noPrefetch,
+      profileDir: `${outrunHome()}/profiles`,
+      env,
+      fs: files,
+      contentIndex: openContentIndex(log),
+    });
+    await peer.remoteHello.catch((err) => {
+      const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";
+      throw new SshError(
+        /sudo/.test(agentStderr)
+          ? `outrun: ${resolved.user}@${resolved.hostname} needs root for mounts, and sudo -n failed${hint}`
+          : `outrun: the remote agent did not start (${err.message})${hint}`,
+      );
+    });
+    log("agent up");
+    const cacheSettings: CacheSettings | null = cache && {
+      dir: config.cache.path,
+      client: clientId(),
+      prefixes: config.cache.prefixes,
+      prefetch: !o.noPrefetch,
+      maxEntries: config.cache.maxEntries,
+      maxBytes: config.cache.maxBytes,
+    };
+    return {
+      client,
+      resolved,
+      peer,
+      cache,
+      cacheSettings,
+      close: async () => {
+        await peer.close();
+        await close();
+      },
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** A call's arguments in a line: the path or the node and name, not the bytes. */
+function describe(args: Value): string {
+  const a = args as Record<string, unknown> | null;
+  if (!a || typeof a !== "object") return "";
+  const header = a.header as { nodeid?: number } | undefined;
+  const parts = [
+    header?.nodeid !== undefined ? `node ${header.nodeid}` : "",
+    typeof a.path === "string" ? a.path : "",
+    typeof a.name === "string" ? JSON.stringify(a.name) : "",
+    Array.isArray(a.indices) ? `chunks ${a.indices.join(",")}` : "",
+    Array.isArray(a.held) ? `${a.held.length} held` : "",
+  ];
+  return parts.filter(Boolean).join(" ");
+}
+
+/** The content-id memo, or null when it cannot be opened (a read-only home: no memo). */
+function openContentIndex(log: Log): ContentIndex | null {
+  try {
+    return new ContentIndex(`${outrunHome()}/content.sqlite`);
+  } catch (e) {
+    log(`no content-id memo: ${e}`);
+    return null;
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * ControlMaster end to end on the test bed (needs root): with `-o ControlMaster=auto`
+ * commands share one master (one SSH connection, agent and mounted mirror), still
+ * see every change made here between them (under a cached prefix too, where the
+ * remote kernel keeps names, attributes and pages), run side by side, and the
+ * master ends on `-O exit`, when idle, and takes its commands down with it.
+ * Each test has its own HOME (sessions dir, client id).
+ */
+import assert from "node:assert/strict";
+import { sshConfigPath, up } from "../testbed/testbed.ts";
+import { removeTree } from "../remove_tree.ts";
+
+const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
+const LIMIT_MS = 120_000;
+
+interface Run {
+  code: number;
+  text: string;
+  stderr: string;
+  stats: {
+    local: Record<string, number>;
+    remote: { calls: Record<string, number> };
+  } | null;
+}
+
+interface Bed {
+  home: string;
+  opt: string;
+  run(argv: string[], o?: { flags?: string[]; stdin?: string }): Promise<Run>;
+  spawn(argv: string[], flags?: string[]): Deno.ChildProcess;
+  cleanup(): Promise<void>;
+}
+
+async function bed(host: string, persist = "60"): Promise<Bed> {
+  await up();
+  const home = await Deno.makeTempDir({ prefix: "outrun-control-e2e-home-" });
+  await Deno.mkdir("/opt", { recursive: true });
+  const opt = await Deno.makeTempDir({ prefix: "outrun-control-e2e-", dir: "/opt" });
+  let n = 0;
+  const master = ["-o", "ControlMaster=auto", "-o", `ControlPersist=${persist}`];
+  const spawn = (argv: string[], flags: string[] = [], statsFile = "", stdin = false) =>
+    new Deno.Command(OUTRUN, {
+      args: ["-F", sshConfigPath, ...master, ...flags, host, ...argv],
+      cwd: home,
+      env: {
+        HOME: home,
+        XDG_CACHE_HOME: Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`,
+        ...(statsFile ? { OUTRUN_STATS_FILE: statsFile } : {}),
+      },
+      stdin: stdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  return {
+    home,
+    opt,
+    spawn: (argv, flags) => spawn(argv, flags),
+    async run(argv, o = {}) {
+      const statsFile = `${home}/stats-${n++}.json`;
+      const child = spawn(argv, ["--stats", ...(o.flags ?? [])], statsFile, o.stdin !== undefined);
+      if (o.stdin !== undefined) {
+        const w = child.stdin.getWriter();
+        await w.write(new TextEncoder().encode(o.stdin));
+        await w.close();
+      }
+      const timer = setTimeout(() => child.kill("SIGKILL"), LIMIT_MS);
+      const out = await child.output().finally(() => clearTimeout(timer));
+      let stats = null;
+      try {
+        stats = JSON.parse(await Deno.readTextFile(statsFile));
+      } catch { /* failed before the end */ }
+      return {
+        code: out.code,
+        text: new TextDecoder().decode(out.stdout),
+        stderr: new TextDecoder().decode(out.stderr),
+        stats,
+      };
+    },
+    async cleanup() {
+      // Whatever a test left running.
+      await spawn([], ["-O", "exit"]).output();
+      await removeTree(home);
+      await removeTree(opt);
+    },
+  };
+}
+
+/** The master's pid, from `-O check` (null: none runs). */
+async function masterPid(b: Bed): Promise<number | null> {
+  const out = await b.spawn([], ["-O", "check"]).output();
+  const m = /Master running \(pid=(\d+)\)/.exec(new TextDecoder().decode(out.stderr));
+  return out.code === 0 && m ? Number(m[1]) : null;
+}
+
+async function remoteFuseMounts(host: string): Promise<number> {
+  const out = await new Deno.Command("ssh", {
+    args: ["-F", sshConfigPath, host.replace(/-wan$/, ""), "grep -c ' fuse.outrun ' /proc/mounts"],
+    stdout: "piped",
+  }).output();
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
+
+async function waitFor(what: string, f: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+Deno.test("control e2e deb-wan: commands share one master; no validation round trip, no connect", async () => {
+  const b = await bed("deb-wan");
+  try {
+    assert.equal(await masterPid(b), null);
+    const first = await b.run(["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert.equal(first.code, 3, first.stderr);
+    assert.equal(first.text, "out\n");
+    assert.match(first.stderr, /^err$/m);
+    const pid = await masterPid(b);
+    assert.ok(pid, "a master stays");
+    const second = await b.run(["cat"], { stdin: "through the master\n" });
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(second.text, "through the master\n");
+    assert.equal(await masterPid(b), pid, "the same master");
+    // Nothing of a session's start: no connect, no payload, no validation call.
+    assert.equal(second.stats?.local.connect, undefined, JSON.stringify(second.stats));
+    assert.equal(second.stats?.remote.calls["cache.validate"], undefined);
+    const ffmpeg = await b.run(["ffmpeg", "-version"]);
+    assert.match(ffmpeg.text, /^ffmpeg version/, ffmpeg.stderr);
+    const again = await b.run(["ffmpeg", "-version"]);
+    assert.equal(again.text, ffmpeg.text);
+    const calls = Object.values(again.stats!.remote.calls).reduce((n, c) => n + c, 0);
+    assert.ok(calls <= 3, `a warm ffmpeg through the master: ${JSON.stringify(again.stats)}`);
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("control e2e deb: changes here between commands reach the master's mirror", async () => {
+  const b = await bed("deb");
+  try {
+    await Deno.writeTextFile(`${b.opt}/data`, "one\n");
+    await Deno.writeTextFile(`${b.opt}/gone`, "soon gone\n");
+    const list = ["sh", "-c", `cat ${b.opt}/data; ls ${b.opt}`];
+    let r = await b.run(list);
+    assert.equal(r.text, "one\ndata\ngone\n", r.stderr);
+    r = await b.run(list);
+    assert.equal(r.text, "one\ndata\ngone\n");
+    // The remote kernel holds the name, the attributes, the listing and the pages:
+    // a same-size rewrite, a removal and a new file must each reach it.
+    await Deno.writeTextFile(`${b.opt}/data`, "two\n");
+    await Deno.remove(`${b.opt}/gone`);
+    await Deno.writeTextFile(`${b.opt}/new`, "new\n");
+    r = await b.run(list);
+    assert.equal(r.text, "two\ndata\nnew\n", r.stderr);
+    r = await b.run(["cat", `${b.opt}/gone`]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /No such file or directory/);
+    // What a command writes lands here, and the next command sees it.
+    r = await b.run(["sh", "-c", `echo made > ${b.opt}/made`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await Deno.readTextFile(`${b.opt}/made`), "made\n");
+    r = await b.run(["cat", `${b.opt}/made`]);
+    assert.equal(r.text, "made\n");
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("control e2e deb: commands run side by side through one master", async () => {
+  const b = await bed("deb");
+  try {
+    await b.run(["true"]);
+    const runs = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => b.run(["sh", "-c", `sleep 1; echo ${i}; exit ${i}`])),
+    );
+    runs.forEach((r, i) => {
+      assert.equal(r.code, i, r.stderr);
+      assert.equal(r.text, `${i}\n`);
+    });
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("control e2e deb: -O exit ends the master and its commands; the remote is left clean", async () => {
+  const b = await bed("deb");
+  try {
+    await b.run(["true"]);
+    const pid = await masterPid(b);
+    assert.ok(pid);
+    const long = b.spawn(["sleep", "60"]);
+    await new Promise((r) => setTimeout(r, 1500));
+    const exit = await b.spawn([], ["-O", "exit"]).output();
+    assert.equal(exit.code, 0);
+    assert.match(new TextDecoder().decode(exit.stderr), /Exit request sent/);
+    const out = await long.output();
+    assert.equal(out.code, 255, "the command's connection went with the master");
+    assert.match(new TextDecoder().decode(out.stderr), /lost/);
+    assert.equal(await masterPid(b), null);
+    await waitFor("the remote's mirror to go", async () => (await remoteFuseMounts("deb")) === 0);
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("control e2e deb: an idle master ends after ControlPersist", async () => {
+  const b = await bed("deb", "1");
+  try {
+    const r = await b.run(["true"]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor("the idle master to end", async () => (await masterPid(b)) === null, 15_000);
+    assert.deepEqual([...Deno.readDirSync(`${b.home}/.outrun/sessions`)].map((e) => e.name), []);
+  } finally {
+    await b.cleanup();
+  }
+});
