@@ -175,24 +175,53 @@ export class RpcPeer {
   }
 
   async #readLoop(): Promise<void> {
-    let buf: Uint8Array = new Uint8Array(0);
+    // What came and is not a whole frame yet, in pieces: a large frame arrives in many
+    // reads, and joining each one to all before it would copy it over and over.
+    const pieces: Uint8Array[] = [];
+    let held = 0;
+    /** The next frame's length, once its 4 bytes are here. */
+    let need = -1;
+    const take = (n: number): Uint8Array => {
+      const first = pieces[0];
+      if (first.length >= n) {
+        pieces[0] = first.subarray(n);
+        if (!pieces[0].length) pieces.shift();
+        held -= n;
+        return first.subarray(0, n);
+      }
+      const out = new Uint8Array(n);
+      for (let at = 0; at < n;) {
+        const p = pieces[0];
+        const k = Math.min(p.length, n - at);
+        out.set(p.subarray(0, k), at);
+        at += k;
+        if (k === p.length) pieces.shift();
+        else pieces[0] = p.subarray(k);
+      }
+      held -= n;
+      return out;
+    };
     try {
       while (true) {
         const { value, done } = await this.#reader.read();
         if (done) break;
         this.stats.bytesIn += value.length;
-        buf = buf.length ? concat(buf, value) : value;
-        let at = 0;
-        while (buf.length - at >= 4) {
-          const len = new DataView(buf.buffer, buf.byteOffset + at, 4).getUint32(0, true);
-          if (len < 5 || len > MAX_FRAME) throw new RpcClosed(`bad frame length ${len}`);
-          if (buf.length - at - 4 < len) break;
-          this.#onFrame(buf.subarray(at + 4, at + 4 + len));
-          at += 4 + len;
+        if (value.length) pieces.push(value);
+        held += value.length;
+        while (true) {
+          if (need < 0) {
+            if (held < 4) break;
+            const h = take(4);
+            need = new DataView(h.buffer, h.byteOffset, 4).getUint32(0, true);
+            if (need < 5 || need > MAX_FRAME) throw new RpcClosed(`bad frame length ${need}`);
+          }
+          if (held < need) break;
+          const frame = take(need);
+          need = -1;
+          this.#onFrame(frame);
         }
-        buf = at === buf.length ? new Uint8Array(0) : buf.slice(at);
       }
-      if (buf.length) throw new RpcClosed("stream ended inside a frame");
+      if (held || need >= 0) throw new RpcClosed("stream ended inside a frame");
       this.#fail(new RpcClosed("the other side closed the connection"));
     } catch (err) {
       this.#fail(err instanceof Error ? err : new Error(String(err)));
@@ -271,11 +300,4 @@ export class RpcPeer {
       fail(err);
     }
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

@@ -152,3 +152,44 @@ Deno.test("rpc: a cut stream fails pending calls instead of hanging", async () =
   await assert.rejects(pending, RpcClosed);
   await a.close();
 });
+
+Deno.test("rpc property: frames cut anywhere and glued together arrive whole", async () => {
+  // Bytes from each side reach the other in pieces of random sizes: one byte, a few,
+  // several frames at once; a large value arrives in many reads.
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const rechunk = () => {
+    let pending: number[] = [];
+    return new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, c) {
+        pending.push(...chunk);
+        while (pending.length > 0 && rand(3) !== 0) {
+          const n = 1 + rand(rand(2) ? 9 : 70_000);
+          c.enqueue(new Uint8Array(pending.slice(0, n)));
+          pending = pending.slice(n);
+        }
+      },
+      flush(c) {
+        if (pending.length) c.enqueue(new Uint8Array(pending));
+      },
+    });
+  };
+  const ab = rechunk();
+  const ba = rechunk();
+  const a = new RpcPeer({ readable: ba.readable, writable: ab.writable }, { program: "a" });
+  const b = new RpcPeer({ readable: ab.readable, writable: ba.writable }, { program: "b" });
+  b.handle("echo", (v) => v);
+  const values: Value[] = [];
+  for (let i = 0; i < 40; i++) {
+    values.push(
+      i % 5 === 0 ? new Uint8Array(50_000 + i).fill(i) : { i, text: "x".repeat(rand(300)) },
+    );
+  }
+  const results = await Promise.all(values.map((v) => a.call("echo", v)));
+  assert.deepEqual(results, values);
+  await a.close();
+  await b.close();
+});
