@@ -56,6 +56,8 @@ export interface PeerOptions {
   log?: (message: string) => void;
   /** Called as each call this side answered is answered (for -vv). */
   trace?: (method: string, args: Value, ms: number, error: unknown) => void;
+  /** Called as each call this side made is answered: its round trip (for -v). */
+  traceCalls?: (method: string, args: Value, ms: number, error: unknown) => void;
 }
 
 export interface Hello {
@@ -132,7 +134,17 @@ export class RpcPeer {
       this.#pending.set(id, { resolve, reject, method });
     });
     this.#send(Kind.Call, id, [method, args]);
-    return await result;
+    const traceCalls = this.options.traceCalls;
+    if (!traceCalls) return await result;
+    const t0 = performance.now();
+    try {
+      const value = await result;
+      traceCalls(method, args, performance.now() - t0, null);
+      return value;
+    } catch (err) {
+      traceCalls(method, args, performance.now() - t0, err);
+      throw err;
+    }
   }
 
   /** A one-way message; dropped silently once the connection is closed. */

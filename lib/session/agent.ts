@@ -38,8 +38,10 @@ import {
   type WindowSize,
 } from "./protocol.ts";
 import { openPty, ptyWriter, readPty, setWindowSize } from "../sys/pty.ts";
+import { describeCall } from "./describe.ts";
 
 const DEBUG = Deno.env.get("OUTRUN_DEBUG") === "1";
+const VERBOSE = Number(Deno.env.get("OUTRUN_VERBOSE") ?? 0) > 0;
 const t0 = performance.now();
 
 /** With OUTRUN_DEBUG=1: a timestamped line in /tmp/outrun-agent.log on the remote. */
@@ -57,7 +59,20 @@ export function trace(line: string): void {
 export async function runAgent(agentScript: string, runtime: string[]): Promise<number> {
   const peer = new RpcPeer(
     { readable: Deno.stdin.readable, writable: Deno.stdout.writable },
-    { program: `outrun-agent ${VERSION}` },
+    {
+      program: `outrun-agent ${VERSION}`,
+      // -v: each call to the local side, with its round trip, on stderr (the local
+      // side shows it among its own -v lines).
+      traceCalls: VERBOSE
+        ? (method, args, ms, err) => {
+          if (method !== "session.ping") {
+            console.error(
+              `remote: ${describeCall(method, args, ms, err)}`,
+            );
+          }
+        }
+        : undefined,
+    },
   );
   const spawnHelper = () => startHelper(agentScript, runtime);
   /** Runs in progress: each one's cleanup (kill the command, stop relaying). */

@@ -176,9 +176,19 @@ export async function localPayload(): Promise<Payload> {
 }
 
 /** The shell command that starts the agent in the payload directory `dir` (see agent_main). */
-export function agentCommand(payload: Payload, dir: string, sudo: boolean): string {
-  // OUTRUN_DEBUG=1 here makes the agent write /tmp/outrun-agent.log there.
-  const debug = Deno.env.get("OUTRUN_DEBUG") === "1" ? "env OUTRUN_DEBUG=1 " : "";
+export function agentCommand(
+  payload: Payload,
+  dir: string,
+  sudo: boolean,
+  verbose = 0,
+): string {
+  // OUTRUN_DEBUG=1 here makes the agent write /tmp/outrun-agent.log there; -v makes it
+  // name on stderr each call it makes here, with its round trip.
+  const vars = [
+    ...(Deno.env.get("OUTRUN_DEBUG") === "1" ? ["OUTRUN_DEBUG=1"] : []),
+    ...(verbose > 0 ? [`OUTRUN_VERBOSE=${verbose}`] : []),
+  ];
+  const debug = vars.length ? `env ${vars.join(" ")} ` : "";
   // OUTRUN_AGENT_PROFILE=DIR: a V8 CPU profile of the agent in DIR there, at its exit.
   const profile = Deno.env.get("OUTRUN_AGENT_PROFILE");
   const flags = profile ? ` --cpu-prof --cpu-prof-dir=${JSON.stringify(profile)}` : "";

@@ -12,11 +12,12 @@ import { serveFilesystem } from "../fs/proxy.ts";
 import { CacheService } from "../fs/cache/service.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
-import { RpcPeer, type Value } from "../rpc/mod.ts";
+import { RpcPeer } from "../rpc/mod.ts";
 import { connect, type Resolved, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
 import { agentCommand, ensurePayload, localPayload } from "./bootstrap.ts";
 import type { CacheSettings } from "./protocol.ts";
+import { describeCall } from "./describe.ts";
 
 export interface Session {
   client: Client;
@@ -68,7 +69,7 @@ export async function openSession(
     const dir = await ensurePayload(client, payload, log);
     log("payload present");
     lap("bootstrap");
-    const command = agentCommand(payload, dir, resolved.user !== "root");
+    const command = agentCommand(payload, dir, resolved.user !== "root", o.verbose);
     const channel = await new Promise<ClientChannel>((resolve, reject) =>
       client.exec(
         command,
@@ -88,8 +89,7 @@ export async function openSession(
       {
         program: `outrun ${VERSION}`,
         trace: o.verbose >= 2
-          ? (method, args, ms, err) =>
-            log(`${method} ${describe(args)} ${ms.toFixed(2)} ms${err ? ` -> ${err}` : ""}`)
+          ? (method, args, ms, err) => log(`served ${describeCall(method, args, ms, err)}`)
           : undefined,
       },
     );
@@ -140,21 +140,6 @@ export async function openSession(
     await close();
     throw err;
   }
-}
-
-/** A call's arguments in a line: the path or the node and name, not the bytes. */
-function describe(args: Value): string {
-  const a = args as Record<string, unknown> | null;
-  if (!a || typeof a !== "object") return "";
-  const header = a.header as { nodeid?: number } | undefined;
-  const parts = [
-    header?.nodeid !== undefined ? `node ${header.nodeid}` : "",
-    typeof a.path === "string" ? a.path : "",
-    typeof a.name === "string" ? JSON.stringify(a.name) : "",
-    Array.isArray(a.indices) ? `chunks ${a.indices.join(",")}` : "",
-    Array.isArray(a.held) ? `${a.held.length} held` : "",
-  ];
-  return parts.filter(Boolean).join(" ");
 }
 
 /** The content-id memo, or null when it cannot be opened (a read-only home: no memo). */

@@ -215,3 +215,27 @@ Deno.test("control e2e deb: an idle master ends after ControlPersist", async () 
     await b.cleanup();
   }
 });
+
+Deno.test("control e2e deb: a killed master's socket is taken over by the next command", async () => {
+  const b = await bed("deb");
+  try {
+    await b.run(["true"]);
+    const pid = await masterPid(b);
+    assert.ok(pid);
+    Deno.kill(pid, "SIGKILL");
+    await waitFor("the killed master to go", async () => (await masterPid(b)) === null);
+    const sockets = [...Deno.readDirSync(`${b.home}/.outrun/sessions`)].map((e) => e.name);
+    assert.equal(sockets.length, 1, "its socket is left behind");
+    const r = await b.run(["echo", "again"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.text, "again\n");
+    const next = await masterPid(b);
+    assert.ok(next && next !== pid, "a new master");
+    await waitFor(
+      "the killed master's mirror to go",
+      async () => (await remoteFuseMounts("deb")) <= 1,
+    );
+  } finally {
+    await b.cleanup();
+  }
+});

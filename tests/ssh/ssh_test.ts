@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
-import { matchPatternList, parseSshConfig, resolveHost } from "../../lib/ssh/config.ts";
+import {
+  matchPatternList,
+  parsePersist,
+  parseSshConfig,
+  resolveHost,
+} from "../../lib/ssh/config.ts";
 import { checkHostKey, parseKnownHosts } from "../../lib/ssh/known_hosts.ts";
 import { parseCli } from "../../lib/cli.ts";
 
@@ -115,4 +120,36 @@ Deno.test("cli: options end at the host, everything after belongs to the command
     assert.equal(parseCli(bad).kind, "usage", bad.join(" "));
   }
   assert.equal(parseCli(["--version"]).kind, "version");
+});
+
+Deno.test("ssh_config: ControlMaster, ControlPath and ControlPersist as ssh reads them", () => {
+  const { blocks } = parseSshConfig(
+    "Host shared\n  ControlMaster auto\n  ControlPersist 10m\n" +
+      "Host off\n  ControlMaster yes\n  ControlPath none\n" +
+      "Host *\n  ControlPersist yes\n",
+  );
+  const shared = resolveHost("shared", blocks);
+  assert.equal(shared.controlMaster, "auto");
+  assert.equal(shared.controlPersist, 600);
+  const off = resolveHost("off", blocks);
+  assert.equal(off.controlPath, "none");
+  assert.equal(off.controlPersist, Infinity);
+  assert.equal(resolveHost("other", blocks).controlMaster, undefined);
+  assert.equal(parsePersist("no"), 0);
+  assert.equal(parsePersist("30"), 30);
+  assert.equal(parsePersist("1h30m"), 5400);
+  assert.equal(parsePersist("2d"), 172800);
+  assert.equal(parsePersist("soon"), undefined);
+});
+
+Deno.test("cli: -O check|exit takes a destination and no command", () => {
+  const r = parseCli(["-O", "check", "-F", "cfg", "host"]);
+  assert.equal(r.kind, "run");
+  if (r.kind === "run") {
+    assert.equal(r.options.controlCommand, "check");
+    assert.deepEqual(r.options.command, []);
+  }
+  assert.equal(parseCli(["-O", "stop", "host"]).kind, "usage");
+  assert.equal(parseCli(["-O", "exit", "host", "ls"]).kind, "usage");
+  assert.equal(parseCli(["host"]).kind, "usage", "a command is still needed without -O");
 });
