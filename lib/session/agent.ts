@@ -21,7 +21,7 @@ import {
 import { ProxyFs } from "../fs/proxy.ts";
 import { CachedFs, type Invalidation } from "../fs/cache/mirror.ts";
 import { CacheStore } from "../fs/cache/store.ts";
-import { CHUNK_SIZE } from "../fs/cache/protocol.ts";
+import { CACHE_EVENTS, CHUNK_SIZE, type UsedReport } from "../fs/cache/protocol.ts";
 import type { Filesystem } from "../fuse/mod.ts";
 import { RpcPeer, Tunnels, type Value } from "../rpc/mod.ts";
 import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
@@ -249,6 +249,7 @@ interface RunContext {
 async function runCommand(c: RunContext): Promise<Value> {
   const { main, cache, stats } = c;
   const callsBefore = { ...main.callsByMethod };
+  const usedMark = cache?.fs.usedMark() ?? 0;
   const hitsBefore = cache && { ...cache.fs.hits };
   const missesBefore = cache && { ...cache.fs.misses };
   // A shared mirror was revalidated by the local side ahead of this command.
@@ -273,9 +274,13 @@ async function runCommand(c: RunContext): Promise<Value> {
         chunkMisses: cache.fs.misses.chunk - missesBefore!.chunk,
       };
     }
-    // A shared mount's use mixes commands: a profile is kept for a command alone.
     const used = cache && !c.mirror.shared ? cache.fs.used() : null;
-    if (cache && c.mirror.shared) cache.fs.finish();
+    if (cache && c.mirror.shared) {
+      // To the session's local side (the command's own may not be there any more).
+      const report: UsedReport = { exe: c.req.exe ?? "", used: cache.fs.usedSince(usedMark) };
+      if (report.exe) main.event(CACHE_EVENTS.used, report as unknown as Value);
+      cache.fs.finish();
+    }
     return { ...result, stats, used } as unknown as Value;
   } finally {
     await run.cleanup();

@@ -70,6 +70,7 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
     try {
       Deno.removeSync(spec.socket);
     } catch { /* gone */ }
+    await session?.cache?.profilesSaved();
     await session?.close();
     logFile?.close();
     Deno.exit(0);

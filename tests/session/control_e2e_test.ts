@@ -131,6 +131,18 @@ Deno.test("control e2e deb-wan: commands share one master; no validation round t
     assert.equal(again.text, ffmpeg.text);
     const calls = Object.values(again.stats!.remote.calls).reduce((n, c) => n + c, 0);
     assert.ok(calls <= 3, `a warm ffmpeg through the master: ${JSON.stringify(again.stats)}`);
+    // What ffmpeg used through the master is its profile here, for cold starts elsewhere.
+    const exe = new TextEncoder().encode(Deno.realPathSync("/usr/bin/ffmpeg"));
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", exe));
+    const name = Array.from(digest, (x) => x.toString(16).padStart(2, "0")).join("").slice(0, 32);
+    await waitFor("ffmpeg's profile", async () => {
+      try {
+        const p = JSON.parse(await Deno.readTextFile(`${b.home}/.outrun/profiles/${name}.json`));
+        return Object.keys(p.chunks).some((f) => f.includes("libavcodec"));
+      } catch {
+        return false;
+      }
+    });
   } finally {
     await b.cleanup();
   }

@@ -122,6 +122,9 @@ export class CachedFs implements Filesystem {
   readonly #used = new Set<string>();
   readonly #usedListings = new Set<string>();
   readonly #usedChunks = new Map<string, Set<number>>();
+  /** Each first use, in order: a mount shared by commands tells each its own part. */
+  readonly #usedLog:
+    ([path: string] | [path: string, chunk: number] | [path: string, list: true])[] = [];
   #nextId = CACHE_BASE;
   #pendingMetas: MetaRecord[] = [];
   /** Lookups of local nodes answered ahead: "parent/name" -> entry (used once). */
@@ -201,9 +204,47 @@ export class CachedFs implements Filesystem {
 
   /** What this session used of the cached paths (the executable's next profile). */
   used(): Profile {
+    return this.usedSince(0);
+  }
+
+  /** A mark for `usedSince`: what was used so far. */
+  usedMark(): number {
+    return this.#usedLog.length;
+  }
+
+  /**
+   * What was first used after `mark`. For a command on a shared mount: what it used
+   * that no command before it had, plus what others running beside it did.
+   */
+  usedSince(mark: number): Profile {
+    const metas: string[] = [];
+    const listed: string[] = [];
+    const chunkSets = new Map<string, number[]>();
+    for (let i = mark; i < this.#usedLog.length; i++) {
+      const [path, what] = this.#usedLog[i];
+      if (what === undefined) metas.push(path);
+      else if (what === true) listed.push(path);
+      else {
+        let list = chunkSets.get(path);
+        if (!list) chunkSets.set(path, list = []);
+        list.push(what);
+      }
+    }
     const chunks: Record<string, number[]> = {};
-    for (const [path, set] of this.#usedChunks) chunks[path] = [...set].sort((a, b) => a - b);
-    return { metas: [...this.#used], listed: [...this.#usedListings], chunks };
+    for (const [path, list] of chunkSets) chunks[path] = list.sort((a, b) => a - b);
+    return { metas, listed, chunks };
+  }
+
+  #useMeta(path: string): void {
+    if (this.#used.has(path)) return;
+    this.#used.add(path);
+    this.#usedLog.push([path]);
+  }
+
+  #useListing(path: string): void {
+    if (this.#usedListings.has(path)) return;
+    this.#usedListings.add(path);
+    this.#usedLog.push([path, true]);
   }
 
   /** At the end of the session: mark what was used (for LRU eviction). */
@@ -294,7 +335,7 @@ export class CachedFs implements Filesystem {
    * synchronous answer at once, without a trip through the event loop.
    */
   #metaNow(path: string): MetaRecord | undefined {
-    this.#used.add(path);
+    this.#useMeta(path);
     const m = this.#known(path);
     if (m) {
       this.hits.meta++;
@@ -313,7 +354,7 @@ export class CachedFs implements Filesystem {
    */
   #absentFrom(parent: string, pm: MetaRecord, path: string): MetaRecord | undefined {
     const names = this.#children(pm);
-    if (names) this.#usedListings.add(parent);
+    if (names) this.#useListing(parent);
     const name = path.slice(parent.length === 1 ? 1 : parent.length + 1);
     if (pm.attr && (!names || names.has(name))) return undefined;
     this.hits.meta++;
@@ -513,7 +554,11 @@ export class CachedFs implements Filesystem {
     const last = Math.floor((end - 1) / CHUNK_SIZE);
     let used = this.#usedChunks.get(file.path);
     if (!used) this.#usedChunks.set(file.path, used = new Set());
-    for (let i = first; i <= last; i++) used.add(i);
+    for (let i = first; i <= last; i++) {
+      if (used.has(i)) continue;
+      used.add(i);
+      this.#usedLog.push([file.path, i]);
+    }
     let present = true;
     for (let i = first; i <= last && present; i++) present = blob.present.has(i);
     if (present) {
@@ -600,7 +645,7 @@ export class CachedFs implements Filesystem {
     const path = this.#node(req.header.nodeid).path;
     const m = await this.#withListing(path);
     if (!m.children) return await this.#escape("opendir", req); // too big to list: ask there
-    this.#usedListings.add(path);
+    this.#useListing(path);
     const entries: DirEntry[] = [];
     const names = [".", "..", ...m.children];
     for (let i = 0; i < names.length; i++) {

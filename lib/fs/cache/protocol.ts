@@ -17,7 +17,17 @@ export const CACHE_EVENTS = {
    * local side before each command; sent before that command's pushes.
    */
   revalidated: "cache.revalidated",
+  /**
+   * UsedReport, remote -> local: what a command through a shared mount used first, for
+   * the local side to keep as (part of) its executable's profile.
+   */
+  used: "cache.used",
 } as const;
+
+export interface UsedReport {
+  exe: string;
+  used: Profile;
+}
 
 export const CACHE_CALLS = {
   /** ValidateRequest -> ValidateReply: the one round trip of a warm start. */

@@ -40,6 +40,7 @@ import {
   type Profile,
   type Push,
   resolveLink,
+  type UsedReport,
   type ValidateReply,
   type ValidateRequest,
 } from "./protocol.ts";
@@ -105,6 +106,7 @@ export class CacheService {
   /** Whether the remote's list of what it holds came (validate): revalidate needs it. */
   #checked = false;
   #profilePath: string | null = null;
+  readonly #saving = new Map<string, Promise<void>>();
   #pending: Push = {};
   #pendingBytes = 0;
 
@@ -125,6 +127,12 @@ export class CacheService {
       CACHE_CALLS.chunks,
       (a) => this.#answer(() => this.chunks(a as unknown as ChunkRequest)),
     );
+    // What a command through a master used first: its executable's profile grows.
+    peer.onEvent(CACHE_EVENTS.used, (args) => {
+      const { exe, used } = args as unknown as UsedReport;
+      const real = this.options.profileDir ? realPath(exe) : null;
+      if (real) this.saveProfile(used, this.#profileFile(real)).catch(() => {});
+    });
     peer.handle(
       CACHE_CALLS.lookupPath,
       (a) => this.lookupPath((a as { path: string }).path) as unknown as Value,
@@ -193,9 +201,7 @@ export class CacheService {
     if (!this.options.profileDir) return;
     const real = realPath(exe);
     if (!real) return;
-    this.#profilePath = `${this.options.profileDir}/${
-      hex(sha256(new TextEncoder().encode(real))).slice(0, 32)
-    }.json`;
+    this.#profilePath = this.#profileFile(real);
     // Once a session: what it pushed is then among what each revalidation checks.
     if (this.#replayed.has(this.#profilePath)) return;
     this.#replayed.add(this.#profilePath);
@@ -314,9 +320,29 @@ export class CacheService {
    * Keeps what this run used (as the remote saw it) as the executable's profile,
    * together with what earlier runs used: runs with other arguments use other parts.
    */
-  async saveProfile(used: Profile): Promise<void> {
-    if (!this.#profilePath) return;
-    const merged = this.#readProfile() ?? { metas: [], listed: [], chunks: {} };
+  saveProfile(used: Profile, file = this.#profilePath): Promise<void> {
+    if (!file) return Promise.resolve();
+    // One at a time per file: commands through a master may end together.
+    const saved = (this.#saving.get(file) ?? Promise.resolve())
+      .then(() => this.#mergeProfile(file, used));
+    this.#saving.set(file, saved.catch(() => {}));
+    return saved;
+  }
+
+  /** Resolves once every profile being saved is on disk. */
+  async profilesSaved(): Promise<void> {
+    await Promise.all(this.#saving.values());
+  }
+
+  /** Where `exe`'s (a real path) profile lives. */
+  #profileFile(exe: string): string {
+    return `${this.options.profileDir}/${
+      hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)
+    }.json`;
+  }
+
+  async #mergeProfile(file: string, used: Profile): Promise<void> {
+    const merged = this.#readProfile(file) ?? { metas: [], listed: [], chunks: {} };
     const union = (a: string[], b: string[]) => [...new Set([...a, ...b])];
     merged.metas = union(merged.metas, used.metas);
     merged.listed = union(merged.listed, used.listed);
@@ -326,15 +352,15 @@ export class CacheService {
         b,
       ) => a - b);
     }
-    const tmp = `${this.#profilePath}.${Deno.pid}.tmp`;
-    await Deno.mkdir(dirname(this.#profilePath), { recursive: true });
+    const tmp = `${file}.${Deno.pid}.tmp`;
+    await Deno.mkdir(dirname(file), { recursive: true });
     await Deno.writeTextFile(tmp, JSON.stringify(merged));
-    await Deno.rename(tmp, this.#profilePath);
+    await Deno.rename(tmp, file);
   }
 
-  #readProfile(): Profile | null {
+  #readProfile(file: string): Profile | null {
     try {
-      const p = JSON.parse(Deno.readTextFileSync(this.#profilePath!));
+      const p = JSON.parse(Deno.readTextFileSync(file));
       return { metas: p.metas ?? [], listed: p.listed ?? [], chunks: p.chunks ?? {} };
     } catch {
       return null; // none yet (or unreadable: started afresh)
@@ -345,7 +371,7 @@ export class CacheService {
 
   /** Pushes what the profile lists that the remote lacks. */
   #replayProfile(): void {
-    const saved = this.#readProfile();
+    const saved = this.#readProfile(this.#profilePath!);
     if (!saved) return;
     for (const path of saved.listed) this.#pushMeta(path, true, true);
     for (const path of saved.metas) this.#pushMeta(path, false, true);
