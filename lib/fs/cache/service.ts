@@ -107,6 +107,7 @@ export class CacheService {
   #checked = false;
   #profilePath: string | null = null;
   readonly #saving = new Map<string, Promise<void>>();
+  readonly #scratch = new Uint8Array(CHUNK_SIZE);
   #pending: Push = {};
   #pendingBytes = 0;
 
@@ -539,11 +540,13 @@ export class CacheService {
     try {
       for (const i of missing) {
         const len = Math.min(CHUNK_SIZE, info.size - i * CHUNK_SIZE);
-        const raw = new Uint8Array(len);
+        // Read into one buffer (fresh ones cost page faults); what is kept is a copy.
+        const raw = this.#scratch.subarray(0, len);
         const n = Number(
           check("read", libc().pread64(fd, raw, BigInt(len), BigInt(i * CHUNK_SIZE)), path),
         );
-        const [data, rawLength] = maybeCompress(raw.subarray(0, n));
+        const [packed, rawLength] = maybeCompress(raw.subarray(0, n));
+        const data = rawLength ? packed : packed.slice();
         const chunk: ChunkData = { hash: info.hash, index: i, data, rawLength };
         (this.#pending.chunks ??= []).push(chunk);
         have.add(i);
