@@ -286,18 +286,20 @@ export class CachedFs implements Filesystem {
         this.#log(`cache: ${e}`);
       }
     }
+    const chunks: { hash: string; index: number; data: Uint8Array }[] = [];
     for (const c of p.chunks ?? []) {
-      let data: Uint8Array;
       try {
-        data = decompress(c.data, c.rawLength);
+        chunks.push({ hash: c.hash, index: c.index, data: decompress(c.data, c.rawLength) });
       } catch (e) {
         this.#log(`cache: chunk ${c.index} of ${c.hash}: ${e}`);
-        continue;
-      }
-      if (!this.#store.writeChunk(c.hash, c.index, data)) {
-        this.#log(`cache: chunk ${c.index} of ${c.hash} does not match its hash: dropped`);
       }
     }
+    this.#store.writeChunks(chunks).forEach((stored, i) => {
+      if (stored) return;
+      this.#log(
+        `cache: chunk ${chunks[i].index} of ${chunks[i].hash} does not match its hash: dropped`,
+      );
+    });
   }
 
   #flushMetas(): void {

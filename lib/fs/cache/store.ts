@@ -226,36 +226,61 @@ export class CacheStore {
    * nothing) when the bytes are not that chunk.
    */
   writeChunk(hash: string, index: number, data: Uint8Array): boolean {
-    const blob = this.blob(hash);
-    if (!blob || !chunkMatches(blob.chunkHashes, index, data)) return false;
-    if (blob.present.has(index)) return true;
-    const fd = this.#fd(hash);
-    const buf = data.buffer instanceof ArrayBuffer
-      ? data as Uint8Array<ArrayBuffer>
-      : new Uint8Array(data);
-    let done = 0;
-    while (done < buf.length) {
-      done += Number(check(
-        "pwrite",
-        libc().pwrite64(
-          fd,
-          buf.subarray(done),
-          BigInt(buf.length - done),
-          BigInt(index * CHUNK_SIZE + done),
-        ),
-      ));
-    }
-    this.#verified.add(`${hash}:${index}`);
-    this.tx(() => {
-      const row = this.db.prepare("select present from blobs where hash = ?").get(hash) as
-        | { present: Uint8Array }
-        | undefined;
-      if (!row) return;
-      const present = new ChunkBitmap(row.present);
-      present.add(index);
-      this.db.prepare("update blobs set present = ? where hash = ?").run(present.bits, hash);
+    return this.writeChunks([{ hash, index, data }])[0];
+  }
+
+  /**
+   * `writeChunk` for many: each blob's row read once, and one transaction for all the
+   * bits (a push carries a megabyte of chunks; a transaction each cost more than the
+   * writes). Returns, for each chunk, whether it was stored.
+   */
+  writeChunks(chunks: { hash: string; index: number; data: Uint8Array }[]): boolean[] {
+    const blobs = new Map<string, BlobRow | null>();
+    const written = new Map<string, number[]>();
+    const ok = chunks.map(({ hash, index, data }) => {
+      if (!blobs.has(hash)) blobs.set(hash, this.blob(hash));
+      const blob = blobs.get(hash)!;
+      if (!blob || !chunkMatches(blob.chunkHashes, index, data)) return false;
+      if (blob.present.has(index)) return true;
+      const fd = this.#fd(hash);
+      const buf = data.buffer instanceof ArrayBuffer
+        ? data as Uint8Array<ArrayBuffer>
+        : new Uint8Array(data);
+      let done = 0;
+      while (done < buf.length) {
+        done += Number(check(
+          "pwrite",
+          libc().pwrite64(
+            fd,
+            buf.subarray(done),
+            BigInt(buf.length - done),
+            BigInt(index * CHUNK_SIZE + done),
+          ),
+        ));
+      }
+      this.#verified.add(`${hash}:${index}`);
+      let list = written.get(hash);
+      if (!list) written.set(hash, list = []);
+      list.push(index);
+      return true;
     });
-    return true;
+    if (written.size) {
+      // Bits are set after the writes, and read afresh inside the transaction: another
+      // process may have set others meanwhile.
+      const get = this.db.prepare("select present from blobs where hash = ?");
+      const set = this.db.prepare("update blobs set present = ? where hash = ?");
+      this.tx(() => {
+        for (const [hash, indices] of written) {
+          const row = get.get(hash) as { present: Uint8Array } | undefined;
+          if (!row) continue;
+          const present = new ChunkBitmap(row.present);
+          for (const i of indices) present.add(i);
+          set.run(present.bits, hash);
+          blobs.get(hash)!.present = present;
+        }
+      });
+    }
+    return ok;
   }
 
   /**
