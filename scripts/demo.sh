@@ -39,3 +39,10 @@ ls -la out.avi
 set +x
 echo "== the same transcode again over the 20 ms path: the remote cache answers (--stats)"
 "$outrun" -F "$cfg" --stats deb-wan ffmpeg -loglevel error -y -i in.y4m -c:v mpeg4 out.avi
+echo "== commands sharing one session (ControlMaster, as in ssh): the first starts a master"
+shared=(-F "$cfg" -o ControlMaster=auto -o ControlPersist=60)
+"$outrun" "${shared[@]}" deb-wan ffmpeg -version | head -1
+"$outrun" "${shared[@]}" -O check deb-wan
+time "$outrun" "${shared[@]}" deb-wan ffmpeg -version | head -1
+time ssh -F "$cfg" deb-wan true
+"$outrun" "${shared[@]}" -O exit deb-wan
