@@ -1,27 +1,84 @@
+/** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
-import { resolveCommand } from "../../../lib/session/which.ts";
+import { CacheService } from "../../../lib/fs/cache/service.ts";
+import { CACHE_EVENTS, type Push } from "../../../lib/fs/cache/protocol.ts";
+import { LoopbackFs } from "../../../lib/fs/loopback.ts";
+import { RpcPeer, type Transport } from "../../../lib/rpc/mod.ts";
 import { removeTree } from "../../remove_tree.ts";
 
-Deno.test("resolveCommand: as a shell finds argv[0], as a plain absolute path", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "outrun-resolve-" });
+function pipePair(): [Transport, Transport] {
+  const a = new TransformStream<Uint8Array, Uint8Array>();
+  const b = new TransformStream<Uint8Array, Uint8Array>();
+  return [
+    { readable: a.readable, writable: b.writable },
+    { readable: b.readable, writable: a.writable },
+  ];
+}
+
+/** A service for `prefix` and what it pushes when the remote asks for `path`'s meta. */
+async function pushesFor(prefix: string, path: string): Promise<Push[]> {
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  const pushes: Push[] = [];
+  remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+  new CacheService(local, {
+    prefixes: [prefix],
+    prefetch: true,
+    profileDir: null,
+    env: {},
+    fs: new LoopbackFs({ root: "/" }),
+    contentIndex: null,
+  });
+  await remote.call("cache.meta", { path });
+  await local.close();
+  await remote.close();
+  return pushes;
+}
+
+Deno.test("service: a listed directory of Python modules brings its __pycache__ along", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-pyc-" });
   try {
-    await Deno.mkdir(`${dir}/a/bin`, { recursive: true });
-    await Deno.mkdir(`${dir}/b`);
-    await Deno.writeTextFile(`${dir}/run.sh`, "#!/bin/sh\n");
-    await Deno.chmod(`${dir}/run.sh`, 0o755);
-    await Deno.writeTextFile(`${dir}/b/tool`, "not executable\n");
-    await Deno.writeTextFile(`${dir}/a/bin/tool`, "#!/bin/sh\n");
-    await Deno.chmod(`${dir}/a/bin/tool`, 0o755);
-    // Names with a slash are taken as they are, made absolute and plain (no "." or "..").
-    assert.equal(resolveCommand("./run.sh", dir, ""), `${dir}/run.sh`);
-    assert.equal(resolveCommand("a/../run.sh", dir, ""), `${dir}/run.sh`);
-    assert.equal(resolveCommand(`${dir}/./a/bin/../../run.sh`, "/", ""), `${dir}/run.sh`);
-    // Without a slash: the first executable regular file in PATH (relative entries from cwd).
-    assert.equal(resolveCommand("tool", dir, `${dir}/b:a/bin`), `${dir}/a/bin/tool`);
-    assert.equal(resolveCommand("tool", dir, `${dir}/b`), null, "not executable");
-    assert.equal(resolveCommand("a", dir, dir), null, "a directory");
-    assert.equal(resolveCommand("nope", dir, "/usr/bin"), null);
-    assert.equal(resolveCommand("sh", dir, "/usr/bin:/bin")?.endsWith("/sh"), true);
+    const pkg = `${dir}/pkg`;
+    await Deno.mkdir(`${pkg}/__pycache__`, { recursive: true });
+    await Deno.writeTextFile(`${pkg}/__init__.py`, "");
+    await Deno.writeTextFile(`${pkg}/mod.py`, "x = 1\n");
+    await Deno.writeFile(`${pkg}/__pycache__/mod.cpython-311.pyc`, new Uint8Array(3000).fill(7));
+    // Many modules: their bytecode is listed but not sent (an import uses a few).
+    const big = `${dir}/big`;
+    await Deno.mkdir(`${big}/__pycache__`, { recursive: true });
+    for (let i = 0; i < 12; i++) {
+      await Deno.writeTextFile(`${big}/m${i}.py`, "");
+      await Deno.writeFile(`${big}/__pycache__/m${i}.cpython-311.pyc`, new Uint8Array(50_000));
+    }
+    // No .py: no reason to look there.
+    await Deno.mkdir(`${dir}/data/__pycache__`, { recursive: true });
+
+    const small = await pushesFor(dir, pkg);
+    const metas = small.flatMap((p) => p.metas ?? []);
+    // (Pushed twice: first as one of pkg's entries, then with its listing.)
+    const cache = metas.find((m) => m.path === `${pkg}/__pycache__` && m.children);
+    assert.deepEqual(cache?.children, ["mod.cpython-311.pyc"], "its listing");
+    assert.ok(metas.some((m) => m.path === `${pkg}/__pycache__/mod.cpython-311.pyc`));
+    const contents = small.flatMap((p) => p.contents ?? []).map((c) => c.path);
+    assert.deepEqual(contents, [`${pkg}/__pycache__/mod.cpython-311.pyc`], "and its bytes");
+    assert.equal(small.flatMap((p) => p.chunks ?? []).length, 1);
+
+    const many = await pushesFor(dir, big);
+    const manyMetas = many.flatMap((p) => p.metas ?? []);
+    assert.equal(
+      manyMetas.find((m) => m.path === `${big}/__pycache__` && m.children)?.children?.length,
+      12,
+      "listed",
+    );
+    assert.deepEqual(many.flatMap((p) => p.contents ?? []), [], "600 KB stay here");
+
+    const none = await pushesFor(dir, `${dir}/data`);
+    assert.ok(
+      !none.flatMap((p) => p.metas ?? []).some((m) =>
+        m.path === `${dir}/data/__pycache__` && m.children
+      ),
+    );
   } finally {
     await removeTree(dir);
   }
