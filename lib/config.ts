@@ -6,6 +6,7 @@
  *   max_entries = 4096             ; cached files (contents) kept at most
  *   max_size = 20G                 ; bytes of cached contents kept at most
  *   prefixes = /usr,/lib,/lib32,/lib64,/libx32,/bin,/sbin,/etc,/opt
+ *   complete = no                  ; a ControlMaster completes partly held files when idle
  *
  * A missing file means the defaults; a bad value is an error naming the key.
  */
@@ -21,6 +22,11 @@ export interface OutrunConfig {
     maxEntries: number;
     maxBytes: number;
     prefixes: string[];
+    /**
+     * Whether a ControlMaster completes, while idle, the files the remote holds in part
+     * (large files travel in the chunks that are read).
+     */
+    complete: boolean;
   };
 }
 
@@ -46,6 +52,7 @@ export function parseConfig(text: string, source = "config"): OutrunConfig {
       maxEntries: DEFAULT_LIMITS.maxEntries,
       maxBytes: DEFAULT_LIMITS.maxBytes,
       prefixes: [...DEFAULT_PREFIXES],
+      complete: false,
     },
   };
   for (const [key, value] of Object.entries(cache)) {
@@ -75,6 +82,10 @@ export function parseConfig(text: string, source = "config"): OutrunConfig {
         config.cache.prefixes = list;
         break;
       }
+      case "complete":
+        if (!/^(yes|no|true|false)$/i.test(v)) throw bad(key, `not yes or no: '${v}'`);
+        config.cache.complete = /^(yes|true)$/i.test(v);
+        break;
       default:
         throw bad(key, "unknown key");
     }

@@ -8,18 +8,20 @@ Deno.test("config: defaults when empty", () => {
   assert.equal(c.cache.maxEntries, 4096);
   assert.equal(c.cache.maxBytes, 20 * 1024 ** 3);
   assert.deepEqual(c.cache.prefixes, DEFAULT_PREFIXES);
+  assert.equal(c.cache.complete, false);
 });
 
 Deno.test("config: the [cache] keys", () => {
   const c = parseConfig(
     "; comment\n[cache]\npath = /srv/outrun\nmax_entries = 1024\nmax_size = 1.5G\n" +
-      "prefixes = /usr, /opt/tools/ ,/nix\n",
+      "prefixes = /usr, /opt/tools/ ,/nix\ncomplete = yes\n",
   );
   assert.deepEqual(c.cache, {
     path: "/srv/outrun",
     maxEntries: 1024,
     maxBytes: Math.round(1.5 * 1024 ** 3),
     prefixes: ["/usr", "/opt/tools", "/nix"],
+    complete: true,
   });
 });
 
@@ -32,6 +34,7 @@ Deno.test("config: bad values name the key", () => {
       ["[cache]\nprefixes = usr", /prefixes: not an absolute path: 'usr'/],
       ["[cache]\nprefixes = /usr/../etc", /prefixes/],
       ["[cache]\nmax_entires = 5", /max_entires: unknown key/],
+      ["[cache]\ncomplete = later", /complete: not yes or no: 'later'/],
     ] as const
   ) {
     assert.throws(

@@ -26,6 +26,8 @@ export interface MasterSpec {
 /** Seconds between pings of the agent, and how long an answer may take. */
 const PING_EVERY_S = 3;
 const PING_LIMIT_S = 10;
+/** Bytes pushed between two round trips when completing files while idle. */
+const COMPLETE_SLICE = 1024 * 1024;
 /** A new master waits this long for its first command, whatever ControlPersist says. */
 const FIRST_WAIT_S = 10;
 
@@ -82,8 +84,11 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
   };
   Deno.addSignalListener("SIGTERM", () => void end("SIGTERM"));
 
+  let complete = false;
   const ready = (async () => {
-    const s = await openSession(o, readConfig(o.outrunConfig), log);
+    const config = readConfig(o.outrunConfig);
+    complete = config.cache.complete && !o.noCache;
+    const s = await openSession(o, config, log);
     session = s;
     s.peer.closed.then((reason) => end(`the session ended: ${reason.message}`));
     const req: ServeRequest = { cache: s.cacheSettings };
@@ -158,7 +163,37 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
         conn.close();
       } catch { /* closed */ }
       active--;
-      if (active === 0) armIdle(spec.persist);
+      if (active === 0) {
+        armIdle(spec.persist);
+        if (complete) completeWhileIdle();
+      }
+    }
+  }
+
+  /**
+   * `[cache] complete = yes`: while no command runs, the files the remote holds in part
+   * are completed, a megabyte at a time, each followed by a round trip (so it goes at
+   * the link's pace, and a command that comes waits for one megabyte at most).
+   */
+  let completing = false;
+  async function completeWhileIdle(): Promise<void> {
+    if (completing) return;
+    completing = true;
+    try {
+      const r = await ready;
+      const cache = r.session.cache;
+      while (cache && active === 0 && !ending) {
+        const more = cache.completeSome(COMPLETE_SLICE);
+        await r.session.peer.call("session.ping", null);
+        if (!more) {
+          log("complete: the remote holds every file it has in part whole");
+          break;
+        }
+      }
+    } catch (e) {
+      log(`complete: ${e}`);
+    } finally {
+      completing = false;
     }
   }
 

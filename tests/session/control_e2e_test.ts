@@ -251,3 +251,41 @@ Deno.test("control e2e deb: a killed master's socket is taken over by the next c
     await b.cleanup();
   }
 });
+
+Deno.test("control e2e deb: with [cache] complete = yes an idle master completes files held in part", async () => {
+  const b = await bed("deb");
+  const emptyRemoteCache = async () => {
+    const out = await new Deno.Command("ssh", {
+      args: ["-F", sshConfigPath, "deb", "rm -rf ~/.cache/outrun/cache"],
+    }).output();
+    assert.ok(out.success);
+  };
+  const chunkCalls = (r: Run) => r.stats?.remote.calls["cache.chunks"] ?? 0;
+  try {
+    await Deno.mkdir(`${b.home}/.outrun`, { recursive: true });
+    // Without it: `-h full` reads parts of the libraries `-version` did not.
+    await emptyRemoteCache();
+    await b.run(["ffmpeg", "-version"]);
+    const partial = await b.run(["ffmpeg", "-h", "full"]);
+    assert.equal(partial.code, 0, partial.stderr);
+    assert.ok(chunkCalls(partial) > 0, JSON.stringify(partial.stats));
+    await b.spawn([], ["-O", "exit"]).output();
+
+    await Deno.writeTextFile(`${b.home}/.outrun/config`, "[cache]\ncomplete = yes\n");
+    await emptyRemoteCache();
+    const first = await b.run(["ffmpeg", "-version"], { flags: ["-v"] });
+    assert.equal(first.code, 0, first.stderr);
+    const [log] = [...Deno.readDirSync(`${b.home}/.outrun/sessions`)]
+      .filter((e) => e.name.endsWith(".log")).map((e) => `${b.home}/.outrun/sessions/${e.name}`);
+    await waitFor(
+      "the master to complete what the remote holds in part",
+      async () => /complete: the remote holds every file/.test(await Deno.readTextFile(log)),
+      120_000,
+    );
+    const whole = await b.run(["ffmpeg", "-h", "full"]);
+    assert.equal(whole.text, partial.text);
+    assert.equal(chunkCalls(whole), 0, JSON.stringify(whole.stats));
+  } finally {
+    await b.cleanup();
+  }
+});

@@ -332,6 +332,36 @@ export class CacheService {
     return saved;
   }
 
+  /**
+   * Pushes chunks the remote lacks of files it holds in part (large files travel in
+   * the chunks that are read), about `budget` bytes on the wire at most. Returns
+   * whether some are left. For a ControlMaster while idle, when configured.
+   */
+  completeSome(budget: number): boolean {
+    const start = this.stats.wireBytes;
+    for (const [path, hash] of this.#heldContent) {
+      const have = this.#chunks.get(hash);
+      if (!have) continue;
+      let info: ContentInfo;
+      try {
+        info = this.#info(path);
+      } catch {
+        continue; // gone since
+      }
+      if (info.hash !== hash) continue; // changed: the next validation drops it
+      const missing = have.missing(chunkCount(info.size));
+      if (!missing.length) continue;
+      const room = Math.max(1, Math.ceil((budget - (this.stats.wireBytes - start)) / CHUNK_SIZE));
+      this.#pushContent(path, missing.slice(0, room), true);
+      if (this.stats.wireBytes - start >= budget) {
+        this.#flush();
+        return true;
+      }
+    }
+    this.#flush();
+    return false;
+  }
+
   /** Resolves once every profile being saved is on disk. */
   async profilesSaved(): Promise<void> {
     await Promise.all(this.#saving.values());
