@@ -108,7 +108,15 @@ export async function attachMaster(
     exe: resolveCommand(o.command[0], cwd, Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin"),
     cwd,
   };
-  let conn = await dial(control.path);
+  let conn: Deno.UnixConn | null;
+  try {
+    conn = await dial(control.path);
+    if (!conn) await Deno.mkdir(sessionsDir(), { recursive: true, mode: 0o700 });
+  } catch (e) {
+    // As ssh goes on without a master it cannot reach or make: on a session of its own.
+    log(`no master: ${control.path}: ${e}`);
+    return null;
+  }
   if (!conn) {
     log(`no master at ${control.path}: starting one`);
     await startMaster(control, o, log);
@@ -223,7 +231,6 @@ export async function readLine(conn: Deno.Conn): Promise<{ line: string; rest: U
  * it writes nothing here, and outlives this process.
  */
 async function startMaster(control: Control, o: CliOptions, log: (line: string) => void) {
-  await Deno.mkdir(sessionsDir(), { recursive: true, mode: 0o700 });
   const main = new URL(Deno.mainModule);
   const compiled = main.pathname.includes("/deno-compile-");
   const args = compiled ? [] : ["run", "-A", "--quiet", ...configFlag(main), main.pathname];

@@ -289,3 +289,43 @@ Deno.test("control e2e deb: with [cache] complete = yes an idle master completes
     await b.cleanup();
   }
 });
+
+Deno.test("control e2e deb: a command whose outrun is killed is killed there; the master stays", async () => {
+  const b = await bed("deb");
+  const remoteSleeps = async () => {
+    const out = await new Deno.Command("ssh", {
+      args: ["-F", sshConfigPath, "deb", "ps -eo args | grep -c '^sleep 4242$' || true"],
+      stdout: "piped",
+    }).output();
+    return Number(new TextDecoder().decode(out.stdout).trim());
+  };
+  try {
+    await b.run(["true"]);
+    const pid = await masterPid(b);
+    const child = b.spawn(["sleep", "4242"]);
+    await waitFor("the command to run there", async () => (await remoteSleeps()) === 1);
+    child.kill("SIGKILL");
+    await child.status;
+    await waitFor("the command to be killed there", async () => (await remoteSleeps()) === 0);
+    assert.equal(await masterPid(b), pid, "the master serves on");
+    const r = await b.run(["echo", "still"]);
+    assert.equal(r.text, "still\n", r.stderr);
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("control e2e deb: no place for a master's socket: the command runs on its own", async () => {
+  const b = await bed("deb");
+  try {
+    await Deno.mkdir(`${b.home}/.outrun`, { recursive: true });
+    await Deno.writeTextFile(`${b.home}/.outrun/sessions`, "a file, not a directory\n");
+    const r = await b.run(["echo", "alone"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.text, "alone\n");
+    assert.ok(r.stats?.local.connect !== undefined, "a session of its own");
+  } finally {
+    await Deno.remove(`${b.home}/.outrun/sessions`);
+    await b.cleanup();
+  }
+});
