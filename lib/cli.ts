@@ -3,6 +3,8 @@
  * and everything after the destination is the command and its arguments.
  */
 
+import type { SshOptions } from "./ssh/destination.ts";
+
 export interface CliOptions {
   destination: string;
   command: string[];
@@ -22,6 +24,20 @@ export interface CliOptions {
   outrunConfig?: string;
   /** `-O check|exit`: a request to this host's ControlMaster instead of a command. */
   controlCommand?: "check" | "exit";
+}
+
+/** What of the command line says where and how to connect, as lib/ssh takes it. */
+export function sshOptions(o: CliOptions): SshOptions {
+  return {
+    destination: o.destination,
+    port: o.port,
+    user: o.user,
+    identityFiles: o.identityFiles,
+    configFile: o.configFile,
+    options: o.sshOptions,
+    jump: o.jump,
+    verbose: o.verbose,
+  };
 }
 
 export type CliResult =

@@ -13,7 +13,7 @@
  *   master: `ok [pid]` | `error <message>`
  * then, after `run`, the bytes of the command's RPC connection.
  */
-import type { CliOptions } from "../cli.ts";
+import { type CliOptions, sshOptions } from "../cli.ts";
 import { outrunHome } from "../home.ts";
 import { resolveCommand } from "./which.ts";
 import { RpcPeer } from "../rpc/mod.ts";
@@ -41,8 +41,8 @@ export async function controlFor(
   /** The socket's place even when no master is asked for (-O). */
   always = false,
 ): Promise<Control | null> {
-  const blocks = loadConfigBlocks({ ...sshOptionsOf(o), log });
-  const r = resolveDestination(sshOptionsOf(o), blocks);
+  const blocks = loadConfigBlocks({ ...sshOptions(o), log });
+  const r = resolveDestination(sshOptions(o), blocks);
   const c = r.config;
   const wanted = c.controlMaster && c.controlMaster !== "no" && c.controlPath !== "none";
   if (!wanted && !always) return null;
@@ -73,18 +73,6 @@ export async function controlFor(
 
 export function sessionsDir(): string {
   return `${outrunHome()}/sessions`;
-}
-
-function sshOptionsOf(o: CliOptions) {
-  return {
-    destination: o.destination,
-    port: o.port,
-    user: o.user,
-    identityFiles: o.identityFiles,
-    configFile: o.configFile,
-    options: o.sshOptions,
-    jump: o.jump,
-  };
 }
 
 /** A connection to the master, after its first line. */

@@ -6,7 +6,7 @@
  */
 import { Readable, Writable } from "node:stream";
 import type { Client, ClientChannel } from "ssh2";
-import type { CliOptions } from "../cli.ts";
+import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
 import { CacheService } from "../fs/cache/service.ts";
@@ -45,17 +45,7 @@ export async function openSession(
   lap: (name: string) => void = () => {},
   env: Record<string, string> = Deno.env.toObject(),
 ): Promise<Session> {
-  const { client, resolved } = await connect({
-    destination: o.destination,
-    port: o.port,
-    user: o.user,
-    identityFiles: o.identityFiles,
-    configFile: o.configFile,
-    options: o.sshOptions,
-    jump: o.jump,
-    verbose: o.verbose,
-    log,
-  });
+  const { client, resolved } = await connect({ ...sshOptions(o), log });
   const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   const close = async () => {
     client.end();

@@ -1,16 +1,7 @@
 import assert from "node:assert/strict";
 import { CodecError, decodeValue, encodeValue, type Value } from "../../lib/rpc/codec.ts";
-import { RpcClosed, RpcError, RpcPeer, type Transport } from "../../lib/rpc/peer.ts";
-
-/** Two transports joined back to back, like the two ends of an SSH channel. */
-function pipePair(): [Transport, Transport] {
-  const a = new TransformStream<Uint8Array, Uint8Array>();
-  const b = new TransformStream<Uint8Array, Uint8Array>();
-  return [{ readable: a.readable, writable: b.writable }, {
-    readable: b.readable,
-    writable: a.writable,
-  }];
-}
+import { RpcClosed, RpcError, RpcPeer } from "../../lib/rpc/peer.ts";
+import { pipePair } from "./pipe.ts";
 
 Deno.test("codec: round trips every kind of value", () => {
   const values: Value[] = [

@@ -1,15 +1,7 @@
 /** Tunnels: byte streams inside one RPC connection, both ways, ended either way. */
 import assert from "node:assert/strict";
 import { RpcPeer, type Transport, Tunnels } from "../../lib/rpc/mod.ts";
-
-function pipePair(): [Transport, Transport] {
-  const a = new TransformStream<Uint8Array, Uint8Array>();
-  const b = new TransformStream<Uint8Array, Uint8Array>();
-  return [
-    { readable: a.readable, writable: b.writable },
-    { readable: b.readable, writable: a.writable },
-  ];
-}
+import { pipePair } from "./pipe.ts";
 
 async function readAll(r: ReadableStream<Uint8Array>): Promise<string> {
   return await new Response(r).text();

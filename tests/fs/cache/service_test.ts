@@ -3,17 +3,9 @@ import assert from "node:assert/strict";
 import { CacheService } from "../../../lib/fs/cache/service.ts";
 import { CACHE_EVENTS, type Push } from "../../../lib/fs/cache/protocol.ts";
 import { LoopbackFs } from "../../../lib/fs/loopback.ts";
-import { RpcPeer, type Transport } from "../../../lib/rpc/mod.ts";
+import { RpcPeer } from "../../../lib/rpc/mod.ts";
 import { removeTree } from "../../remove_tree.ts";
-
-function pipePair(): [Transport, Transport] {
-  const a = new TransformStream<Uint8Array, Uint8Array>();
-  const b = new TransformStream<Uint8Array, Uint8Array>();
-  return [
-    { readable: a.readable, writable: b.writable },
-    { readable: b.readable, writable: a.writable },
-  ];
-}
+import { pipePair } from "../../rpc/pipe.ts";
 
 /** A service for `prefix` and what it pushes when the remote asks for `path`'s meta. */
 async function pushesFor(prefix: string, path: string): Promise<Push[]> {
