@@ -119,11 +119,14 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
       conn.close();
       return end("-O exit");
     }
-    if (!line.startsWith("run ")) {
+    let header: RunHeader;
+    try {
+      if (!line.startsWith("run ")) throw new Error(line);
+      header = JSON.parse(line.slice(4));
+    } catch {
       await reply("error bad request");
       return conn.close();
     }
-    const header = JSON.parse(line.slice(4)) as RunHeader;
     active++;
     clearTimeout(idle);
     try {
