@@ -7,6 +7,7 @@
 import type { CliOptions } from "../cli.ts";
 import type { CacheService } from "../fs/cache/service.ts";
 import { resolveCommand } from "./which.ts";
+import { rawOutput } from "../sys/pty.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
@@ -148,6 +149,7 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     const tty = Deno.stdin.isTerminal() && Deno.stdout.isTerminal() ? Deno.consoleSize() : null;
     if (tty) {
       Deno.stdin.setRaw(true);
+      const restoreOutput = rawOutput(1);
       const winch = () => {
         const { rows, columns } = Deno.consoleSize();
         peer.event(EVENTS.winch, { rows, cols: columns });
@@ -155,6 +157,7 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
       Deno.addSignalListener("SIGWINCH", winch);
       forward.push(() => {
         Deno.removeSignalListener("SIGWINCH", winch);
+        restoreOutput();
         Deno.stdin.setRaw(false);
       });
     }

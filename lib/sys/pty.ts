@@ -86,3 +86,24 @@ export function ptyWriter(fd: number): (data: Uint8Array) => Promise<void> {
   };
   return (data) => (last = last.then(() => writeAll(data)));
 }
+
+/** struct termios as glibc lays it out on Linux (c_oflag at 4). */
+const TERMIOS_SIZE = 64;
+const OFLAG = 4;
+const OPOST = 1;
+const TCSANOW = 0;
+
+/**
+ * Turns off output processing of the terminal on `fd` (what cfmakeraw does, and
+ * Deno's setRaw leaves on): a remote pty already turned "\n" into "\r\n", and
+ * this terminal would make it "\r\r\n". Returns the function that puts it back.
+ */
+export function rawOutput(fd: number): () => void {
+  const saved = new Uint8Array(TERMIOS_SIZE);
+  if (libc().tcgetattr(fd, saved) !== 0) return () => {};
+  const t = saved.slice();
+  const v = new DataView(t.buffer);
+  v.setUint32(OFLAG, v.getUint32(OFLAG, true) & ~OPOST, true);
+  libc().tcsetattr(fd, TCSANOW, t);
+  return () => void libc().tcsetattr(fd, TCSANOW, saved);
+}

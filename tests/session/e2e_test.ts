@@ -433,3 +433,21 @@ for (const host of HOSTS) {
     }
   });
 }
+
+Deno.test("e2e deb: under a terminal the bytes are the remote terminal's, as with ssh -t", async () => {
+  await up();
+  // script(1) gives outrun a terminal and records what reaches it byte for byte.
+  const run = async (command: string) => {
+    const out = await new Deno.Command("script", {
+      args: ["-qec", command, "/dev/null"],
+      stdin: "null",
+      stdout: "piped",
+    }).output();
+    // (script echoes a NUL of its own first, under ssh too.)
+    return new TextDecoder().decode(out.stdout).replace(/^\^@/, "");
+  };
+  const ssh = await run(`ssh -tt -F ${sshConfigPath} deb seq 2`);
+  assert.equal(ssh, "1\r\n2\r\n", "the reference");
+  const ours = await run(`${OUTRUN} -F ${sshConfigPath} deb seq 2`);
+  assert.equal(JSON.stringify(ours), JSON.stringify(ssh), "no \\r\\r\\n");
+});
