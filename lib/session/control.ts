@@ -46,8 +46,8 @@ export async function controlFor(
   const c = r.config;
   const wanted = c.controlMaster && c.controlMaster !== "no" && c.controlPath !== "none";
   if (!wanted && !always) return null;
-  // Like ssh's %C: what makes two sessions interchangeable. The version and the
-  // program's location too: a master from other code would not speak this one's
+  // Like ssh's %C: what makes two sessions interchangeable. The program too: a
+  // master from other code (an upgrade, an edited checkout) may not speak this one's
   // protocol.
   const key = [
     r.user,
@@ -56,7 +56,7 @@ export async function controlFor(
     o.jump ?? c.proxyJump ?? "",
     o.configFile ?? "",
     VERSION,
-    Deno.mainModule,
+    programStamp(),
   ].join("\0");
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
   const id = Array.from(
@@ -69,6 +69,39 @@ export async function controlFor(
     persist: c.controlPersist ?? 0,
     alias: r.alias,
   };
+}
+
+/**
+ * Which program this is, cheaply: the main module's (or binary's) path, size and
+ * mtime, and those of every file under lib/ next to it (a checkout; ~1 ms).
+ */
+function programStamp(): string {
+  const main = new URL(Deno.mainModule);
+  const parts: string[] = [];
+  const stamp = (path: string) => {
+    try {
+      const st = Deno.statSync(path);
+      parts.push(`${path}:${st.size}:${st.mtime?.getTime()}`);
+    } catch { /* not there */ }
+  };
+  const walk = (dir: string) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = [...Deno.readDirSync(dir)];
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (e.isDirectory) walk(`${dir}/${e.name}`);
+      else if (e.isFile) stamp(`${dir}/${e.name}`);
+    }
+  };
+  if (main.protocol === "file:") {
+    stamp(main.pathname);
+    walk(new URL("lib", main).pathname);
+  }
+  stamp(Deno.execPath());
+  return parts.sort().join("\n");
 }
 
 export function sessionsDir(): string {
