@@ -264,23 +264,31 @@ export class CacheStore {
       list.push(index);
       return true;
     });
-    if (written.size) {
-      // Bits are set after the writes, and read afresh inside the transaction: another
-      // process may have set others meanwhile.
-      const get = this.db.prepare("select present from blobs where hash = ?");
-      const set = this.db.prepare("update blobs set present = ? where hash = ?");
-      this.tx(() => {
-        for (const [hash, indices] of written) {
-          const row = get.get(hash) as { present: Uint8Array } | undefined;
-          if (!row) continue;
-          const present = new ChunkBitmap(row.present);
-          for (const i of indices) present.add(i);
-          set.run(present.bits, hash);
-          blobs.get(hash)!.present = present;
-        }
-      });
-    }
+    // Bits are set after the writes.
+    this.#changePresent(written, (present, i) => present.add(i));
     return ok;
+  }
+
+  /**
+   * Changes the chunk bitmaps of blobs in one transaction, each read afresh inside
+   * it: another process may have changed other bits meanwhile.
+   */
+  #changePresent(
+    chunks: Map<string, number[]>,
+    change: (present: ChunkBitmap, index: number) => void,
+  ): void {
+    if (!chunks.size) return;
+    const get = this.db.prepare("select present from blobs where hash = ?");
+    const set = this.db.prepare("update blobs set present = ? where hash = ?");
+    this.tx(() => {
+      for (const [hash, indices] of chunks) {
+        const row = get.get(hash) as { present: Uint8Array } | undefined;
+        if (!row) continue;
+        const present = new ChunkBitmap(row.present);
+        for (const i of indices) change(present, i);
+        set.run(present.bits, hash);
+      }
+    });
   }
 
   /**
@@ -299,17 +307,7 @@ export class CacheStore {
     const key = `${blob.hash}:${index}`;
     if (!this.#verified.has(key)) {
       if (n !== len || !chunkMatches(blob.chunkHashes, index, out)) {
-        this.tx(() => {
-          const row = this.db.prepare("select present from blobs where hash = ?").get(blob.hash) as
-            | { present: Uint8Array }
-            | undefined;
-          if (!row) return;
-          new ChunkBitmap(row.present).delete(index);
-          this.db.prepare("update blobs set present = ? where hash = ?").run(
-            row.present,
-            blob.hash,
-          );
-        });
+        this.#changePresent(new Map([[blob.hash, [index]]]), (present, i) => present.delete(i));
         blob.present.delete(index);
         throw new CacheCorrupt(`blob ${blob.hash} chunk ${index} does not match its hash`);
       }
