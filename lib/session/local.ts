@@ -48,6 +48,7 @@ function localGroups(): number[] {
  */
 export async function runRemote(o: CliOptions): Promise<number> {
   const t0 = performance.now();
+  const clock = laps(t0);
   const log = (line: string) => {
     if (o.verbose > 0) console.error(`debug1: ${(performance.now() - t0).toFixed(0)} ms: ${line}`);
   };
@@ -72,32 +73,42 @@ export async function runRemote(o: CliOptions): Promise<number> {
         cacheSettings: null,
         cache: null,
         log,
-        t0,
+        clock,
         end: attached.close,
       });
     }
   }
   const { readConfig } = await import("../config.ts");
   const config = readConfig(o.outrunConfig);
-  const times: Record<string, number> = {};
-  let mark = t0;
-  const lap = (name: string) => {
-    const now = performance.now();
-    times[name] = now - mark;
-    mark = now;
-  };
   const { openSession } = await import("./open.ts");
-  const session = await openSession(o, config, log, lap);
+  const session = await openSession(o, config, log, clock.lap);
   return await runOn(session.peer, o, {
     alias: session.resolved.alias,
     cacheSettings: session.cacheSettings,
     cache: session.cache,
     log,
-    t0,
-    times,
-    mark,
+    clock,
     end: session.close,
   });
+}
+
+/** Milliseconds of each phase of a run, each from the end of the one before. */
+interface Laps {
+  times: Record<string, number>;
+  lap(name: string): void;
+}
+
+function laps(t0: number): Laps {
+  const times: Record<string, number> = {};
+  let mark = t0;
+  return {
+    times,
+    lap(name) {
+      const now = performance.now();
+      times[name] = now - mark;
+      mark = now;
+    },
+  };
 }
 
 interface RunOptions {
@@ -107,10 +118,8 @@ interface RunOptions {
   /** This side's cache service (null through a master: it has its own). */
   cache: CacheService | null;
   log: (line: string) => void;
-  t0: number;
-  /** Phases already timed (connect, bootstrap, ...), for --stats. */
-  times?: Record<string, number>;
-  mark?: number;
+  /** Phases timed so far (connect, bootstrap, ...), for --stats. */
+  clock: Laps;
   /** Ends the connection, whatever happened. */
   end(): Promise<void>;
 }
@@ -120,13 +129,7 @@ interface RunOptions {
  * terminal and signals, and its exit status (128 + signal number when killed).
  */
 async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<number> {
-  const times = r.times ?? {};
-  let mark = r.mark ?? r.t0;
-  const lap = (name: string) => {
-    const now = performance.now();
-    times[name] = now - mark;
-    mark = now;
-  };
+  const { times, lap } = r.clock;
   const env = Deno.env.toObject();
   // Through stream writers: in order and whole (Deno.stdout.write may write part of a
   // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
