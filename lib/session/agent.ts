@@ -39,6 +39,7 @@ import {
 } from "./protocol.ts";
 import { openPty, ptyWriter, readPty, setWindowSize } from "../sys/pty.ts";
 import { describeCall } from "./describe.ts";
+import { PING, startHeartbeat } from "./heartbeat.ts";
 
 const DEBUG = Deno.env.get("OUTRUN_DEBUG") === "1";
 const VERBOSE = Number(Deno.env.get("OUTRUN_VERBOSE") ?? 0) > 0;
@@ -65,7 +66,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
       // side shows it among its own -v lines).
       traceCalls: VERBOSE
         ? (method, args, ms, err) => {
-          if (method !== "session.ping") {
+          if (method !== PING) {
             console.error(
               `remote: ${describeCall(method, args, ms, err)}`,
             );
@@ -142,10 +143,14 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     return null;
   });
 
-  peer.handle("session.ping", () => null);
-  const heartbeat = startHeartbeat(peer);
+  peer.handle(PING, () => null);
+  // Ends the session (killing the command, dropping the mounts) when the local side
+  // goes silent.
+  startHeartbeat(peer, "the local side", (why) => {
+    trace(`heartbeat: ${why}, closing`);
+    peer.close(new Error(why));
+  });
   await peer.closed;
-  clearInterval(heartbeat);
   await Promise.all([...runs].map((cleanup) => cleanup()));
   await (mirror as Mirror | null)?.close();
   closeCache(cache, null);
@@ -263,7 +268,7 @@ async function runCommand(c: RunContext): Promise<Value> {
     stats.calls = {};
     for (const [method, n] of Object.entries(main.callsByMethod)) {
       const d = n - (callsBefore[method] ?? 0);
-      if (d && method !== "session.ping") stats.calls[method] = d;
+      if (d && method !== PING) stats.calls[method] = d;
     }
     if (cache) {
       stats.cache = {
@@ -306,31 +311,6 @@ class HeldEvents {
     this.#sink = sink;
     for (const [name, args] of this.#queue.splice(0)) sink(name, args);
   }
-}
-
-/** Seconds between pings, and how long an unanswered one may take before we give up. */
-const PING_EVERY_S = 3;
-const PING_LIMIT_S = 10;
-
-/**
- * sshd alone notices a silently cut link only after hours (TCP keepalive); the agent
- * pings the local side and ends the session (killing the command, dropping the
- * mounts) when an answer is late.
- */
-function startHeartbeat(peer: RpcPeer): ReturnType<typeof setInterval> {
-  let waiting = false;
-  return setInterval(() => {
-    if (waiting) return;
-    waiting = true;
-    const late = setTimeout(() => {
-      trace("heartbeat: no answer, closing");
-      peer.close(new Error(`no answer from the local side for ${PING_LIMIT_S} s`));
-    }, PING_LIMIT_S * 1000);
-    peer.call("session.ping", null).then(() => {
-      clearTimeout(late);
-      waiting = false;
-    }, () => clearTimeout(late));
-  }, PING_EVERY_S * 1000);
 }
 
 /** The exec helper, started ahead: it waits for its plan on stdin (exec_helper.ts). */

@@ -15,6 +15,7 @@ import { Tunnels, type Value } from "../rpc/mod.ts";
 import { BIND_DIRS, type ServeRequest } from "./protocol.ts";
 import { readLine, type RunHeader } from "./control.ts";
 import { openSession, type Session } from "./open.ts";
+import { PING, startHeartbeat } from "./heartbeat.ts";
 
 export interface MasterSpec {
   options: CliOptions;
@@ -23,9 +24,6 @@ export interface MasterSpec {
   persist: number;
 }
 
-/** Seconds between pings of the agent, and how long an answer may take. */
-const PING_EVERY_S = 3;
-const PING_LIMIT_S = 10;
 /** Bytes pushed between two round trips when completing files while idle. */
 const COMPLETE_SLICE = 1024 * 1024;
 /** A new master waits this long for its first command, whatever ControlPersist says. */
@@ -93,7 +91,8 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
     s.peer.closed.then((reason) => end(`the session ended: ${reason.message}`));
     const req: ServeRequest = { cache: s.cacheSettings };
     await s.peer.call("session.serve", req as unknown as Value);
-    startPings(s, (why) => end(why));
+    // The agent pings this side; this side pings it too, so a silent cut ends both.
+    startHeartbeat(s.peer, "the agent", (why) => void end(why));
     return { session: s, tunnels: new Tunnels(s.peer) };
   })();
   ready.catch(() => {});
@@ -187,7 +186,7 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
       const cache = r.session.cache;
       while (cache && active === 0 && !ending) {
         const more = cache.completeSome(COMPLETE_SLICE);
-        await r.session.peer.call("session.ping", null);
+        await r.session.peer.call(PING, null);
         if (!more) {
           log("complete: the remote holds every file it has in part whole");
           break;
@@ -244,22 +243,4 @@ async function claim(path: string): Promise<Deno.UnixListener | null> {
     }
   }
   return null;
-}
-
-/** The agent pings this side; this side pings it too, so a silent cut ends both. */
-function startPings(s: Session, end: (why: string) => void): void {
-  let waiting = false;
-  const timer = setInterval(() => {
-    if (waiting) return;
-    waiting = true;
-    const late = setTimeout(
-      () => end(`no answer from the agent for ${PING_LIMIT_S} s`),
-      PING_LIMIT_S * 1000,
-    );
-    s.peer.call("session.ping", null).then(() => {
-      clearTimeout(late);
-      waiting = false;
-    }, () => clearTimeout(late));
-  }, PING_EVERY_S * 1000);
-  s.peer.closed.then(() => clearInterval(timer));
 }

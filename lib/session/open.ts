@@ -18,6 +18,7 @@ import { VERSION } from "../version.ts";
 import { agentCommand, ensurePayload, localPayload } from "./bootstrap.ts";
 import type { CacheSettings } from "./protocol.ts";
 import { describeCall } from "./describe.ts";
+import { PING } from "./heartbeat.ts";
 
 export interface Session {
   client: Client;
@@ -83,7 +84,7 @@ export async function openSession(
           : undefined,
       },
     );
-    peer.handle("session.ping", () => null);
+    peer.handle(PING, () => null);
     // The agent exiting (or sshd closing the channel) ends the RPC stream, whatever
     // the stream adapters make of it.
     channel.once("close", () => void peer.close(new Error("the remote agent exited")));
