@@ -7,13 +7,14 @@
  *   max_size = 20G                 ; bytes of cached contents kept at most
  *   prefixes = /usr,/lib,/lib32,/lib64,/libx32,/bin,/sbin,/etc,/opt
  *   complete = no                  ; a ControlMaster completes partly held files when idle
+ *   compression = zstd             ; or lz4: how chunks travel (LZ4 if the runtime lacks zstd)
  *
  * A missing file means the defaults; a bad value is an error naming the key.
  */
 import ini from "ini";
 import { outrunHome } from "./home.ts";
 export { outrunHome };
-import { DEFAULT_PREFIXES } from "./fs/cache/protocol.ts";
+import { type ChunkCodec, DEFAULT_PREFIXES } from "./fs/cache/protocol.ts";
 import { DEFAULT_LIMITS } from "./fs/cache/store.ts";
 
 export interface OutrunConfig {
@@ -27,6 +28,8 @@ export interface OutrunConfig {
      * (large files travel in the chunks that are read).
      */
     complete: boolean;
+    /** How chunks are compressed on the way (LZ4 where the runtime has no zstd). */
+    compression: ChunkCodec;
   };
 }
 
@@ -53,6 +56,7 @@ export function parseConfig(text: string, source = "config"): OutrunConfig {
       maxBytes: DEFAULT_LIMITS.maxBytes,
       prefixes: [...DEFAULT_PREFIXES],
       complete: false,
+      compression: "zstd",
     },
   };
   for (const [key, value] of Object.entries(cache)) {
@@ -85,6 +89,10 @@ export function parseConfig(text: string, source = "config"): OutrunConfig {
       case "complete":
         if (!/^(yes|no|true|false)$/i.test(v)) throw bad(key, `not yes or no: '${v}'`);
         config.cache.complete = /^(yes|true)$/i.test(v);
+        break;
+      case "compression":
+        if (v !== "zstd" && v !== "lz4") throw bad(key, `not zstd or lz4: '${v}'`);
+        config.cache.compression = v;
         break;
       default:
         throw bad(key, "unknown key");

@@ -9,12 +9,13 @@ Deno.test("config: defaults when empty", () => {
   assert.equal(c.cache.maxBytes, 20 * 1024 ** 3);
   assert.deepEqual(c.cache.prefixes, DEFAULT_PREFIXES);
   assert.equal(c.cache.complete, false);
+  assert.equal(c.cache.compression, "zstd");
 });
 
 Deno.test("config: the [cache] keys", () => {
   const c = parseConfig(
     "; comment\n[cache]\npath = /srv/outrun\nmax_entries = 1024\nmax_size = 1.5G\n" +
-      "prefixes = /usr, /opt/tools/ ,/nix\ncomplete = yes\n",
+      "prefixes = /usr, /opt/tools/ ,/nix\ncomplete = yes\ncompression = lz4\n",
   );
   assert.deepEqual(c.cache, {
     path: "/srv/outrun",
@@ -22,6 +23,7 @@ Deno.test("config: the [cache] keys", () => {
     maxBytes: Math.round(1.5 * 1024 ** 3),
     prefixes: ["/usr", "/opt/tools", "/nix"],
     complete: true,
+    compression: "lz4",
   });
 });
 
@@ -35,6 +37,7 @@ Deno.test("config: bad values name the key", () => {
       ["[cache]\nprefixes = /usr/../etc", /prefixes/],
       ["[cache]\nmax_entires = 5", /max_entires: unknown key/],
       ["[cache]\ncomplete = later", /complete: not yes or no: 'later'/],
+      ["[cache]\ncompression = gzip", /compression: not zstd or lz4: 'gzip'/],
     ] as const
   ) {
     assert.throws(

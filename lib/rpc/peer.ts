@@ -92,6 +92,9 @@ export class RpcPeer {
   readonly stats = { framesOut: 0, framesIn: 0, bytesOut: 0, bytesIn: 0, calls: 0 };
   /** Calls made from this side, by method. */
   readonly callsByMethod: Record<string, number> = {};
+  /** Bytes handed to the writer that the transport has not taken yet. */
+  #unwritten = 0;
+  #drainWaiters: { limit: number; resolve(): void }[] = [];
 
   constructor(transport: Transport, readonly options: PeerOptions) {
     this.#writer = transport.writable.getWriter();
@@ -147,6 +150,26 @@ export class RpcPeer {
     }
   }
 
+  /**
+   * Resolves once at most `limit` bytes sent from here wait for the transport (or
+   * the connection is over): a producer of many messages awaits it between them, so
+   * they go out as they are made, not after all of them are made.
+   */
+  drained(limit = 1024 * 1024): Promise<void> {
+    if (this.#unwritten <= limit || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push({ limit, resolve }));
+  }
+
+  #wrote(n: number): void {
+    this.#unwritten -= n;
+    if (!this.#drainWaiters.length) return;
+    this.#drainWaiters = this.#drainWaiters.filter((w) => {
+      if (this.#unwritten > w.limit && !this.#closed) return true;
+      w.resolve();
+      return false;
+    });
+  }
+
   /** A one-way message; dropped silently once the connection is closed. */
   event(name: string, args: Value): void {
     if (!this.#closed) this.#send(Kind.Event, 0, [name, args]);
@@ -174,13 +197,21 @@ export class RpcPeer {
     frame.set(body, 9);
     this.stats.framesOut++;
     this.stats.bytesOut += frame.length;
-    this.#writer.write(frame).catch((err) => this.#fail(new RpcClosed(`write: ${err}`)));
+    this.#unwritten += frame.length;
+    this.#writer.write(frame).then(
+      () => this.#wrote(frame.length),
+      (err) => {
+        this.#fail(new RpcClosed(`write: ${err}`));
+        this.#wrote(frame.length);
+      },
+    );
   }
 
   #fail(reason: Error): void {
     if (this.#closed) return;
     this.#closed = reason;
     this.#helloReject(reason);
+    this.#wrote(0); // every waiter for a drain goes on
     for (const p of this.#pending.values()) p.reject(reason);
     this.#pending.clear();
     this.#resolveClosed(reason);
@@ -218,6 +249,7 @@ export class RpcPeer {
         const { value, done } = await this.#reader.read();
         if (done) break;
         this.stats.bytesIn += value.length;
+
         if (value.length) pieces.push(value);
         held += value.length;
         while (true) {

@@ -137,7 +137,7 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
         return;
       }
       const t = performance.now();
-      const check = r.session.cache?.revalidate({
+      const check = await r.session.cache?.revalidate({
         exe: header.exe,
         prefetch: !o.noPrefetch,
         ahead: [...BIND_DIRS, header.cwd, ...(header.exe ? [header.exe] : [])],

@@ -98,6 +98,7 @@ export async function openSession(
       env,
       fs: files,
       contentIndex: openContentIndex(log),
+      compression: config.cache.compression,
     });
     await peer.remoteHello.catch((err) => {
       const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";
@@ -123,6 +124,7 @@ export async function openSession(
       cache,
       cacheSettings,
       close: async () => {
+        cache?.close();
         await peer.close();
         await close();
       },

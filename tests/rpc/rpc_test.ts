@@ -184,3 +184,41 @@ Deno.test("rpc property: frames cut anywhere and glued together arrive whole", a
   await a.close();
   await b.close();
 });
+
+Deno.test("rpc: drained() waits while the transport holds back more than the limit", async () => {
+  // A transport that takes each write only when told to, like a channel with no window.
+  const release: (() => void)[] = [];
+  const writable = new WritableStream<Uint8Array>({
+    write: () => new Promise<void>((resolve) => release.push(resolve)),
+  });
+  const peer = new RpcPeer(
+    { readable: new ReadableStream(), writable },
+    { program: "test" },
+  );
+  // The HELLO went first: let it through.
+  await new Promise((r) => setTimeout(r, 0));
+  while (release.length) release.shift()!();
+  await peer.drained(0);
+  const limit = 100_000;
+  for (let i = 0; i < 4; i++) peer.event("x", new Uint8Array(60_000));
+  let drained = false;
+  const waiting = peer.drained(limit).then(() => (drained = true));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(drained, false, "240 kB wait, more than 100 kB");
+  // Each write taken lets the next one in; below the limit the waiter goes on.
+  for (let i = 0; i < 2 && !drained; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+    release.shift()?.();
+  }
+  await new Promise((r) => setTimeout(r, 10));
+  release.shift()?.();
+  await waiting;
+  assert.equal(drained, true);
+  const soon = new Promise((r) => setTimeout(() => r("later"), 50));
+  assert.equal(await Promise.race([peer.drained(limit).then(() => "now"), soon]), "now");
+  // A closed connection never keeps a producer waiting.
+  for (let i = 0; i < 4; i++) peer.event("x", new Uint8Array(60_000));
+  const stuck = peer.drained(0);
+  await peer.close();
+  await stuck;
+});

@@ -289,7 +289,11 @@ export class CachedFs implements Filesystem {
     const chunks: { hash: string; index: number; data: Uint8Array }[] = [];
     for (const c of p.chunks ?? []) {
       try {
-        chunks.push({ hash: c.hash, index: c.index, data: decompress(c.data, c.rawLength) });
+        chunks.push({
+          hash: c.hash,
+          index: c.index,
+          data: decompress(c.data, c.rawLength, c.codec),
+        });
       } catch (e) {
         this.#log(`cache: chunk ${c.index} of ${c.hash}: ${e}`);
       }

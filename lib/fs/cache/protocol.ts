@@ -71,12 +71,16 @@ export interface ContentInfo {
   chunkHashes: Uint8Array;
 }
 
+/** How a chunk's bytes are compressed on the way. */
+export type ChunkCodec = "lz4" | "zstd";
+
 export interface ChunkData {
   hash: string;
   index: number;
-  /** LZ4 block when `rawLength` > 0, else the chunk itself. */
+  /** A block compressed with `codec` (LZ4 when absent) when `rawLength` > 0, else the chunk. */
   data: Uint8Array;
   rawLength: number;
+  codec?: ChunkCodec;
 }
 
 export interface Push {

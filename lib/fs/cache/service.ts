@@ -22,12 +22,22 @@ import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/fi
 import { check, libc, O, SysError } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import type { ContentIndex } from "./content_index.ts";
-import { ChunkBitmap, chunkHashesOf, contentHash, hex, maybeCompress, sha256 } from "./chunks.ts";
+import {
+  ChunkBitmap,
+  chunkHashesOf,
+  contentHash,
+  DEFAULT_CODEC,
+  hex,
+  maybeCompress,
+  sha256,
+} from "./chunks.ts";
+import { ChunkPacker, type PackedChunk } from "./packer.ts";
 import {
   type AheadEntry,
   CACHE_CALLS,
   CACHE_EVENTS,
   CHUNK_SIZE,
+  type ChunkCodec,
   chunkCount,
   type ChunkData,
   type ChunkRequest,
@@ -53,6 +63,8 @@ export const READAHEAD_CHUNKS = 7;
 export const MAX_LISTING = 20_000;
 /** A push event is sent once it holds this many bytes of chunk data. */
 const PUSH_BYTES = 1024 * 1024;
+/** Chunks a profile's replay has the packer read and compress ahead of the link. */
+const PACK_AHEAD = 64;
 /** A `__pycache__` whose files together are no bigger travels whole with its listing. */
 const BYTECODE_WHOLE = 512 * 1024;
 
@@ -68,13 +80,15 @@ export interface CacheServiceOptions {
   fs: Filesystem;
   /** This machine's memo of content ids (null: each is computed by reading the file). */
   contentIndex: ContentIndex | null;
+  /** How chunks travel (LZ4 where this runtime has no zstd); zstd unless told. */
+  compression?: ChunkCodec;
 }
 
 export interface PushStats {
   metas: number;
   contents: number;
   chunks: number;
-  /** Chunk bytes before and after LZ4. */
+  /** Chunk bytes before and after compression. */
   chunkBytes: number;
   wireBytes: number;
   /** Pushes the remote asked for, and those sent ahead of asking. */
@@ -112,8 +126,16 @@ export class CacheService {
   readonly #scratch = new Uint8Array(CHUNK_SIZE);
   #pending: Push = {};
   #pendingBytes = 0;
+  readonly #codec: ChunkCodec;
+  /**
+   * Reads and compresses a replayed profile's chunks off this thread; started with the
+   * session (a worker takes ~30 ms to start), not when the validation asks.
+   */
+  #packer: ChunkPacker | null = null;
 
   constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
+    this.#codec = options.compression === "lz4" ? "lz4" : DEFAULT_CODEC;
+    if (options.prefetch && options.profileDir) this.#packer = new ChunkPacker();
     peer.handle(
       CACHE_CALLS.validate,
       (a) => this.validate(a as unknown as ValidateRequest) as unknown as Value,
@@ -150,7 +172,7 @@ export class CacheService {
 
   // ---- calls ----
 
-  validate(req: ValidateRequest): ValidateReply {
+  async validate(req: ValidateRequest): Promise<ValidateReply> {
     const stale: string[] = [];
     this.#checked = true;
     for (const [path, fp, hash, present, listed] of req.held) {
@@ -165,7 +187,7 @@ export class CacheService {
         this.#chunks.set(hash, new ChunkBitmap(present));
       }
     }
-    if (req.prefetch) this.#prefetchFor(req.exe);
+    if (req.prefetch) await this.#prefetchFor(req.exe);
     const ahead = this.#lookupsAhead(req.ahead);
     this.#flush();
     return { stale, ahead, root: this.#rootAttr() };
@@ -178,7 +200,9 @@ export class CacheService {
    * of, or asks for again), so it is checked here; the answer goes out as an event
    * ahead of the command's pushes, which the remote handles in order.
    */
-  revalidate(req: Omit<ValidateRequest, "held">): { held: number; stale: number } {
+  async revalidate(
+    req: Omit<ValidateRequest, "held">,
+  ): Promise<{ held: number; stale: number }> {
     if (!this.#checked) throw new Error("revalidate before validate");
     const stale: string[] = [];
     for (const [path, fp] of this.#held) {
@@ -194,13 +218,13 @@ export class CacheService {
       root: this.#rootAttr(),
     };
     this.peer.event(CACHE_EVENTS.revalidated, reply as unknown as Value);
-    if (req.prefetch) this.#prefetchFor(req.exe);
+    if (req.prefetch) await this.#prefetchFor(req.exe);
     this.#flush();
     return { held: this.#held.size, stale: stale.length };
   }
 
   /** What the profile of `exe` lists (the executable's earlier runs used) and the remote lacks. */
-  #prefetchFor(exe: string | null): void {
+  async #prefetchFor(exe: string | null): Promise<void> {
     if (!this.options.profileDir) return;
     const real = realPath(exe);
     if (!real) return;
@@ -208,7 +232,7 @@ export class CacheService {
     // Once a session: what it pushed is then among what each revalidation checks.
     if (this.#replayed.has(this.#profilePath)) return;
     this.#replayed.add(this.#profilePath);
-    this.#replayProfile();
+    await this.#replayProfile();
   }
 
   /** The served root's attributes (the kernel asks for them first), or null. */
@@ -402,17 +426,58 @@ export class CacheService {
 
   // ---- what is pushed ----
 
-  /** Pushes what the profile lists that the remote lacks. */
-  #replayProfile(): void {
+  /**
+   * Pushes what the profile lists that the remote lacks, letting each push go out
+   * as soon as it is made (the link works while the next is read and compressed).
+   */
+  async #replayProfile(): Promise<void> {
     const saved = this.#readProfile(this.#profilePath!);
     if (!saved) return;
     for (const path of saved.listed) this.#pushMeta(path, true, true);
     for (const path of saved.metas) this.#pushMeta(path, false, true);
-    for (const [path, indices] of Object.entries(saved.chunks)) {
+    const packer = this.#packer ??= new ChunkPacker();
+    const ahead: { hash: string; missing: number[]; packed: Promise<PackedChunk[]> }[] = [];
+    let aheadChunks = 0;
+    const sendOldest = async () => {
+      const job = ahead.shift()!;
+      aheadChunks -= job.missing.length;
+      let chunks: PackedChunk[];
       try {
-        this.#pushContent(path, indices, true);
-      } catch { /* gone since */ }
+        chunks = await job.packed;
+      } catch {
+        // Unreadable now: the remote asks for what it needs.
+        const have = this.#chunks.get(job.hash);
+        for (const i of job.missing) have?.delete(i);
+        return;
+      }
+      for (const c of chunks) this.#queueChunk(job.hash, c, true);
+      // The link takes each push as it is made; the packer works meanwhile.
+      await this.peer.drained();
+    };
+    for (const [path, indices] of Object.entries(saved.chunks)) {
+      let plan;
+      try {
+        plan = this.#planContent(path, indices, true);
+      } catch {
+        continue; // gone since
+      }
+      if (!plan) continue;
+      const { info, missing } = plan;
+      ahead.push({
+        hash: info.hash,
+        missing,
+        packed: packer.pack({ path, indices: missing, size: info.size, codec: this.#codec }),
+      });
+      aheadChunks += missing.length;
+      while (aheadChunks > PACK_AHEAD) await sendOldest();
     }
+    while (ahead.length) await sendOldest();
+  }
+
+  /** Ends what this service started (the packer's worker). */
+  close(): void {
+    this.#packer?.close();
+    this.#packer = null;
   }
 
   #fingerprintNow(path: string): string {
@@ -573,7 +638,37 @@ export class CacheService {
 
   /** Pushes the content id (unless held) and those of `indices` the remote lacks. */
   #pushContent(path: string, indices: number[], prefetched = false): void {
-    if (!isCachedPath(path, this.options.prefixes)) return;
+    const plan = this.#planContent(path, indices, prefetched);
+    if (!plan) return;
+    const { info, missing } = plan;
+    const fd = check("open", libc().open(bpath(path), O.RDONLY | O.CLOEXEC, 0), path);
+    try {
+      for (const i of missing) {
+        const len = Math.min(CHUNK_SIZE, info.size - i * CHUNK_SIZE);
+        // Read into one buffer (fresh ones cost page faults); what is kept is a copy.
+        const raw = this.#scratch.subarray(0, len);
+        const n = Number(
+          check("read", libc().pread64(fd, raw, BigInt(len), BigInt(i * CHUNK_SIZE)), path),
+        );
+        const [packed, rawLength] = maybeCompress(raw.subarray(0, n), this.#codec);
+        const data = rawLength ? packed : packed.slice();
+        this.#queueChunk(info.hash, { index: i, data, rawLength, size: n }, prefetched);
+      }
+    } finally {
+      libc().close(fd);
+    }
+  }
+
+  /**
+   * Queues the content id of `path` unless the remote holds it, and returns the chunks
+   * of `indices` it lacks, counted from here on as the remote's (null: none to send).
+   */
+  #planContent(
+    path: string,
+    indices: number[],
+    prefetched: boolean,
+  ): { info: ContentInfo; missing: number[] } | null {
+    if (!isCachedPath(path, this.options.prefixes)) return null;
     // Held content under a fingerprint validated this session: trusted without
     // reading the file, as long as the remote has every chunk asked for.
     const heldHash = this.#heldContent.get(path);
@@ -582,7 +677,7 @@ export class CacheService {
       const attr = lstatPath(path);
       if (this.#held.get(path) === fingerprint(attr)) {
         const n = chunkCount(Number(attr.size));
-        if (indices.every((i) => i >= n || heldChunks.has(i))) return;
+        if (indices.every((i) => i >= n || heldChunks.has(i))) return null;
       }
     }
     const info = this.#info(path);
@@ -596,31 +691,22 @@ export class CacheService {
     let have = this.#chunks.get(info.hash);
     if (!have) this.#chunks.set(info.hash, have = ChunkBitmap.empty(chunkCount(info.size)));
     const missing = indices.filter((i) => i < chunkCount(info.size) && !have!.has(i));
-    if (!missing.length) return;
-    const fd = check("open", libc().open(bpath(path), O.RDONLY | O.CLOEXEC, 0), path);
-    try {
-      for (const i of missing) {
-        const len = Math.min(CHUNK_SIZE, info.size - i * CHUNK_SIZE);
-        // Read into one buffer (fresh ones cost page faults); what is kept is a copy.
-        const raw = this.#scratch.subarray(0, len);
-        const n = Number(
-          check("read", libc().pread64(fd, raw, BigInt(len), BigInt(i * CHUNK_SIZE)), path),
-        );
-        const [packed, rawLength] = maybeCompress(raw.subarray(0, n));
-        const data = rawLength ? packed : packed.slice();
-        const chunk: ChunkData = { hash: info.hash, index: i, data, rawLength };
-        (this.#pending.chunks ??= []).push(chunk);
-        have.add(i);
-        this.stats.chunks++;
-        this.stats.chunkBytes += n;
-        this.stats.wireBytes += data.length;
-        if (prefetched) this.stats.prefetched++;
-        this.#pendingBytes += data.length;
-        if (this.#pendingBytes >= PUSH_BYTES) this.#flush();
-      }
-    } finally {
-      libc().close(fd);
-    }
+    if (!missing.length) return null;
+    for (const i of missing) have.add(i);
+    return { info, missing };
+  }
+
+  /** Adds a chunk to the next push (sent once it holds PUSH_BYTES). */
+  #queueChunk(hash: string, c: PackedChunk, prefetched: boolean): void {
+    const chunk: ChunkData = { hash, index: c.index, data: c.data, rawLength: c.rawLength };
+    if (c.rawLength && this.#codec !== "lz4") chunk.codec = this.#codec;
+    (this.#pending.chunks ??= []).push(chunk);
+    this.stats.chunks++;
+    this.stats.chunkBytes += c.size;
+    this.stats.wireBytes += c.data.length;
+    if (prefetched) this.stats.prefetched++;
+    this.#pendingBytes += c.data.length;
+    if (this.#pendingBytes >= PUSH_BYTES) this.#flush();
   }
 
   #flush(): void {

@@ -5,6 +5,7 @@ import {
   chunkMatches,
   contentHash,
   decompress,
+  DEFAULT_CODEC,
   hex,
   maybeCompress,
   sha256,
@@ -66,7 +67,31 @@ Deno.test("chunks: LZ4 only where it pays, and it round trips", () => {
   assert.throws(() => decompress(block, raw + 1), /lz4/);
 });
 
-Deno.test("chunks property: LZ4 round trips random mixes of text and noise", () => {
+Deno.test("chunks: zstd where the runtime has it, smaller than LZ4 on an ELF file's chunks", () => {
+  // The shipped Deno has zstd in node:zlib; the agent runs that same runtime.
+  assert.equal(DEFAULT_CODEC, "zstd");
+  const elf = Deno.readFileSync("/usr/bin/ssh").subarray(0, 4 * CHUNK_SIZE);
+  let lz4 = 0;
+  let zstd = 0;
+  for (let i = 0; i < elf.length; i += CHUNK_SIZE) {
+    const chunk = elf.subarray(i, i + CHUNK_SIZE);
+    const [a, rawA] = maybeCompress(chunk, "lz4");
+    const [z, rawZ] = maybeCompress(chunk, "zstd");
+    assert.deepEqual(decompress(z, rawZ, "zstd"), chunk);
+    assert.deepEqual(decompress(a, rawA, "lz4"), chunk);
+    lz4 += a.length;
+    zstd += z.length;
+  }
+  assert.ok(zstd < lz4, `zstd ${zstd} < lz4 ${lz4}`);
+  const text = new TextEncoder().encode("hello outrun ".repeat(10_000));
+  const [block, raw] = maybeCompress(text, "zstd");
+  assert.throws(() => decompress(block, raw + 1, "zstd"), /zstd/);
+  // A block that claims less than it holds is refused, not inflated without bound.
+  assert.throws(() => decompress(block, 1000, "zstd"));
+  assert.throws(() => decompress(block, raw, "lz4"), "a block read with the wrong codec");
+});
+
+Deno.test("chunks property: LZ4 and zstd round trip random mixes of text and noise", () => {
   for (let round = 0; round < 30; round++) {
     const parts: Uint8Array[] = [];
     let size = 0;
@@ -82,8 +107,10 @@ Deno.test("chunks property: LZ4 round trips random mixes of text and noise", () 
     const data = new Uint8Array(size);
     let at = 0;
     for (const p of parts) data.set(p, (at += p.length) - p.length);
-    const [block, raw] = maybeCompress(data);
-    assert.deepEqual(decompress(block, raw), data);
+    for (const codec of ["lz4", "zstd"] as const) {
+      const [block, raw] = maybeCompress(data, codec);
+      assert.deepEqual(decompress(block, raw, codec), data);
+    }
   }
 });
 

@@ -1,7 +1,8 @@
 /** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
 import { CacheService } from "../../../lib/fs/cache/service.ts";
-import { CACHE_EVENTS, type Push } from "../../../lib/fs/cache/protocol.ts";
+import { CACHE_EVENTS, CHUNK_SIZE, type Push } from "../../../lib/fs/cache/protocol.ts";
+import { decompress, hex, sha256 } from "../../../lib/fs/cache/chunks.ts";
 import { LoopbackFs } from "../../../lib/fs/loopback.ts";
 import { RpcPeer } from "../../../lib/rpc/mod.ts";
 import { removeTree } from "../../remove_tree.ts";
@@ -72,6 +73,67 @@ Deno.test("service: a listed directory of Python modules brings its __pycache__ 
       ),
     );
   } finally {
+    await removeTree(dir);
+  }
+});
+
+Deno.test("service: a profile's chunks go out through the packer, all before the validation's answer", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-replay-" });
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  let service: CacheService | null = null;
+  try {
+    const prefix = `${dir}/usr`;
+    await Deno.mkdir(`${prefix}/bin`, { recursive: true });
+    await Deno.mkdir(`${dir}/profiles`);
+    const exe = `${prefix}/bin/tool`;
+    // Text in 14 chunks; chunk 40 is past the end (a profile of an older, longer version
+    // of the file).
+    const data = new TextEncoder().encode(
+      Array.from({ length: 40_000 }, (_, i) => `line ${i} of the tool\n`).join(""),
+    );
+    await Deno.writeFile(exe, data);
+    const chunks = Math.ceil(data.length / CHUNK_SIZE);
+    const wanted = [0, 1, 3, 5, 6, 13, 40];
+    const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
+    await Deno.writeTextFile(
+      `${dir}/profiles/${name}.json`,
+      JSON.stringify({ metas: [`${prefix}/bin`, exe], listed: [], chunks: { [exe]: wanted } }),
+    );
+    const pushes: Push[] = [];
+    remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+    service = new CacheService(local, {
+      prefixes: [prefix],
+      prefetch: true,
+      profileDir: `${dir}/profiles`,
+      env: {},
+      fs: new LoopbackFs({ root: "/" }),
+      contentIndex: null,
+    });
+    await remote.call("cache.validate", { held: [], exe, prefetch: true, ahead: [] });
+    // Taken as the answer came: a push after it would be missing here.
+    const sent = pushes.flatMap((p) => p.chunks ?? []);
+    assert.deepEqual(
+      sent.map((c) => c.index),
+      wanted.filter((i) => i < chunks),
+      "what the profile lists, once each",
+    );
+    const firstChunk = pushes.findIndex((p) => p.chunks?.length);
+    const content = pushes.findIndex((p) => p.contents?.some((c) => c.path === exe));
+    assert.ok(content >= 0 && content <= firstChunk, "the content id before its chunks");
+    for (const c of sent) {
+      assert.equal(c.codec, "zstd");
+      assert.deepEqual(
+        decompress(c.data, c.rawLength, c.codec),
+        data.subarray(c.index * CHUNK_SIZE, (c.index + 1) * CHUNK_SIZE),
+      );
+    }
+    assert.equal(service.stats.chunks, sent.length);
+  } finally {
+    service?.close();
+    await local.close();
+    await remote.close();
     await removeTree(dir);
   }
 });
