@@ -26,10 +26,56 @@ export class CodecError extends Error {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** Bytes of `s` in UTF-8 (a lone surrogate counts as U+FFFD, as TextEncoder writes it). */
+function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (
+      c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      n += 2; // a pair: 4 bytes for 2 units
+      i++;
+    } else n += 2;
+  }
+  return n;
+}
+
+/** The encoded size of `v`, so that it is written into one buffer, never grown. */
+function sizeOf(v: Value, depth: number): number {
+  if (depth > 64) throw new CodecError("value nested too deeply");
+  if (v === null || v === undefined) return 1;
+  switch (typeof v) {
+    case "boolean":
+      return 1;
+    case "number":
+      return Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff ? 5 : 9;
+    case "bigint":
+      return 9;
+    case "string":
+      return 5 + utf8Length(v);
+  }
+  if (v instanceof Uint8Array) return 5 + v.length;
+  if (Array.isArray(v)) {
+    let n = 5;
+    for (const item of v) n += sizeOf(item, depth + 1);
+    return n;
+  }
+  if (typeof v === "object") {
+    let n = 5;
+    for (const k of Object.keys(v)) n += 4 + utf8Length(k) + sizeOf(v[k], depth + 1);
+    return n;
+  }
+  throw new CodecError(`cannot encode ${typeof v}`);
+}
+
 class Writer {
-  buf = new Uint8Array(256);
-  view = new DataView(this.buf.buffer);
-  length = 0;
+  view: DataView;
+  constructor(public buf: Uint8Array, public length = 0) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
 
   reserve(n: number): number {
     if (this.length + n > this.buf.length) {
@@ -38,7 +84,7 @@ class Writer {
       const next = new Uint8Array(size);
       next.set(this.buf.subarray(0, this.length));
       this.buf = next;
-      this.view = new DataView(next.buffer);
+      this.view = new DataView(next.buffer, next.byteOffset, next.byteLength);
     }
     const at = this.length;
     this.length += n;
@@ -56,6 +102,18 @@ class Writer {
     this.u32(b.length);
     const at = this.reserve(b.length); // may replace this.buf: reserve first
     this.buf.set(b, at);
+  }
+  string(s: string) {
+    const n = utf8Length(s);
+    this.u32(n);
+    const at = this.reserve(n);
+    if (n === s.length) {
+      // ASCII (paths, names, keys): byte by byte beats a call into the encoder.
+      const buf = this.buf;
+      for (let i = 0; i < n; i++) buf[at + i] = s.charCodeAt(i);
+    } else {
+      encoder.encodeInto(s, this.buf.subarray(at, at + n));
+    }
   }
 }
 
@@ -85,7 +143,7 @@ function put(w: Writer, v: Value, depth: number): void {
     }
     case "string":
       w.u8(6);
-      w.bytes(encoder.encode(v));
+      w.string(v);
       return;
   }
   if (v instanceof Uint8Array) {
@@ -100,7 +158,7 @@ function put(w: Writer, v: Value, depth: number): void {
     w.u8(9);
     w.u32(keys.length);
     for (const k of keys) {
-      w.bytes(encoder.encode(k));
+      w.string(k);
       put(w, v[k], depth + 1);
     }
   } else {
@@ -108,10 +166,16 @@ function put(w: Writer, v: Value, depth: number): void {
   }
 }
 
-export function encodeValue(v: Value): Uint8Array {
-  const w = new Writer();
+/**
+ * `v` encoded, after `headroom` bytes left for the caller (a frame's header), in
+ * one buffer of exactly that size.
+ */
+export function encodeValue(v: Value, headroom = 0): Uint8Array<ArrayBuffer> {
+  const size = headroom + sizeOf(v, 0);
+  const w = new Writer(new Uint8Array(size), headroom);
   put(w, v, 0);
-  return w.buf.subarray(0, w.length);
+  if (w.length !== size) throw new CodecError(`encoded ${w.length} bytes, sized ${size}`);
+  return w.buf as Uint8Array<ArrayBuffer>;
 }
 
 class Reader {

@@ -188,13 +188,12 @@ export class RpcPeer {
   }
 
   #send(kind: Kind, id: number, value: Value): void {
-    const body = encodeValue(value);
-    const frame = new Uint8Array(9 + body.length);
+    // The header goes in front of the value, in the same buffer: no copy of a megabyte.
+    const frame = encodeValue(value, 9);
     const v = new DataView(frame.buffer);
-    v.setUint32(0, 5 + body.length, true);
+    v.setUint32(0, frame.length - 4, true);
     frame[4] = kind;
     v.setUint32(5, id, true);
-    frame.set(body, 9);
     this.stats.framesOut++;
     this.stats.bytesOut += frame.length;
     this.#unwritten += frame.length;

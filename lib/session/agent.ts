@@ -25,6 +25,7 @@ import { CACHE_EVENTS, CHUNK_SIZE, type UsedReport } from "../fs/cache/protocol.
 import type { Filesystem } from "../fuse/mod.ts";
 import { RpcPeer, Tunnels, type Value } from "../rpc/mod.ts";
 import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
+import { growPipe } from "../sys/files.ts";
 import { VERSION } from "../version.ts";
 import {
   BIND_DIRS as BINDS,
@@ -58,6 +59,9 @@ export function trace(line: string): void {
 }
 
 export async function runAgent(agentScript: string, runtime: string[]): Promise<number> {
+  // Pushes of megabytes come through stdin: see growPipe (sshd otherwise holds them).
+  const pipes = [0, 1].map((fd) => growPipe(fd));
+  trace(`pipes: stdin ${pipes[0]}, stdout ${pipes[1]} bytes`);
   const peer = new RpcPeer(
     { readable: Deno.stdin.readable, writable: Deno.stdout.writable },
     {

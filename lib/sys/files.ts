@@ -98,3 +98,26 @@ function lstatFd(fd: number): Stat {
   check("fstat", libc().fstat(fd, statBuf));
   return decodeStat(statBuf);
 }
+
+const F_SETPIPE_SZ = 1031;
+const F_GETPIPE_SZ = 1032;
+
+/**
+ * Makes the pipe behind `fd` hold up to `bytes` (or the most the kernel allows of
+ * smaller sizes tried after it); returns its capacity, or null when `fd` is no pipe.
+ *
+ * sshd writes a session's input into the command's stdin pipe as the command reads
+ * it, at most a pipe's capacity per turn of its loop. With the default 64 KiB, a
+ * command that reads megabytes leaves sshd holding most of them in buffers it grows
+ * and copies again and again: 25 MB took ~1.1 s to cross on the test bed, 0.45 s
+ * with a 1 MiB pipe.
+ */
+export function growPipe(fd: number, bytes = 1024 * 1024): number | null {
+  const now = libc().fcntl(fd, F_GETPIPE_SZ, 0);
+  if (now < 0) return null;
+  for (let size = bytes; size > now; size >>= 1) {
+    const got = libc().fcntl(fd, F_SETPIPE_SZ, size);
+    if (got >= size) return got;
+  }
+  return now;
+}

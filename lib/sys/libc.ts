@@ -80,6 +80,8 @@ const symbols = {
   setresgid: { parameters: ["u32", "u32", "u32"], result: "i32" },
   setresuid: { parameters: ["u32", "u32", "u32"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
+  /** fcntl(2) with an int argument (F_SETPIPE_SZ, F_GETPIPE_SZ, ...). */
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   umask: { parameters: ["u32"], result: "u32" },
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   setsid: { parameters: [], result: "i32" },

@@ -277,11 +277,13 @@ export class CachedFs implements Filesystem {
       this.#hashes.delete(m.path);
       this.#pendingMetas.push(m);
     }
-    if (p.contents?.length) this.#flushMetas();
-    for (const c of p.contents ?? []) {
+    if (p.contents?.length) {
+      this.#flushMetas();
       try {
-        this.#store.putContent(this.#client, c);
-        this.#hashes.set(c.path, c.hash);
+        this.#store.putContents(this.#client, p.contents).forEach((error, i) => {
+          if (error) this.#log(`cache: ${error}`);
+          else this.#hashes.set(p.contents![i].path, p.contents![i].hash);
+        });
       } catch (e) {
         this.#log(`cache: ${e}`);
       }

@@ -167,28 +167,43 @@ export class CacheStore {
 
   /** Records a file's content id (checked against its chunk hashes) for a path. */
   putContent(client: string, info: ContentInfo): void {
-    if (contentHash(info.chunkHashes) !== info.hash) {
-      throw new CacheCorrupt(`${info.path}: chunk hashes do not match content id ${info.hash}`);
-    }
-    if (info.chunkHashes.length !== chunkCount(info.size) * 32) {
-      throw new CacheCorrupt(
-        `${info.path}: ${info.chunkHashes.length / 32} chunk hashes for ${info.size} bytes`,
-      );
-    }
-    this.tx(() => {
-      this.db.prepare(
-        `insert into blobs(hash, size, chunk_hashes, present, last_used) values (?, ?, ?, ?, ?)
-         on conflict(hash) do update set last_used = excluded.last_used`,
-      ).run(
-        info.hash,
-        info.size,
-        info.chunkHashes,
-        ChunkBitmap.empty(chunkCount(info.size)).bits,
-        this.#now,
-      );
-      this.db.prepare("update entries set hash = ? where client = ? and path = ? and fp = ?")
-        .run(info.hash, client, info.path, info.fp);
+    const [error] = this.putContents(client, [info]);
+    if (error) throw error;
+  }
+
+  /**
+   * `putContent` for many, in one transaction (a push carries hundreds); returns, for
+   * each, null or why it was refused (its chunk hashes do not make its content id).
+   */
+  putContents(client: string, infos: ContentInfo[]): (CacheCorrupt | null)[] {
+    const errors = infos.map((info) => {
+      if (contentHash(info.chunkHashes) !== info.hash) {
+        return new CacheCorrupt(`${info.path}: chunk hashes do not match content id ${info.hash}`);
+      }
+      if (info.chunkHashes.length !== chunkCount(info.size) * 32) {
+        return new CacheCorrupt(
+          `${info.path}: ${info.chunkHashes.length / 32} chunk hashes for ${info.size} bytes`,
+        );
+      }
+      return null;
     });
+    if (errors.every((e) => e)) return errors;
+    const blob = this.db.prepare(
+      `insert into blobs(hash, size, chunk_hashes, present, last_used) values (?, ?, ?, ?, ?)
+       on conflict(hash) do update set last_used = excluded.last_used`,
+    );
+    const entry = this.db.prepare(
+      "update entries set hash = ? where client = ? and path = ? and fp = ?",
+    );
+    this.tx(() => {
+      infos.forEach((info, i) => {
+        if (errors[i]) return;
+        const bits = ChunkBitmap.empty(chunkCount(info.size)).bits;
+        blob.run(info.hash, info.size, info.chunkHashes, bits, this.#now);
+        entry.run(info.hash, client, info.path, info.fp);
+      });
+    });
+    return errors;
   }
 
   drop(client: string, paths: string[]): void {

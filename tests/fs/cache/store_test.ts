@@ -96,6 +96,13 @@ Deno.test("store: content ids and chunks are checked on the way in", async () =>
       CacheCorrupt,
       "chunk count must fit the size",
     );
+    // Many at once: each refused alone, the others recorded.
+    const other = infoOf("/g", random(100));
+    const errors = store.putContents("a", [{ ...info, hash: "1".repeat(64) }, other]);
+    assert.ok(errors[0] instanceof CacheCorrupt);
+    assert.equal(errors[1], null);
+    assert.equal(store.blob(other.hash)?.size, 100);
+    assert.equal(store.blob("1".repeat(64)), null);
     store.putContent("a", info);
     assert.equal(
       store.writeChunk(info.hash, 1, data.subarray(0, CHUNK_SIZE)),
