@@ -289,15 +289,21 @@ export class CachedFs implements Filesystem {
       }
     }
     const chunks: { hash: string; index: number; data: Uint8Array }[] = [];
-    for (const c of p.chunks ?? []) {
+    for (const r of p.runs ?? []) {
       try {
-        chunks.push({
-          hash: c.hash,
-          index: c.index,
-          data: decompress(c.data, c.rawLength, c.codec),
+        const total = r.lengths.reduce((n, l) => n + l, 0);
+        if (r.indices.length !== r.lengths.length || r.lengths.some((l) => l > CHUNK_SIZE)) {
+          throw new Error("lengths do not fit the indices");
+        }
+        const data = decompress(r.data, r.rawLength, r.codec);
+        if (data.length !== total) throw new Error(`${data.length} bytes for ${total}`);
+        let at = 0;
+        r.indices.forEach((index, i) => {
+          // Views into the run: each is checked against its hash before it is kept.
+          chunks.push({ hash: r.hash, index, data: data.subarray(at, at += r.lengths[i]) });
         });
       } catch (e) {
-        this.#log(`cache: chunk ${c.index} of ${c.hash}: ${e}`);
+        this.#log(`cache: chunks ${r.indices.join(",")} of ${r.hash}: ${e}`);
       }
     }
     this.#store.writeChunks(chunks).forEach((stored, i) => {

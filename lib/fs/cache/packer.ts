@@ -6,16 +6,26 @@
  * sends each as it comes.
  */
 import type { ChunkCodec } from "./protocol.ts";
-import { CHUNK_SIZE } from "./protocol.ts";
+import { CHUNK_SIZE, RUN_CHUNKS } from "./protocol.ts";
 import { maybeCompress } from "./chunks.ts";
+import { bpath } from "../../sys/files.ts";
+import { check, libc, O } from "../../sys/libc.ts";
 
-export interface PackedChunk {
-  index: number;
-  /** Compressed with the job's codec when `rawLength` > 0, else the chunk itself. */
+/** Up to RUN_CHUNKS chunks of one file, joined and compressed together (a ChunkRun's body). */
+export interface PackedRun {
+  indices: number[];
+  /** Each chunk's length as read. */
+  lengths: number[];
+  /** Compressed with the job's codec when `rawLength` > 0, else the joined chunks. */
   data: Uint8Array;
   rawLength: number;
-  /** The chunk's size before compression. */
+  /** The joined chunks' size before compression. */
   size: number;
+}
+
+/** A buffer for one run's chunks, read before they are compressed. */
+export function runScratch(): Uint8Array {
+  return new Uint8Array(RUN_CHUNKS * CHUNK_SIZE);
 }
 
 export interface PackJob {
@@ -27,32 +37,53 @@ export interface PackJob {
   codec: ChunkCodec;
 }
 
-/** Reads and compresses `job`'s chunks here and now (the worker's work, and the fallback). */
-export function packChunks(job: PackJob, scratch = new Uint8Array(CHUNK_SIZE)): PackedChunk[] {
-  const file = Deno.openSync(job.path);
+/**
+ * Reads `job`'s chunks and compresses them in runs of up to RUN_CHUNKS, here and now
+ * (the worker's work, the fallback's, and that of a push answering a call).
+ */
+export function packChunks(job: PackJob, scratch = runScratch()): PackedRun[] {
+  // libc's calls, not Deno's: a failure carries its errno (EACCES reaches the program).
+  const fd = check("open", libc().open(bpath(job.path), O.RDONLY | O.CLOEXEC, 0), job.path);
   try {
-    return job.indices.map((index) => {
-      const want = Math.min(CHUNK_SIZE, job.size - index * CHUNK_SIZE);
-      file.seekSync(index * CHUNK_SIZE, Deno.SeekMode.Start);
-      let got = 0;
-      while (got < want) {
-        const n = file.readSync(scratch.subarray(got, want));
-        if (n === null) break; // shorter than it was: its hash will not match there
-        got += n;
+    const runs: PackedRun[] = [];
+    for (let at = 0; at < job.indices.length; at += RUN_CHUNKS) {
+      const indices = job.indices.slice(at, at + RUN_CHUNKS);
+      const lengths: number[] = [];
+      let size = 0;
+      for (const index of indices) {
+        const want = Math.min(CHUNK_SIZE, job.size - index * CHUNK_SIZE);
+        let got = 0;
+        while (got < want) {
+          const n = Number(check(
+            "read",
+            libc().pread64(
+              fd,
+              scratch.subarray(size + got, size + want),
+              BigInt(want - got),
+              BigInt(index * CHUNK_SIZE + got),
+            ),
+            job.path,
+          ));
+          if (n === 0) break; // shorter than it was: its hash will not match there
+          got += n;
+        }
+        lengths.push(got);
+        size += got;
       }
-      const raw = scratch.subarray(0, got);
+      const raw = scratch.subarray(0, size);
       const [packed, rawLength] = maybeCompress(raw, job.codec);
       // What is kept must not be the scratch buffer.
-      return { index, data: rawLength ? packed : raw.slice(), rawLength, size: got };
-    });
+      runs.push({ indices, lengths, data: rawLength ? packed : raw.slice(), rawLength, size });
+    }
+    return runs;
   } finally {
-    file.close();
+    libc().close(fd);
   }
 }
 
-/** Worker messages: a job in, its chunks (or why not) out. */
+/** Worker messages: a job in, its runs (or why not) out. */
 export type PackRequest = { id: number; job: PackJob };
-export type PackResult = { id: number; chunks: PackedChunk[] } | { id: number; error: string };
+export type PackResult = { id: number; runs: PackedRun[] } | { id: number; error: string };
 
 /** Jobs go to one worker in order and come back in order. */
 export class ChunkPacker {
@@ -60,7 +91,7 @@ export class ChunkPacker {
   #next = 1;
   readonly #waiting = new Map<
     number,
-    { resolve(c: PackedChunk[]): void; reject(e: Error): void; job: PackJob }
+    { resolve(c: PackedRun[]): void; reject(e: Error): void; job: PackJob }
   >();
 
   constructor() {
@@ -78,7 +109,7 @@ export class ChunkPacker {
     }
   }
 
-  pack(job: PackJob): Promise<PackedChunk[]> {
+  pack(job: PackJob): Promise<PackedRun[]> {
     if (!this.#worker) return Promise.resolve().then(() => packChunks(job));
     const id = this.#next++;
     return new Promise((resolve, reject) => {
@@ -99,7 +130,7 @@ export class ChunkPacker {
     if (!w) return;
     this.#waiting.delete(r.id);
     if ("error" in r) w.reject(new Error(r.error));
-    else w.resolve(r.chunks);
+    else w.resolve(r.runs);
   }
 
   /** The worker died: what it was given is packed here, and so is what comes. */

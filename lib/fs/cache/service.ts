@@ -19,19 +19,11 @@ import type { AttrOut, Filesystem, Request } from "../../fuse/mod.ts";
 import { resolveClosure } from "../../elf/mod.ts";
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
-import { check, libc, O, SysError } from "../../sys/libc.ts";
+import { libc, O, SysError } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import type { ContentIndex } from "./content_index.ts";
-import {
-  ChunkBitmap,
-  chunkHashesOf,
-  contentHash,
-  DEFAULT_CODEC,
-  hex,
-  maybeCompress,
-  sha256,
-} from "./chunks.ts";
-import { ChunkPacker, type PackedChunk } from "./packer.ts";
+import { ChunkBitmap, chunkHashesOf, contentHash, DEFAULT_CODEC, hex, sha256 } from "./chunks.ts";
+import { ChunkPacker, packChunks, type PackedRun, runScratch } from "./packer.ts";
 import {
   type AheadEntry,
   CACHE_CALLS,
@@ -39,8 +31,8 @@ import {
   CHUNK_SIZE,
   type ChunkCodec,
   chunkCount,
-  type ChunkData,
   type ChunkRequest,
+  type ChunkRun,
   type ContentInfo,
   dirname,
   fingerprint,
@@ -123,7 +115,8 @@ export class CacheService {
   #checked = false;
   #profilePath: string | null = null;
   readonly #saving = new Map<string, Promise<void>>();
-  readonly #scratch = new Uint8Array(CHUNK_SIZE);
+  /** Chunks read for a push answering a call (a fresh buffer each time costs page faults). */
+  readonly #scratch = runScratch();
   #pending: Push = {};
   #pendingBytes = 0;
   readonly #codec: ChunkCodec;
@@ -136,6 +129,7 @@ export class CacheService {
   constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
     this.#codec = options.compression === "lz4" ? "lz4" : DEFAULT_CODEC;
     if (options.prefetch && options.profileDir) this.#packer = new ChunkPacker();
+    libc(); // loaded now (~20 ms), not when the first call is waiting
     peer.handle(
       CACHE_CALLS.validate,
       (a) => this.validate(a as unknown as ValidateRequest) as unknown as Value,
@@ -435,22 +429,24 @@ export class CacheService {
     if (!saved) return;
     for (const path of saved.listed) this.#pushMeta(path, true, true);
     for (const path of saved.metas) this.#pushMeta(path, false, true);
+    // The names first, on their own: they cross while the first chunks are packed.
+    this.#flush();
     const packer = this.#packer ??= new ChunkPacker();
-    const ahead: { hash: string; missing: number[]; packed: Promise<PackedChunk[]> }[] = [];
+    const ahead: { hash: string; missing: number[]; packed: Promise<PackedRun[]> }[] = [];
     let aheadChunks = 0;
     const sendOldest = async () => {
       const job = ahead.shift()!;
       aheadChunks -= job.missing.length;
-      let chunks: PackedChunk[];
+      let runs: PackedRun[];
       try {
-        chunks = await job.packed;
+        runs = await job.packed;
       } catch {
         // Unreadable now: the remote asks for what it needs.
         const have = this.#chunks.get(job.hash);
         for (const i of job.missing) have?.delete(i);
         return;
       }
-      for (const c of chunks) this.#queueChunk(job.hash, c, true);
+      for (const r of runs) this.#queueRun(job.hash, r, true);
       // The link takes each push as it is made; the packer works meanwhile.
       await this.peer.drained();
     };
@@ -641,22 +637,8 @@ export class CacheService {
     const plan = this.#planContent(path, indices, prefetched);
     if (!plan) return;
     const { info, missing } = plan;
-    const fd = check("open", libc().open(bpath(path), O.RDONLY | O.CLOEXEC, 0), path);
-    try {
-      for (const i of missing) {
-        const len = Math.min(CHUNK_SIZE, info.size - i * CHUNK_SIZE);
-        // Read into one buffer (fresh ones cost page faults); what is kept is a copy.
-        const raw = this.#scratch.subarray(0, len);
-        const n = Number(
-          check("read", libc().pread64(fd, raw, BigInt(len), BigInt(i * CHUNK_SIZE)), path),
-        );
-        const [packed, rawLength] = maybeCompress(raw.subarray(0, n), this.#codec);
-        const data = rawLength ? packed : packed.slice();
-        this.#queueChunk(info.hash, { index: i, data, rawLength, size: n }, prefetched);
-      }
-    } finally {
-      libc().close(fd);
-    }
+    const job = { path, indices: missing, size: info.size, codec: this.#codec };
+    for (const run of packChunks(job, this.#scratch)) this.#queueRun(info.hash, run, prefetched);
   }
 
   /**
@@ -696,21 +678,27 @@ export class CacheService {
     return { info, missing };
   }
 
-  /** Adds a chunk to the next push (sent once it holds PUSH_BYTES). */
-  #queueChunk(hash: string, c: PackedChunk, prefetched: boolean): void {
-    const chunk: ChunkData = { hash, index: c.index, data: c.data, rawLength: c.rawLength };
-    if (c.rawLength && this.#codec !== "lz4") chunk.codec = this.#codec;
-    (this.#pending.chunks ??= []).push(chunk);
-    this.stats.chunks++;
-    this.stats.chunkBytes += c.size;
-    this.stats.wireBytes += c.data.length;
-    if (prefetched) this.stats.prefetched++;
-    this.#pendingBytes += c.data.length;
+  /** Adds a run of chunks to the next push (sent once it holds PUSH_BYTES). */
+  #queueRun(hash: string, r: PackedRun, prefetched: boolean): void {
+    const run: ChunkRun = {
+      hash,
+      indices: r.indices,
+      lengths: r.lengths,
+      data: r.data,
+      rawLength: r.rawLength,
+    };
+    if (r.rawLength && this.#codec !== "lz4") run.codec = this.#codec;
+    (this.#pending.runs ??= []).push(run);
+    this.stats.chunks += r.indices.length;
+    this.stats.chunkBytes += r.size;
+    this.stats.wireBytes += r.data.length;
+    if (prefetched) this.stats.prefetched += r.indices.length;
+    this.#pendingBytes += r.data.length;
     if (this.#pendingBytes >= PUSH_BYTES) this.#flush();
   }
 
   #flush(): void {
-    if (!this.#pending.metas && !this.#pending.contents && !this.#pending.chunks) return;
+    if (!this.#pending.metas && !this.#pending.contents && !this.#pending.runs) return;
     this.peer.event(CACHE_EVENTS.push, this.#pending as unknown as Value);
     this.#pending = {};
     this.#pendingBytes = 0;

@@ -1,7 +1,7 @@
 /** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
 import { CacheService } from "../../../lib/fs/cache/service.ts";
-import { CACHE_EVENTS, CHUNK_SIZE, type Push } from "../../../lib/fs/cache/protocol.ts";
+import { CACHE_EVENTS, CHUNK_SIZE, type Push, RUN_CHUNKS } from "../../../lib/fs/cache/protocol.ts";
 import { decompress, hex, sha256 } from "../../../lib/fs/cache/chunks.ts";
 import { LoopbackFs } from "../../../lib/fs/loopback.ts";
 import { RpcPeer } from "../../../lib/rpc/mod.ts";
@@ -55,7 +55,7 @@ Deno.test("service: a listed directory of Python modules brings its __pycache__ 
     assert.ok(metas.some((m) => m.path === `${pkg}/__pycache__/mod.cpython-311.pyc`));
     const contents = small.flatMap((p) => p.contents ?? []).map((c) => c.path);
     assert.deepEqual(contents, [`${pkg}/__pycache__/mod.cpython-311.pyc`], "and its bytes");
-    assert.equal(small.flatMap((p) => p.chunks ?? []).length, 1);
+    assert.deepEqual(small.flatMap((p) => p.runs ?? []).map((r) => r.indices), [[0]]);
 
     const many = await pushesFor(dir, big);
     const manyMetas = many.flatMap((p) => p.metas ?? []);
@@ -88,14 +88,14 @@ Deno.test("service: a profile's chunks go out through the packer, all before the
     await Deno.mkdir(`${prefix}/bin`, { recursive: true });
     await Deno.mkdir(`${dir}/profiles`);
     const exe = `${prefix}/bin/tool`;
-    // Text in 14 chunks; chunk 40 is past the end (a profile of an older, longer version
-    // of the file).
+    // Text in ~45 chunks: the profile's 22 go in two runs; chunk 99 is past the end (a
+    // profile of an older, longer version of the file).
     const data = new TextEncoder().encode(
-      Array.from({ length: 40_000 }, (_, i) => `line ${i} of the tool\n`).join(""),
+      Array.from({ length: 120_000 }, (_, i) => `line ${i} of the tool\n`).join(""),
     );
     await Deno.writeFile(exe, data);
     const chunks = Math.ceil(data.length / CHUNK_SIZE);
-    const wanted = [0, 1, 3, 5, 6, 13, 40];
+    const wanted = [...Array(20).keys(), 25, 30, 99];
     const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
     await Deno.writeTextFile(
       `${dir}/profiles/${name}.json`,
@@ -113,23 +113,29 @@ Deno.test("service: a profile's chunks go out through the packer, all before the
     });
     await remote.call("cache.validate", { held: [], exe, prefetch: true, ahead: [] });
     // Taken as the answer came: a push after it would be missing here.
-    const sent = pushes.flatMap((p) => p.chunks ?? []);
+    const runs = pushes.flatMap((p) => p.runs ?? []);
     assert.deepEqual(
-      sent.map((c) => c.index),
+      runs.flatMap((r) => r.indices),
       wanted.filter((i) => i < chunks),
       "what the profile lists, once each",
     );
-    const firstChunk = pushes.findIndex((p) => p.chunks?.length);
+    assert.deepEqual(runs.map((r) => r.indices.length), [RUN_CHUNKS, 6]);
+    const firstRun = pushes.findIndex((p) => p.runs?.length);
     const content = pushes.findIndex((p) => p.contents?.some((c) => c.path === exe));
-    assert.ok(content >= 0 && content <= firstChunk, "the content id before its chunks");
-    for (const c of sent) {
-      assert.equal(c.codec, "zstd");
-      assert.deepEqual(
-        decompress(c.data, c.rawLength, c.codec),
-        data.subarray(c.index * CHUNK_SIZE, (c.index + 1) * CHUNK_SIZE),
-      );
+    assert.ok(content >= 0 && content <= firstRun, "the content id before its chunks");
+    for (const r of runs) {
+      assert.equal(r.codec, "zstd");
+      const joined = decompress(r.data, r.rawLength, r.codec);
+      let at = 0;
+      r.indices.forEach((index, i) => {
+        assert.deepEqual(
+          joined.subarray(at, at += r.lengths[i]),
+          data.subarray(index * CHUNK_SIZE, (index + 1) * CHUNK_SIZE),
+        );
+      });
+      assert.equal(at, joined.length);
     }
-    assert.equal(service.stats.chunks, sent.length);
+    assert.equal(service.stats.chunks, runs.flatMap((r) => r.indices).length);
   } finally {
     service?.close();
     await local.close();
