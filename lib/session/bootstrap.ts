@@ -5,7 +5,8 @@
  * name, is verified by its SHA-256 on the remote, then renamed into place, so
  * concurrent first runs never see a partial file.
  */
-import type { Client } from "ssh2";
+import { Readable } from "node:stream";
+import type { Client, ClientChannel } from "ssh2";
 import { execCommand, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
 import { type Closure, resolveClosure } from "../elf/mod.ts";
@@ -234,34 +235,159 @@ function progressBar(label: string, total: number): ((sent: number) => void) & {
   return Object.assign(update, { done: () => tty && last >= 0 && write("\r\x1b[K") });
 }
 
+/** The line that ends the probe's answer: what follows is the agent's, or nothing. */
+const MARK = "outrun-agent=";
+
+/** `s` as one word for sh. */
+function shellWord(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+export interface StartedAgent {
+  channel: ClientChannel;
+  /** The agent's stdout from its first byte (the probe's lines taken off). */
+  stdout: ReadableStream<Uint8Array>;
+  /**
+   * Whether the remote cache's directory was there (null: not looked at: no cache,
+   * or the agent runs as another user through sudo, whose home is not ours to see).
+   */
+  storePresent: boolean | null;
+}
+
+export interface AgentStart {
+  sudo: boolean;
+  verbose: number;
+  /** The remote cache's directory as configured (`~/...` or absolute), to look for. */
+  storeDir: string | null;
+}
+
 /**
- * Makes sure the payload is on the remote; returns its directory (relative to home).
- * One probe tells the architecture, whether gzip is there and which files are
- * present (a file is only ever renamed into place after its SHA-256 was checked
- * on the remote, so present means verified).
+ * Starts the agent, putting the payload there first when it is missing. One exec
+ * does both in the usual case: a probe (architecture, gzip, which payload files are
+ * there, whether the cache directory is) and, when every file is there, the agent
+ * itself in the same channel: no second channel and exec round trip. Otherwise the
+ * missing files are uploaded (each to a temporary name, checked by its SHA-256 there,
+ * renamed into place: present means verified) and the agent started in a new channel.
  */
-export async function ensurePayload(
+export async function startAgent(
   client: Client,
   payload: Payload,
+  o: AgentStart,
   log: (line: string) => void,
-): Promise<string> {
+): Promise<StartedAgent> {
   const dir = `.cache/outrun/${payload.dirName}`;
-  const names = payload.files.map((f) => f.name).join(" ");
-  const probe = await execCommand(
-    client,
-    `uname -m; command -v gzip >/dev/null 2>&1 && echo gzip=yes; ` +
-      `cd ${dir} 2>/dev/null && for f in ${names}; do [ -f "$f" ] && echo "have=$f"; done`,
-  );
-  const lines = new TextDecoder().decode(probe.stdout).trim().split("\n");
+  const names = payload.files.map((f) => f.name);
+  const store = o.storeDir && !o.sudo
+    ? o.storeDir.replace(/^~(?=\/|$)/, "") !== o.storeDir
+      ? `"$HOME"${shellWord(o.storeDir.slice(1))}`
+      : shellWord(o.storeDir)
+    : null;
+  const all = names.map((n) => `[ -f ${dir}/${n} ]`).join(" && ");
+  const script = [
+    "uname -m",
+    "command -v gzip >/dev/null 2>&1 && echo gzip=yes",
+    `for f in ${names.join(" ")}; do [ -f "${dir}/$f" ] && echo "have=$f"; done`,
+    ...(store ? [`[ -e ${store} ] && echo store=yes`] : []),
+    `if ${all}; then echo ${MARK}ready; ${agentCommand(payload, dir, o.sudo, o.verbose)}; fi`,
+    `echo ${MARK}missing`,
+  ].join("; ");
+  const channel = await execChannel(client, script);
+  const reader = (Readable.toWeb(channel) as unknown as ReadableStream<Uint8Array>).getReader();
+  let stderr = "";
+  const onStderr = (d: Uint8Array) => (stderr += new TextDecoder().decode(d));
+  channel.stderr.on("data", onStderr);
+  const { lines, rest } = await readProbe(reader).catch((e) => {
+    throw new SshError(`outrun: the remote's probe failed (${e.message}): ${stderr.trim()}`);
+  });
+  channel.stderr.off("data", onStderr);
   const remoteArch = lines[0]?.trim();
   if (remoteArch !== ARCH_NAMES[Deno.build.arch]) {
+    channel.close();
     throw new SshError(
       `outrun: the remote is ${remoteArch || "of an unknown architecture"}, this machine is ` +
         `${Deno.build.arch}: outrun runs local programs, so both must be the same`,
     );
   }
-  const gzip = lines.includes("gzip=yes");
+  const storePresent = store ? lines.includes("store=yes") : null;
+  if (lines.at(-1) === `${MARK}ready`) {
+    return { channel, stdout: prepend(rest, reader), storePresent };
+  }
+  reader.cancel().catch(() => {});
   const present = new Set(lines.filter((l) => l.startsWith("have=")).map((l) => l.slice(5)));
+  await uploadMissing(client, payload, dir, present, lines.includes("gzip=yes"), log);
+  const agent = await execChannel(client, agentCommand(payload, dir, o.sudo, o.verbose));
+  return {
+    channel: agent,
+    stdout: Readable.toWeb(agent) as unknown as ReadableStream<Uint8Array>,
+    storePresent,
+  };
+}
+
+function execChannel(client: Client, command: string): Promise<ClientChannel> {
+  return new Promise((resolve, reject) =>
+    client.exec(
+      command,
+      (err, ch) => (err ? reject(new SshError(`outrun: ${err.message}`)) : resolve(ch)),
+    )
+  );
+}
+
+/** The probe's lines up to and with the mark, and the bytes after them (the agent's). */
+export async function readProbe(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): Promise<{ lines: string[]; rest: Uint8Array }> {
+  const lines: string[] = [];
+  let held = new Uint8Array(0);
+  while (true) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("it ended before its last line");
+    const joined = new Uint8Array(held.length + value.length);
+    joined.set(held);
+    joined.set(value, held.length);
+    held = joined;
+    let nl;
+    while ((nl = held.indexOf(10)) >= 0) {
+      const line = new TextDecoder().decode(held.subarray(0, nl));
+      held = held.subarray(nl + 1);
+      lines.push(line);
+      if (line.startsWith(MARK)) return { lines, rest: held };
+    }
+    if (held.length > 64 * 1024) throw new Error("no end to its answer");
+  }
+}
+
+/** `first`, then whatever `reader` reads. */
+function prepend(
+  first: Uint8Array,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(c) {
+      if (first.length) c.enqueue(first);
+    },
+    async pull(c) {
+      const { value, done } = await reader.read();
+      if (done) c.close();
+      else c.enqueue(value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}
+
+/**
+ * Uploads the payload files not `present` in `dir` there, each to a temporary name,
+ * checked by its SHA-256 there, then renamed into place.
+ */
+async function uploadMissing(
+  client: Client,
+  payload: Payload,
+  dir: string,
+  present: Set<string>,
+  gzip: boolean,
+  log: (line: string) => void,
+): Promise<void> {
   for (const f of payload.files) {
     if (present.has(f.name)) continue;
     const data = gzip ? await gzipped(f) : await Deno.readFile(f.path);
@@ -285,5 +411,4 @@ export async function ensurePayload(
       );
     }
   }
-  return dir;
 }

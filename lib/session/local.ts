@@ -72,6 +72,8 @@ export async function runRemote(o: CliOptions): Promise<number> {
         alias: control.alias,
         cacheSettings: null,
         cache: null,
+        storePresent: null,
+        agentUp: Promise.resolve(),
         log,
         clock,
         end: attached.close,
@@ -81,11 +83,16 @@ export async function runRemote(o: CliOptions): Promise<number> {
   const { readConfig } = await import("../config.ts");
   const config = readConfig(o.outrunConfig);
   const { openSession } = await import("./open.ts");
-  const session = await openSession(o, config, log, clock.lap);
+  // The run request goes out as soon as the agent is started, not after its hello: it
+  // waits in the channel while the agent's runtime starts (~0.2 s), and so can the
+  // command's profile when the remote cache is empty.
+  const session = await openSession(o, config, log, clock.lap, undefined, false);
   return await runOn(session.peer, o, {
     alias: session.resolved.alias,
     cacheSettings: session.cacheSettings,
     cache: session.cache,
+    storePresent: session.storePresent,
+    agentUp: session.agentUp,
     log,
     clock,
     end: session.close,
@@ -117,6 +124,10 @@ interface RunOptions {
   cacheSettings: CacheSettings | null;
   /** This side's cache service (null through a master: it has its own). */
   cache: CacheService | null;
+  /** Whether the remote cache was there (false: empty, so pushes may go unasked). */
+  storePresent: boolean | null;
+  /** The agent's hello (rejects with why it did not start). */
+  agentUp: Promise<void>;
   log: (line: string) => void;
   /** Phases timed so far (connect, bootstrap, ...), for --stats. */
   clock: Laps;
@@ -178,7 +189,12 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
       cache: r.cacheSettings,
     };
     lap("start");
-    const result = await peer.call("session.run", req as unknown as Value).catch((err) => {
+    const running = peer.call("session.run", req as unknown as Value);
+    // An empty remote cache will ask for this command's profile: it goes now, behind the
+    // request, while the agent starts (its validation then finds it all there).
+    if (r.storePresent === false && req.exe) r.cache?.pushAhead(req.exe);
+    const result = await running.catch(async (err) => {
+      await r.agentUp; // the agent never started: say why
       throw new SshError(`outrun: connection to ${r.alias} lost: ${err.message}`);
     }) as unknown as RunResult;
     r.log(

@@ -4,18 +4,19 @@
  * RPC inside the agent's exec channel. Commands then run on it: one (runRemote,
  * the usual way) or many (the ControlMaster, master.ts).
  */
-import { Readable, Writable } from "node:stream";
+import { Writable } from "node:stream";
 import type { Client, ClientChannel } from "ssh2";
 import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
 import { CacheService } from "../fs/cache/service.ts";
+import { ChunkPacker } from "../fs/cache/packer.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
 import { RpcPeer } from "../rpc/mod.ts";
 import { connect, type Resolved, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
-import { agentCommand, ensurePayload, localPayload } from "./bootstrap.ts";
+import { localPayload, startAgent } from "./bootstrap.ts";
 import type { CacheSettings } from "./protocol.ts";
 import { describeCall } from "./describe.ts";
 import { PING } from "./heartbeat.ts";
@@ -29,6 +30,16 @@ export interface Session {
   cache: CacheService | null;
   /** What the run request carries for the remote cache (null with --no-cache). */
   cacheSettings: CacheSettings | null;
+  /**
+   * Whether the remote cache's directory was there when the agent started (null: not
+   * known). Absent, it holds nothing: what a command needs can go before it is asked.
+   */
+  storePresent: boolean | null;
+  /**
+   * Resolves once the agent said hello; rejects, with why (sudo refused, ...), when it
+   * did not start. openSession waits for it unless told not to.
+   */
+  agentUp: Promise<void>;
   /** Ends the connection (and with it the agent, its command and its mounts). */
   close(): Promise<void>;
 }
@@ -45,8 +56,19 @@ export async function openSession(
   log: Log,
   lap: (name: string) => void = () => {},
   env: Record<string, string> = Deno.env.toObject(),
+  /** false: return as soon as the agent is started, its hello not awaited (see agentUp). */
+  waitForAgent = true,
 ): Promise<Session> {
-  const { client, resolved } = await connect({ ...sshOptions(o), log });
+  // The packer's worker starts while SSH connects: a replayed profile needs it at once.
+  const packer = o.noCache || o.noPrefetch ? undefined : new ChunkPacker();
+  let connected;
+  try {
+    connected = await connect({ ...sshOptions(o), log });
+  } catch (e) {
+    packer?.close();
+    throw e;
+  }
+  const { client, resolved } = connected;
   const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   const close = async () => {
     client.end();
@@ -57,16 +79,14 @@ export async function openSession(
   try {
     const payload = await localPayload();
     log(`payload ${payload.dirName}`);
-    const dir = await ensurePayload(client, payload, log);
-    log("payload present");
+    const started = await startAgent(client, payload, {
+      sudo: resolved.user !== "root",
+      verbose: o.verbose,
+      storeDir: o.noCache ? null : config.cache.path,
+    }, log);
+    const channel: ClientChannel = started.channel;
+    log(`agent started${started.storePresent === false ? "; the remote cache is empty" : ""}`);
     lap("bootstrap");
-    const command = agentCommand(payload, dir, resolved.user !== "root", o.verbose);
-    const channel = await new Promise<ClientChannel>((resolve, reject) =>
-      client.exec(
-        command,
-        (err, ch) => (err ? reject(new SshError(`outrun: ${err.message}`)) : resolve(ch)),
-      )
-    );
     let agentStderr = "";
     channel.stderr.on("data", (d: Uint8Array) => {
       agentStderr += new TextDecoder().decode(d);
@@ -74,7 +94,7 @@ export async function openSession(
     });
     const peer = new RpcPeer(
       {
-        readable: Readable.toWeb(channel) as unknown as ReadableStream<Uint8Array>,
+        readable: started.stdout,
         writable: Writable.toWeb(channel) as unknown as WritableStream<Uint8Array>,
       },
       {
@@ -99,8 +119,9 @@ export async function openSession(
       fs: files,
       contentIndex: openContentIndex(log),
       compression: config.cache.compression,
+      packer,
     });
-    await peer.remoteHello.catch((err) => {
+    const agentUp = peer.remoteHello.then(() => log("agent up"), (err) => {
       const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";
       throw new SshError(
         /sudo/.test(agentStderr)
@@ -108,7 +129,8 @@ export async function openSession(
           : `outrun: the remote agent did not start (${err.message})${hint}`,
       );
     });
-    log("agent up");
+    agentUp.catch(() => {}); // whoever needs it awaits it
+    if (waitForAgent) await agentUp;
     const cacheSettings: CacheSettings | null = cache && {
       dir: config.cache.path,
       client: clientId(),
@@ -123,6 +145,8 @@ export async function openSession(
       peer,
       cache,
       cacheSettings,
+      storePresent: started.storePresent,
+      agentUp,
       close: async () => {
         cache?.close();
         await peer.close();
@@ -130,6 +154,7 @@ export async function openSession(
       },
     };
   } catch (err) {
+    packer?.close();
     await close();
     throw err;
   }

@@ -32,7 +32,8 @@ export function formatStats(s: StatsInput): string {
       `  pushed: ${p.metas} metas, ${p.contents} content ids, ${p.chunks} chunks ` +
         `(${mb(p.chunkBytes)} raw, ${
           mb(p.wireBytes)
-        } after LZ4); ${p.asked} asked, ${p.prefetched} sent ahead`,
+        } compressed); ${p.asked} asked, ${p.prefetched} sent ahead` +
+        (p.early ? ` (${p.early} chunks before the remote asked: its cache was empty)` : ""),
     );
   }
   const c = s.remote.cache;

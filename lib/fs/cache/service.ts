@@ -74,6 +74,12 @@ export interface CacheServiceOptions {
   contentIndex: ContentIndex | null;
   /** How chunks travel (LZ4 where this runtime has no zstd); zstd unless told. */
   compression?: ChunkCodec;
+  /**
+   * The packer a profile's replay uses (this service closes it); made earlier by the
+   * caller, its worker (~0.1-0.3 s to start) is ready by then. Made when first needed
+   * if not given.
+   */
+  packer?: ChunkPacker;
 }
 
 export interface PushStats {
@@ -86,6 +92,8 @@ export interface PushStats {
   /** Pushes the remote asked for, and those sent ahead of asking. */
   asked: number;
   prefetched: number;
+  /** Chunks sent before the remote's validation asked (its cache was empty: pushAhead). */
+  early: number;
 }
 
 export class CacheService {
@@ -97,6 +105,7 @@ export class CacheService {
     wireBytes: 0,
     asked: 0,
     prefetched: 0,
+    early: 0,
   };
   /** path -> fingerprint of the meta the remote holds. */
   readonly #held = new Map<string, string>();
@@ -109,8 +118,8 @@ export class CacheService {
   /** path -> content info computed here, for the fingerprint it was read at. */
   readonly #infos = new Map<string, ContentInfo>();
   readonly #closures = new Set<string>();
-  /** Profiles replayed this session. */
-  readonly #replayed = new Set<string>();
+  /** Profiles replayed this session (or being replayed). */
+  readonly #replays = new Map<string, Promise<void>>();
   /** Whether the remote's list of what it holds came (validate): revalidate needs it. */
   #checked = false;
   #profilePath: string | null = null;
@@ -120,15 +129,12 @@ export class CacheService {
   #pending: Push = {};
   #pendingBytes = 0;
   readonly #codec: ChunkCodec;
-  /**
-   * Reads and compresses a replayed profile's chunks off this thread; started with the
-   * session (a worker takes ~30 ms to start), not when the validation asks.
-   */
+  /** Reads and compresses a replayed profile's chunks off this thread. */
   #packer: ChunkPacker | null = null;
 
   constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
     this.#codec = options.compression === "lz4" ? "lz4" : DEFAULT_CODEC;
-    if (options.prefetch && options.profileDir) this.#packer = new ChunkPacker();
+    this.#packer = options.packer ?? null;
     libc(); // loaded now (~20 ms), not when the first call is waiting
     peer.handle(
       CACHE_CALLS.validate,
@@ -223,10 +229,21 @@ export class CacheService {
     const real = realPath(exe);
     if (!real) return;
     this.#profilePath = this.#profileFile(real);
-    // Once a session: what it pushed is then among what each revalidation checks.
-    if (this.#replayed.has(this.#profilePath)) return;
-    this.#replayed.add(this.#profilePath);
-    await this.#replayProfile();
+    // Once a session: what it pushed is then among what each revalidation checks. One
+    // under way (pushAhead) is waited for: the answer goes after all of it.
+    let replay = this.#replays.get(this.#profilePath);
+    if (!replay) this.#replays.set(this.#profilePath, replay = this.#replayProfile());
+    await replay;
+  }
+
+  /**
+   * Pushes `exe`'s profile now, before the remote's validation asks (which then waits
+   * for it): for a remote known to hold nothing, so that the link works while the agent
+   * starts.
+   */
+  pushAhead(exe: string): void {
+    if (!this.options.prefetch) return;
+    this.#prefetchFor(exe).catch(() => {}); // a failure shows when the validation asks
   }
 
   /** The served root's attributes (the kernel asks for them first), or null. */
@@ -693,6 +710,7 @@ export class CacheService {
     this.stats.chunkBytes += r.size;
     this.stats.wireBytes += r.data.length;
     if (prefetched) this.stats.prefetched += r.indices.length;
+    if (!this.#checked) this.stats.early += r.indices.length;
     this.#pendingBytes += r.data.length;
     if (this.#pendingBytes >= PUSH_BYTES) this.#flush();
   }
