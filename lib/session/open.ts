@@ -59,16 +59,8 @@ export async function openSession(
   /** false: return as soon as the agent is started, its hello not awaited (see agentUp). */
   waitForAgent = true,
 ): Promise<Session> {
-  // The packer's worker starts while SSH connects: a replayed profile needs it at once.
-  const packer = o.noCache || o.noPrefetch ? undefined : new ChunkPacker();
-  let connected;
-  try {
-    connected = await connect({ ...sshOptions(o), log });
-  } catch (e) {
-    packer?.close();
-    throw e;
-  }
-  const { client, resolved } = connected;
+  const { client, resolved } = await connect({ ...sshOptions(o), log });
+  let packer: ChunkPacker | undefined;
   const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   const close = async () => {
     client.end();
@@ -86,6 +78,10 @@ export async function openSession(
     }, log);
     const channel: ClientChannel = started.channel;
     log(`agent started${started.storePresent === false ? "; the remote cache is empty" : ""}`);
+    // An empty remote cache: a profile will be packed at once, by a worker that starts
+    // now, with the agent (~0.1-0.3 s). Otherwise one starts if a replay needs it: a
+    // warm start does not pay for it (here, a CPU shared with the connect).
+    if (started.storePresent === false && !o.noCache && !o.noPrefetch) packer = new ChunkPacker();
     lap("bootstrap");
     let agentStderr = "";
     channel.stderr.on("data", (d: Uint8Array) => {
