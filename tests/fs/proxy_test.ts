@@ -1,0 +1,130 @@
+/**
+ * ProxyFs's read-ahead: a real directory served by LoopbackFs over a real RPC
+ * connection, each answer 5 ms late; the reads are the kernel's, as it asks them.
+ */
+import assert from "node:assert/strict";
+import { delayedFilesystem } from "../../lib/fs/delayed.ts";
+import { LoopbackFs } from "../../lib/fs/loopback.ts";
+import { AHEAD_BLOCK, ProxyFs, serveFilesystem } from "../../lib/fs/proxy.ts";
+import type { Filesystem, Request } from "../../lib/fuse/mod.ts";
+import { RpcPeer } from "../../lib/rpc/mod.ts";
+import { pipePair } from "../rpc/pipe.ts";
+
+const header = (nodeid: number) => ({ nodeid, uid: 0, gid: 0, pid: 1, unique: 0n });
+
+async function withProxy(
+  body: (
+    p: ProxyFs,
+    dir: string,
+    open: (name: string) => Promise<[number, number]>,
+  ) => Promise<void>,
+) {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-proxy-" });
+  const [a, b] = pipePair();
+  const local = new RpcPeer(a, { program: "local" });
+  const remote = new RpcPeer(b, { program: "remote" });
+  serveFilesystem(local, delayedFilesystem(new LoopbackFs({ root: dir }), 5).fs);
+  const proxy = new ProxyFs(remote) as ProxyFs & Filesystem;
+  const open = async (name: string): Promise<[number, number]> => {
+    const e = await proxy.lookup!({ header: header(1), name } as unknown as Request<"LOOKUP">);
+    const o = await proxy.open!(
+      { header: header(e.nodeid), flags: 2, /* O_RDWR */ openFlags: 0 } as unknown as Request<
+        "OPEN"
+      >,
+    );
+    return [e.nodeid, o.fh];
+  };
+  try {
+    await body(proxy, dir, open);
+  } finally {
+    await local.close();
+    await remote.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Byte equality with a short message (a diff of megabytes takes minutes to print). */
+function same(got: Uint8Array, want: Uint8Array, what: string): void {
+  const at = got.findIndex((b, i) => b !== want[i]);
+  assert.ok(
+    got.length === want.length && at < 0,
+    `${what}: ${got.length} bytes for ${want.length}, first difference at ${at}`,
+  );
+}
+
+function read(p: ProxyFs & Filesystem, nodeid: number, fh: number, offset: number, size: number) {
+  return p.read!(
+    {
+      header: header(nodeid),
+      fh,
+      offset: BigInt(offset),
+      size,
+      readFlags: 0,
+      flags: 0,
+    } as unknown as Request<"READ">,
+    new Uint8Array(size),
+  ) as Promise<Uint8Array>;
+}
+
+Deno.test("proxy: reads in sequence are read ahead, several at once, and give the file's bytes", async () => {
+  await withProxy(async (proxy, dir, open) => {
+    const data = new Uint8Array(3 * 1024 * 1024 + 12345);
+    for (let i = 0; i < data.length; i += 65536) {
+      crypto.getRandomValues(data.subarray(i, Math.min(i + 65536, data.length)));
+    }
+    await Deno.writeFile(`${dir}/in.mp4`, data);
+    const [node, fh] = await open("in.mp4");
+    const size = 128 * 1024;
+    const t0 = performance.now();
+    // Two at a time, as the kernel does with its async readahead.
+    const got: Uint8Array[] = [];
+    for (let at = 0; at < data.length; at += 2 * size) {
+      got.push(
+        ...await Promise.all([
+          read(proxy, node, fh, at, size),
+          read(proxy, node, fh, at + size, size),
+        ]),
+      );
+    }
+    const ms = performance.now() - t0;
+    const joined = new Uint8Array(got.reduce((n, g) => n + g.length, 0));
+    let at = 0;
+    for (const g of got) joined.set(g, (at += g.length) - g.length);
+    assert.equal(joined.length, data.length, "short reads only at the end");
+    same(joined, data, "the file");
+    assert.ok(proxy.ahead.hits > 20, JSON.stringify(proxy.ahead));
+    assert.ok(proxy.ahead.blocks <= Math.ceil(data.length / AHEAD_BLOCK) + 20);
+    // 26 reads one after another would take 26 answers of >= 5 ms; ahead, far fewer.
+    assert.ok(ms < 26 * 5, `${ms.toFixed(0)} ms`);
+  });
+});
+
+Deno.test("proxy: jumps are not read ahead; a write drops what was read ahead", async () => {
+  await withProxy(async (proxy, dir, open) => {
+    const data = new Uint8Array(2 * 1024 * 1024).map((_, i) => i % 251);
+    await Deno.writeFile(`${dir}/f`, data);
+    const [node, fh] = await open("f");
+    for (const at of [900_000, 10, 500_000, 1_500_000, 7]) {
+      same(await read(proxy, node, fh, at, 4096), data.subarray(at, at + 4096), `at ${at}`);
+    }
+    assert.equal(proxy.ahead.blocks, 0, "random reads fetch only what is asked");
+    for (let at = 0; at < 4 * 65536; at += 65536) await read(proxy, node, fh, at, 65536);
+    assert.ok(proxy.ahead.blocks > 0);
+    await new Promise((r) => setTimeout(r, 50)); // what was read ahead is here by now
+    // Changed through the mount (a write on any handle of the file): read again.
+    const patch = new Uint8Array(65536).fill(7);
+    await (proxy as ProxyFs & Filesystem).write!(
+      {
+        header: header(node),
+        fh,
+        offset: BigInt(4 * 65536),
+        writeFlags: 0,
+        flags: 0,
+        data: patch,
+      } as unknown as Request<"WRITE">,
+    );
+    same(await read(proxy, node, fh, 4 * 65536, 65536), patch, "after the write");
+    // Past the end: nothing, not an error.
+    assert.equal((await read(proxy, node, fh, data.length, 65536)).length, 0);
+  });
+});
