@@ -34,11 +34,19 @@ export function delayedFilesystem(
 ): { fs: Filesystem; stats: DelayStats } {
   const stats: DelayStats = { maxInFlight: 0, calls: 0 };
   let inFlight = 0;
-  const fs: Filesystem = Object.create(inner);
+  const delayed: Record<string, unknown> = {};
+  // The rest are `inner`'s own, called on it (its private fields need that receiver).
+  const fs = new Proxy(inner, {
+    get(target, prop) {
+      if (typeof prop === "string" && prop in delayed) return delayed[prop];
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
   for (const name of DELAYED) {
     const method = inner[name] as ((...args: unknown[]) => unknown) | undefined;
     if (!method) continue;
-    (fs as Record<string, unknown>)[name] = async (...args: unknown[]) => {
+    delayed[name] = async (...args: unknown[]) => {
       stats.calls++;
       stats.maxInFlight = Math.max(stats.maxInFlight, ++inFlight);
       try {

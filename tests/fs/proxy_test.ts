@@ -7,14 +7,17 @@ import { delayedFilesystem } from "../../lib/fs/delayed.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
 import { AHEAD_BLOCK, ProxyFs, serveFilesystem } from "../../lib/fs/proxy.ts";
 import type { Filesystem, Request } from "../../lib/fuse/mod.ts";
-import { RpcPeer } from "../../lib/rpc/mod.ts";
+import { RpcError, RpcPeer } from "../../lib/rpc/mod.ts";
 import { pipePair } from "../rpc/pipe.ts";
+
+/** The proxy as the FUSE session sees it (every method optional), with its counters. */
+type Proxied = Filesystem & { ahead: ProxyFs["ahead"] };
 
 const header = (nodeid: number) => ({ nodeid, uid: 0, gid: 0, pid: 1, unique: 0n });
 
 async function withProxy(
   body: (
-    p: ProxyFs,
+    p: Proxied,
     dir: string,
     open: (name: string) => Promise<[number, number]>,
   ) => Promise<void>,
@@ -24,7 +27,7 @@ async function withProxy(
   const local = new RpcPeer(a, { program: "local" });
   const remote = new RpcPeer(b, { program: "remote" });
   serveFilesystem(local, delayedFilesystem(new LoopbackFs({ root: dir }), 5).fs);
-  const proxy = new ProxyFs(remote) as ProxyFs & Filesystem;
+  const proxy = new ProxyFs(remote) as unknown as Proxied;
   const open = async (name: string): Promise<[number, number]> => {
     const e = await proxy.lookup!({ header: header(1), name } as unknown as Request<"LOOKUP">);
     const o = await proxy.open!(
@@ -52,7 +55,7 @@ function same(got: Uint8Array, want: Uint8Array, what: string): void {
   );
 }
 
-function read(p: ProxyFs & Filesystem, nodeid: number, fh: number, offset: number, size: number) {
+function read(p: Proxied, nodeid: number, fh: number, offset: number, size: number) {
   return p.read!(
     {
       header: header(nodeid),
@@ -113,7 +116,7 @@ Deno.test("proxy: jumps are not read ahead; a write drops what was read ahead", 
     await new Promise((r) => setTimeout(r, 50)); // what was read ahead is here by now
     // Changed through the mount (a write on any handle of the file): read again.
     const patch = new Uint8Array(65536).fill(7);
-    await (proxy as ProxyFs & Filesystem).write!(
+    await proxy.write!(
       {
         header: header(node),
         fh,
@@ -126,5 +129,84 @@ Deno.test("proxy: jumps are not read ahead; a write drops what was read ahead", 
     same(await read(proxy, node, fh, 4 * 65536, 65536), patch, "after the write");
     // Past the end: nothing, not an error.
     assert.equal((await read(proxy, node, fh, data.length, 65536)).length, 0);
+  });
+});
+
+Deno.test("proxy: writes are answered at once, land in order, and a failure is told at the flush", async () => {
+  await withProxy(async (proxy, dir, open) => {
+    await Deno.writeFile(`${dir}/out.mp4`, new Uint8Array(0));
+    const [node, fh] = await open("out.mp4");
+    const write = (p: Proxied, fh: number, at: number, data: Uint8Array) =>
+      p.write!(
+        {
+          header: header(node),
+          fh,
+          offset: BigInt(at),
+          writeFlags: 0,
+          flags: 0,
+          data,
+        } as unknown as Request<"WRITE">,
+      ) as Promise<number>;
+    const want = new Uint8Array(300 * 32768).map((_, i) => (i * 7) % 256);
+    for (let at = 0; at < want.length; at += 32768) {
+      // The request's buffer is the FUSE session's: it is used again for the next one.
+      const buf = want.slice(at, at + 32768);
+      assert.equal(await write(proxy, fh, at, buf), 32768);
+      buf.fill(0);
+    }
+    // A read after the writes sees them (calls are handled in order there).
+    same(await read(proxy, node, fh, 100_000, 5000), want.subarray(100_000, 105_000), "read back");
+    await proxy.flush!({ header: header(node), fh, lockOwner: 0n } as unknown as Request<"FLUSH">);
+    same(await Deno.readFile(`${dir}/out.mp4`), want, "the local file");
+    // A write that fails there (the handle is read-only): answered here, told at close.
+    await Deno.writeTextFile(`${dir}/ro`, "x");
+    const e = await proxy.lookup!(
+      { header: header(1), name: "ro" } as unknown as Request<"LOOKUP">,
+    );
+    const ro = await proxy.open!(
+      { header: header(e.nodeid), flags: 0, /* O_RDONLY */ openFlags: 0 } as unknown as Request<
+        "OPEN"
+      >,
+    );
+    assert.equal(await write(proxy, ro.fh, 0, new Uint8Array(10)), 10);
+    await assert.rejects(
+      proxy.flush!({ header: header(e.nodeid), fh: ro.fh, lockOwner: 0n } as unknown as Request<
+        "FLUSH"
+      >) as Promise<void>,
+      (err: unknown) => err instanceof RpcError && err.errno === 9, // EBADF
+    );
+    // Told once: the next flush is clean.
+    await proxy.flush!({ header: header(e.nodeid), fh: ro.fh, lockOwner: 0n } as unknown as Request<
+      "FLUSH"
+    >);
+  });
+});
+
+Deno.test("proxy: a file's lack of capabilities is asked once, until an xattr of it changes", async () => {
+  await withProxy(async (proxy, dir, open) => {
+    await Deno.writeTextFile(`${dir}/f`, "x");
+    const [node] = await open("f");
+    const ask = (name = "security.capability") =>
+      proxy.getxattr!(
+        { header: header(node), size: 0, name } as unknown as Request<"GETXATTR">,
+      ) as Promise<Uint8Array>;
+    const calls = () => (proxy as unknown as ProxyFs).peer.callsByMethod["fs.getxattr"] ?? 0;
+    const isNoData = (e: unknown) => e instanceof RpcError && e.errno === 61;
+    await assert.rejects(ask(), isNoData);
+    const after = calls();
+    for (let i = 0; i < 5; i++) await assert.rejects(ask(), isNoData);
+    assert.equal(calls(), after, "answered here");
+    await assert.rejects(ask("user.other"), isNoData);
+    assert.equal(calls(), after + 1, "other names are asked each time");
+    await proxy.setxattr!(
+      {
+        header: header(node),
+        flags: 0,
+        name: "user.x",
+        value: new Uint8Array([1]),
+      } as unknown as Request<"SETXATTR">,
+    );
+    await assert.rejects(ask(), isNoData);
+    assert.equal(calls(), after + 2, "asked again after a change");
   });
 });
