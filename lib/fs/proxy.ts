@@ -131,7 +131,15 @@ export class ProxyFs implements Filesystem {
   /** Reads answered from blocks read ahead, and blocks fetched (for tests and -v). */
   readonly ahead = { hits: 0, blocks: 0 };
 
-  constructor(readonly peer: RpcPeer) {
+  constructor(
+    readonly peer: RpcPeer,
+    /**
+     * Told of each write that failed after it was answered, as the failure is reported
+     * (to the next write, or close()): a program that ignores close()'s errors would
+     * otherwise lose data without a word.
+     */
+    readonly onLateWriteError: (error: Error) => void = () => {},
+  ) {
     const self = this as unknown as Record<Proxied, AnyMethod>;
     const call = (name: Proxied, req: Request) =>
       this.peer.call(`fs.${name}`, req as unknown as Value);
@@ -195,6 +203,7 @@ export class ProxyFs implements Filesystem {
     const failed = w.error;
     if (failed) {
       w.error = null;
+      this.onLateWriteError(failed);
       throw failed;
     }
     let data = req.data;
@@ -227,6 +236,7 @@ export class ProxyFs implements Filesystem {
     while (w.inFlight.size) await Promise.all(w.inFlight);
     const failed = w.error;
     w.error = null;
+    if (failed) this.onLateWriteError(failed);
     return failed;
   }
 

@@ -96,7 +96,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     cache = req.cache ? openCache(peer, req.cache) : null;
     try {
       // The helper (a second Deno process) starts while the cache validates.
-      mirror = Mirror.open(cache?.fs ?? new ProxyFs(peer), spawnHelper, false);
+      mirror = Mirror.open(cache?.fs ?? proxyFs(peer), spawnHelper, false);
       stats.mountMs = mirror.mountMs;
       return await runCommand({ peer, main: peer, req, events, mirror, cache, stats, runs });
     } finally {
@@ -118,7 +118,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     let shared: Mirror | null = null;
     const invalidate = (stale: Invalidation[]) => shared?.invalidate(stale) ?? Promise.resolve();
     cache = req.cache ? openCache(peer, req.cache, invalidate) : null;
-    mirror = shared = Mirror.open(cache?.fs ?? new ProxyFs(peer), spawnHelper, true);
+    mirror = shared = Mirror.open(cache?.fs ?? proxyFs(peer), spawnHelper, true);
     if (cache) await validate(cache.fs, null, emptyStats());
     const sharedCache = cache;
     new Tunnels(peer, (transport) => {
@@ -184,6 +184,15 @@ interface Cache {
   store: CacheStore;
 }
 
+/** The local files through `peer`; a write that fails late is also told on stderr. */
+function proxyFs(peer: RpcPeer): ProxyFs {
+  return new ProxyFs(peer, (e) => {
+    const line = `outrun: a write failed after write() had returned (${e.message}); ` +
+      `the program is told by its next write or close() of the file\n`;
+    peer.event(EVENTS.stderr, new TextEncoder().encode(line));
+  });
+}
+
 /** Opens the store; `validate` then says what of it still holds. */
 function openCache(
   peer: RpcPeer,
@@ -195,7 +204,7 @@ function openCache(
   try {
     const fs = new CachedFs({
       peer,
-      inner: new ProxyFs(peer),
+      inner: proxyFs(peer),
       store,
       client: settings.client,
       prefixes: settings.prefixes,

@@ -3,7 +3,7 @@
  * connection, each answer 5 ms late; the reads are the kernel's, as it asks them.
  */
 import assert from "node:assert/strict";
-import { delayedFilesystem } from "../../lib/fs/delayed.ts";
+import { delayedFilesystem, type DelayStats } from "../../lib/fs/delayed.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
 import { AHEAD_BLOCK, ProxyFs, serveFilesystem } from "../../lib/fs/proxy.ts";
 import type { Filesystem, Request } from "../../lib/fuse/mod.ts";
@@ -11,7 +11,13 @@ import { RpcError, RpcPeer } from "../../lib/rpc/mod.ts";
 import { pipePair } from "../rpc/pipe.ts";
 
 /** The proxy as the FUSE session sees it (every method optional), with its counters. */
-type Proxied = Filesystem & { ahead: ProxyFs["ahead"] };
+type Proxied = Filesystem & {
+  ahead: ProxyFs["ahead"];
+  /** Writes told as failed late (the agent prints them). */
+  late: Error[];
+  /** The local side's answers: how many were under way at once. */
+  served: DelayStats;
+};
 
 const header = (nodeid: number) => ({ nodeid, uid: 0, gid: 0, pid: 1, unique: 0n });
 
@@ -26,8 +32,13 @@ async function withProxy(
   const [a, b] = pipePair();
   const local = new RpcPeer(a, { program: "local" });
   const remote = new RpcPeer(b, { program: "remote" });
-  serveFilesystem(local, delayedFilesystem(new LoopbackFs({ root: dir }), 5).fs);
-  const proxy = new ProxyFs(remote) as unknown as Proxied;
+  const delayed = delayedFilesystem(new LoopbackFs({ root: dir }), 5);
+  serveFilesystem(local, delayed.fs);
+  const late: Error[] = [];
+  const proxy = Object.assign(new ProxyFs(remote, (e) => late.push(e)), {
+    late,
+    served: delayed.stats,
+  }) as unknown as Proxied;
   const open = async (name: string): Promise<[number, number]> => {
     const e = await proxy.lookup!({ header: header(1), name } as unknown as Request<"LOOKUP">);
     const o = await proxy.open!(
@@ -78,7 +89,6 @@ Deno.test("proxy: reads in sequence are read ahead, several at once, and give th
     await Deno.writeFile(`${dir}/in.mp4`, data);
     const [node, fh] = await open("in.mp4");
     const size = 128 * 1024;
-    const t0 = performance.now();
     // Two at a time, as the kernel does with its async readahead.
     const got: Uint8Array[] = [];
     for (let at = 0; at < data.length; at += 2 * size) {
@@ -89,7 +99,6 @@ Deno.test("proxy: reads in sequence are read ahead, several at once, and give th
         ]),
       );
     }
-    const ms = performance.now() - t0;
     const joined = new Uint8Array(got.reduce((n, g) => n + g.length, 0));
     let at = 0;
     for (const g of got) joined.set(g, (at += g.length) - g.length);
@@ -97,8 +106,8 @@ Deno.test("proxy: reads in sequence are read ahead, several at once, and give th
     same(joined, data, "the file");
     assert.ok(proxy.ahead.hits > 20, JSON.stringify(proxy.ahead));
     assert.ok(proxy.ahead.blocks <= Math.ceil(data.length / AHEAD_BLOCK) + 20);
-    // 26 reads one after another would take 26 answers of >= 5 ms; ahead, far fewer.
-    assert.ok(ms < 26 * 5, `${ms.toFixed(0)} ms`);
+    // Blocks are asked for ahead, several at once (the kernel here asks two at a time).
+    assert.ok(proxy.served.maxInFlight >= 4, JSON.stringify(proxy.served));
   });
 });
 
@@ -175,6 +184,7 @@ Deno.test("proxy: writes are answered at once, land in order, and a failure is t
       >) as Promise<void>,
       (err: unknown) => err instanceof RpcError && err.errno === 9, // EBADF
     );
+    assert.equal(proxy.late.length, 1, "told on stderr too (the agent's callback)");
     // Told once: the next flush is clean.
     await proxy.flush!({ header: header(e.nodeid), fh: ro.fh, lockOwner: 0n } as unknown as Request<
       "FLUSH"
