@@ -1,6 +1,7 @@
 /**
  * `deno task bench [fuse|remote] [--runs N] [--json FILE]` (fuse: `--files N
- * --big-mib N`; remote: `--hosts deb,deb-wan`): benchmarks that print a table
+ * --big-mib N`; remote: `--hosts deb,deb-wan --workloads NAME,...` (names as in the
+ * table, or a part of one)): benchmarks that print a table
  * and write JSON. Wall times here are measurements to read, never assertions.
  */
 import { parseArgs } from "node:util";
@@ -16,6 +17,7 @@ const { values, positionals } = parseArgs({
     runs: { type: "string", default: "3" },
     json: { type: "string" },
     hosts: { type: "string", default: "deb,deb-wan" },
+    workloads: { type: "string" },
     dir: { type: "string", default: "/dev/shm" },
   },
 });
@@ -64,7 +66,9 @@ if (which === "remote") {
   try {
     const rows = await runRemoteBench({
       hosts: values.hosts!.split(","),
-      workloads: WORKLOADS,
+      workloads: values.workloads
+        ? WORKLOADS.filter((w) => values.workloads!.split(",").some((n) => w.name.includes(n)))
+        : WORKLOADS,
       runs: Number(values.runs),
       workDir,
       log: (line) => console.error(`bench: ${line}`),

@@ -119,6 +119,11 @@ export class RpcPeer {
     this.#handlers.set(method, handler);
   }
 
+  /** The function that answers calls of `method`, if any. */
+  handlerOf(method: string): Handler | undefined {
+    return this.#handlers.get(method);
+  }
+
   onEvent(name: string, handler: EventHandler): void {
     this.#events.set(name, handler);
   }

@@ -15,13 +15,25 @@ function mb(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} kB`;
 }
 
+/** Calls the remote makes without waiting on them (see lib/fs/proxy.ts). */
+const UNWAITED = new Set(["fs.readAhead", "fs.writeBehind"]);
+
+/** Blocking calls from the remote (what the command waited a round trip for). */
+export function roundTrips(calls: Record<string, number>): number {
+  return Object.entries(calls).reduce((n, [m, c]) => n + (UNWAITED.has(m) ? 0 : c), 0);
+}
+
 export function formatStats(s: StatsInput): string {
-  const calls = Object.entries(s.remote.calls).sort((a, b) => b[1] - a[1]);
-  const total = calls.reduce((n, [, c]) => n + c, 0);
+  const all = Object.entries(s.remote.calls).sort((a, b) => b[1] - a[1]);
+  const calls = all.filter(([m]) => !UNWAITED.has(m));
+  const unwaited = all.filter(([m]) => UNWAITED.has(m));
   const lines = [
     "outrun stats:",
-    `  round trips (blocking calls from the remote): ${total}`,
+    `  round trips (blocking calls from the remote): ${roundTrips(s.remote.calls)}`,
     ...calls.map(([m, n]) => `    ${m.padEnd(18)} ${n}`),
+    ...(unwaited.length
+      ? [`  not waited on: ${unwaited.map(([m, n]) => `${n} ${m}`).join(", ")}`]
+      : []),
     `  bytes: ${mb(s.rpc.bytesOut)} sent, ${
       mb(s.rpc.bytesIn)
     } received (${s.rpc.framesOut}/${s.rpc.framesIn} frames)`,

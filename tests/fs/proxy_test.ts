@@ -108,6 +108,9 @@ Deno.test("proxy: reads in sequence are read ahead, several at once, and give th
     assert.ok(proxy.ahead.blocks <= Math.ceil(data.length / AHEAD_BLOCK) + 20);
     // Blocks are asked for ahead, several at once (the kernel here asks two at a time).
     assert.ok(proxy.served.maxInFlight >= 4, JSON.stringify(proxy.served));
+    // Not counted as round trips: nobody waits on a block before it is needed.
+    const calls = (proxy as unknown as ProxyFs).peer.callsByMethod;
+    assert.equal(calls["fs.readAhead"], proxy.ahead.blocks);
   });
 });
 
@@ -163,6 +166,7 @@ Deno.test("proxy: writes are answered at once, land in order, and a failure is t
       assert.equal(await write(proxy, fh, at, buf), 32768);
       buf.fill(0);
     }
+    assert.equal((proxy as unknown as ProxyFs).peer.callsByMethod["fs.writeBehind"], 300);
     // A read after the writes sees them (calls are handled in order there).
     same(await read(proxy, node, fh, 100_000, 5000), want.subarray(100_000, 105_000), "read back");
     await proxy.flush!({ header: header(node), fh, lockOwner: 0n } as unknown as Request<"FLUSH">);

@@ -4,6 +4,7 @@
  * sees after files under a cached prefix (/opt) change here between runs.
  * Each test has its own HOME (profiles, client id), so it starts from nothing.
  */
+import { roundTrips } from "../../lib/session/stats.ts";
 import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
@@ -82,7 +83,7 @@ function cacheCalls(r: Run): Record<string, number> {
 }
 
 function trips(s: Stats | null): number {
-  return Object.values(s?.remote.calls ?? {}).reduce((n, c) => n + c, 0);
+  return roundTrips(s?.remote.calls ?? {});
 }
 
 async function emptyRemoteCache(host: string): Promise<void> {
