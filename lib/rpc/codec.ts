@@ -71,20 +71,16 @@ function sizeOf(v: Value, depth: number): number {
   throw new CodecError(`cannot encode ${typeof v}`);
 }
 
+/** Writes into a buffer sized beforehand (sizeOf): it never grows. */
 class Writer {
-  view: DataView;
-  constructor(public buf: Uint8Array, public length = 0) {
+  readonly view: DataView;
+  constructor(readonly buf: Uint8Array, public length = 0) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 
   reserve(n: number): number {
     if (this.length + n > this.buf.length) {
-      let size = this.buf.length * 2;
-      while (size < this.length + n) size *= 2;
-      const next = new Uint8Array(size);
-      next.set(this.buf.subarray(0, this.length));
-      this.buf = next;
-      this.view = new DataView(next.buffer, next.byteOffset, next.byteLength);
+      throw new CodecError(`value larger than its size (${this.buf.length} bytes)`);
     }
     const at = this.length;
     this.length += n;
@@ -100,8 +96,7 @@ class Writer {
   }
   bytes(b: Uint8Array) {
     this.u32(b.length);
-    const at = this.reserve(b.length); // may replace this.buf: reserve first
-    this.buf.set(b, at);
+    this.buf.set(b, this.reserve(b.length));
   }
   string(s: string) {
     const n = utf8Length(s);

@@ -243,6 +243,11 @@ function shellWord(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
+/** A configured path (`~/...` is the remote user's home) as one word for sh. */
+function shellPath(path: string): string {
+  return /^~(\/|$)/.test(path) ? `"$HOME"${shellWord(path.slice(1))}` : shellWord(path);
+}
+
 export interface StartedAgent {
   channel: ClientChannel;
   /** The agent's stdout from its first byte (the probe's lines taken off). */
@@ -276,19 +281,16 @@ export async function startAgent(
   log: (line: string) => void,
 ): Promise<StartedAgent> {
   const dir = `.cache/outrun/${payload.dirName}`;
-  const names = payload.files.map((f) => f.name);
-  const store = o.storeDir && !o.sudo
-    ? o.storeDir.replace(/^~(?=\/|$)/, "") !== o.storeDir
-      ? `"$HOME"${shellWord(o.storeDir.slice(1))}`
-      : shellWord(o.storeDir)
-    : null;
-  const all = names.map((n) => `[ -f ${dir}/${n} ]`).join(" && ");
+  const names = payload.files.map((f) => f.name).join(" ");
+  const store = o.storeDir && !o.sudo ? shellPath(o.storeDir) : null;
   const script = [
     "uname -m",
     "command -v gzip >/dev/null 2>&1 && echo gzip=yes",
-    `for f in ${names.join(" ")}; do [ -f "${dir}/$f" ] && echo "have=$f"; done`,
+    `lacks=; for f in ${names}; do if [ -f "${dir}/$f" ]; then echo "have=$f"; else lacks=y; fi; done`,
     ...(store ? [`[ -e ${store} ] && echo store=yes`] : []),
-    `if ${all}; then echo ${MARK}ready; ${agentCommand(payload, dir, o.sudo, o.verbose)}; fi`,
+    `if [ -z "$lacks" ]; then echo ${MARK}ready; ${
+      agentCommand(payload, dir, o.sudo, o.verbose)
+    }; fi`,
     `echo ${MARK}missing`,
   ].join("; ");
   const channel = await execChannel(client, script);
