@@ -45,13 +45,19 @@ EOF`);
   }
 });
 
-Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cached", async () => {
+/** A directory to serve and one to mount it on, under a base others may enter. */
+async function sourceAndMountpoint(): Promise<{ base: string; src: string; mnt: string }> {
   const base = await Deno.makeTempDir({ prefix: "outrun-notify-" });
   await Deno.chmod(base, 0o755);
   const src = `${base}/src`;
   const mnt = `${base}/mnt`;
   await Deno.mkdir(src);
   await Deno.mkdir(mnt);
+  return { base, src, mnt };
+}
+
+Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cached", async () => {
+  const { base, src, mnt } = await sourceAndMountpoint();
   await Deno.writeTextFile(`${src}/f`, "version one\n");
   await Deno.writeTextFile(`${src}/g`, "g\n");
   // Served from this process: every client below is a subprocess, awaited asynchronously.
@@ -92,12 +98,7 @@ Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cac
 });
 
 Deno.test("session: a notification while a lookup in that directory waits does not deadlock", async () => {
-  const base = await Deno.makeTempDir({ prefix: "outrun-notify-" });
-  await Deno.chmod(base, 0o755);
-  const src = `${base}/src`;
-  const mnt = `${base}/mnt`;
-  await Deno.mkdir(src);
-  await Deno.mkdir(mnt);
+  const { base, src, mnt } = await sourceAndMountpoint();
   await Deno.writeTextFile(`${src}/g`, "g\n");
   await Deno.writeTextFile(`${src}/slow`, "slow\n");
   let lookupStarted!: () => void;

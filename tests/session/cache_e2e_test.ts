@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
 
-const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
+import { finished, OUTRUN, outrunEnv, type Run as OutrunRun } from "./outrun_run.ts";
+
 const LIMIT_MS = 240_000;
 
 interface Stats {
@@ -18,12 +19,7 @@ interface Stats {
   push: { early: number } | null;
 }
 
-interface Run {
-  code: number;
-  text: string;
-  stderr: string;
-  stats: Stats | null;
-}
+type Run = OutrunRun<Stats>;
 
 interface Bed {
   home: string;
@@ -47,27 +43,12 @@ async function bed(): Promise<Bed> {
       const child = new Deno.Command(OUTRUN, {
         args: ["-F", sshConfigPath, "--stats", ...flags, host, ...argv],
         cwd: home,
-        env: {
-          HOME: home,
-          XDG_CACHE_HOME: Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`,
-          OUTRUN_STATS_FILE: statsFile,
-        },
+        env: outrunEnv(home, statsFile),
         stdin: "null",
         stdout: "piped",
         stderr: "piped",
       }).spawn();
-      const timer = setTimeout(() => child.kill("SIGKILL"), LIMIT_MS);
-      const out = await child.output().finally(() => clearTimeout(timer));
-      let stats: Stats | null = null;
-      try {
-        stats = JSON.parse(await Deno.readTextFile(statsFile));
-      } catch { /* no stats: outrun failed before the end */ }
-      return {
-        code: out.code,
-        text: new TextDecoder().decode(out.stdout),
-        stderr: new TextDecoder().decode(out.stderr),
-        stats,
-      };
+      return await finished<Stats>(child, statsFile, LIMIT_MS);
     },
     async cleanup() {
       await removeTree(home);

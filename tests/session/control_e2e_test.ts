@@ -10,18 +10,16 @@ import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
 
-const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
+import { finished, OUTRUN, outrunEnv, type Run as OutrunRun } from "./outrun_run.ts";
+
 const LIMIT_MS = 120_000;
 
-interface Run {
-  code: number;
-  text: string;
-  stderr: string;
-  stats: {
-    local: Record<string, number>;
-    remote: { calls: Record<string, number> };
-  } | null;
+interface Stats {
+  local: Record<string, number>;
+  remote: { calls: Record<string, number> };
 }
+
+type Run = OutrunRun<Stats>;
 
 interface Bed {
   home: string;
@@ -42,11 +40,7 @@ async function bed(host: string, persist = "60"): Promise<Bed> {
     new Deno.Command(OUTRUN, {
       args: ["-F", sshConfigPath, ...master, ...flags, host, ...argv],
       cwd: home,
-      env: {
-        HOME: home,
-        XDG_CACHE_HOME: Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`,
-        ...(statsFile ? { OUTRUN_STATS_FILE: statsFile } : {}),
-      },
+      env: outrunEnv(home, statsFile),
       stdin: stdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
@@ -63,18 +57,7 @@ async function bed(host: string, persist = "60"): Promise<Bed> {
         await w.write(new TextEncoder().encode(o.stdin));
         await w.close();
       }
-      const timer = setTimeout(() => child.kill("SIGKILL"), LIMIT_MS);
-      const out = await child.output().finally(() => clearTimeout(timer));
-      let stats = null;
-      try {
-        stats = JSON.parse(await Deno.readTextFile(statsFile));
-      } catch { /* failed before the end */ }
-      return {
-        code: out.code,
-        text: new TextDecoder().decode(out.stdout),
-        stderr: new TextDecoder().decode(out.stderr),
-        stats,
-      };
+      return await finished<Stats>(child, statsFile, LIMIT_MS);
     },
     async cleanup() {
       // Whatever a test left running.

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { clientKeyPath, sshConfigPath, up } from "../testbed/testbed.ts";
 
-const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
+import { OUTRUN } from "./outrun_run.ts";
 
 interface Result {
   code: number;
