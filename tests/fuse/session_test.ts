@@ -97,6 +97,33 @@ Deno.test("session: INVAL_INODE and INVAL_ENTRY make the kernel drop what it cac
   }
 });
 
+Deno.test("session: waiting on its thread for the next request stops once a wait times out", async () => {
+  const { base, src, mnt } = await sourceAndMountpoint();
+  await Deno.writeTextFile(`${src}/f`, "f\n");
+  const fs = new LoopbackFs({ root: utf8ByteString(src) });
+  const mount = mountFuse(mnt, { subtype: "outrun" });
+  // Each wait on this thread holds the event loop up to 200 ms.
+  const session = new FuseSession(mount.fd, fs, { idleWaitMs: 200 });
+  const serving = session.serve();
+  try {
+    assert.equal(await shOk(`cat '${mnt}/f'`), "f\n");
+    // Quiet from here on: after one wait that times out, the loop waits asynchronously,
+    // so timers run freely (were it to wait on its thread again and again, a 1 ms
+    // interval would run a handful of times in 600 ms).
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    await new Promise((r) => setTimeout(r, 600));
+    clearInterval(timer);
+    assert.ok(ticks >= 30, `only ${ticks} turns of the event loop in 600 ms`);
+    // And it still answers.
+    assert.equal(await shOk(`cat '${mnt}/f'`), "f\n");
+  } finally {
+    unmountFuse(mount);
+    await serving;
+    await removeTree(base);
+  }
+});
+
 Deno.test("session: a notification while a lookup in that directory waits does not deadlock", async () => {
   const { base, src, mnt } = await sourceAndMountpoint();
   await Deno.writeTextFile(`${src}/g`, "g\n");
