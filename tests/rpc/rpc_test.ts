@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { CodecError, decodeValue, encodeValue, type Value } from "../../lib/rpc/codec.ts";
+import {
+  CodecError,
+  decodeValue,
+  encodeValue,
+  type Value,
+  VIEW_BYTES,
+} from "../../lib/rpc/codec.ts";
 import { RpcClosed, RpcError, RpcPeer } from "../../lib/rpc/peer.ts";
 import { pipePair } from "./pipe.ts";
 
@@ -35,6 +41,19 @@ Deno.test("codec: large values, sized before they are written", () => {
   for (const v of [big, { data: big }, [1, "x".repeat(300)], attr, { entry: { attr } }]) {
     assert.deepEqual(decodeValue(encodeValue(v as Value)), v);
   }
+});
+
+Deno.test("codec: large byte arrays decode as views of the buffer, small ones as copies", () => {
+  const big = new Uint8Array(VIEW_BYTES).fill(9);
+  const small = new Uint8Array(VIEW_BYTES - 1).fill(8);
+  const bytes = encodeValue({ big, small });
+  const v = decodeValue(bytes) as { big: Uint8Array; small: Uint8Array };
+  assert.deepEqual(v, { big, small });
+  assert.equal(v.big.buffer, bytes.buffer, "no copy of a large array");
+  assert.notEqual(v.small.buffer, bytes.buffer, "a small one does not hold the frame");
+  bytes.fill(0);
+  assert.equal(v.big[0], 0);
+  assert.equal(v.small[0], 8);
 });
 
 Deno.test("codec property: random values round trip, random bytes never crash", () => {

@@ -53,12 +53,19 @@ const zstd = zlib as unknown as {
  * zstd level 3: on the chunks a cold `ffmpeg -version` needs (64 MB), 24 MB in
  * ~0.25 s on one core here, where LZ4 makes 33.5 MB in about the same time.
  */
-const ZSTD_OPTIONS = {
-  params: { [zstd.constants.ZSTD_c_compressionLevel ?? 100]: 3 },
-  // One output buffer of a chunk's size: node:zlib's default (16 KiB pieces joined
-  // at the end) made compressing a cold ffmpeg's chunks take 0.38 s instead of 0.25.
-  chunkSize: CHUNK_SIZE,
-};
+const ZSTD_LEVEL = { [zstd.constants.ZSTD_c_compressionLevel ?? 100]: 3 };
+
+/**
+ * node:zlib's options for an output of at most `bound` bytes: one output buffer a
+ * little larger than that. Its default (16 KiB pieces joined at the end) made
+ * compressing a cold ffmpeg's chunks take 0.38 s instead of 0.25; and a buffer the
+ * output fills exactly makes node:zlib allocate another before it sees the end.
+ * Fresh memory is dear (on this test bed's VMs a page's first touch costs ~10 us,
+ * 2.8 ms a MiB): a decompressed run paid for two megabytes where it needs one.
+ */
+function zstdOptions(bound: number) {
+  return { params: ZSTD_LEVEL, chunkSize: Math.max(bound + 64, 1024) };
+}
 
 /** What this runtime compresses with unless told otherwise. */
 export const DEFAULT_CODEC: ChunkCodec = zstd.zstdCompressSync && zstd.zstdDecompressSync
@@ -75,7 +82,7 @@ export function maybeCompress(
 ): [Uint8Array, number] {
   if (data.length < 512) return [data, 0];
   const block = codec === "zstd"
-    ? new Uint8Array(zstd.zstdCompressSync!(data, ZSTD_OPTIONS))
+    ? new Uint8Array(zstd.zstdCompressSync!(data, zstdOptions(data.length)))
     : lz4.compress(data);
   if (block.length > data.length * (1 - MIN_SAVING)) return [data, 0];
   return [block, data.length];
@@ -92,7 +99,7 @@ export function decompress(
     if (!zstd.zstdDecompressSync) throw new Error("zstd: not in this runtime");
     const b = zstd.zstdDecompressSync(data, {
       maxOutputLength: rawLength,
-      chunkSize: Math.max(rawLength, 64),
+      chunkSize: zstdOptions(rawLength).chunkSize,
     });
     out = new Uint8Array(b.buffer, b.byteOffset, b.length); // a plain array, not a Buffer
   } else {
