@@ -238,6 +238,7 @@ export async function connect(
     );
   }
   if (!sock) sock = await tcpConnect(r) as unknown as ClientChannel;
+  coalesceWrites(sock as unknown as WriteEnd);
   const keys = identityKeys(r, options);
   const agent = !r.config.identitiesOnly ? Deno.env.get("SSH_AUTH_SOCK") : undefined;
   // As OpenSSH: keys that need nothing first, then the agent, then encrypted keys
@@ -373,6 +374,63 @@ export interface ExecResult {
   signal: string | null;
   stdout: Uint8Array;
   stderr: string;
+}
+
+/** The part of a writable stream that coalesceWrites changes. */
+interface WriteEnd {
+  write(chunk: unknown, ...rest: unknown[]): boolean;
+  end(...args: unknown[]): unknown;
+}
+
+/**
+ * Makes the writes made to `sock` in one turn of the event loop reach it as one write
+ * (up to `cap` bytes each). ssh2 writes every packet in three pieces (length, body,
+ * MAC): a megabyte pushed was ~100 socket writes, each through node:stream's
+ * machinery and, with TCP_NODELAY, mostly its own TCP segment for the other end to
+ * take one at a time. Order is kept; a write with a callback or an encoding first
+ * sends what waits. ssh2 never looks at write()'s result (the SSH window is its
+ * flow control), and, as with any stream, does not reuse a buffer it has written.
+ */
+export function coalesceWrites(sock: WriteEnd, cap = 256 * 1024): void {
+  const write = sock.write.bind(sock);
+  const end = sock.end.bind(sock);
+  let pending: Uint8Array[] = [];
+  let size = 0;
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (!pending.length) return;
+    const parts = pending;
+    const out = parts.length === 1 ? parts[0] : new Uint8Array(size);
+    if (parts.length > 1) {
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+    }
+    pending = [];
+    size = 0;
+    write(out);
+  };
+  sock.write = (chunk: unknown, ...rest: unknown[]): boolean => {
+    if (rest.length || !(chunk instanceof Uint8Array)) {
+      flush();
+      return write(chunk, ...rest);
+    }
+    pending.push(chunk);
+    size += chunk.length;
+    if (size >= cap) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      queueMicrotask(flush);
+    }
+    return true;
+  };
+  sock.end = (...args: unknown[]) => {
+    flush();
+    return end(...args);
+  };
 }
 
 /** Runs a remote shell command to completion, feeding `stdin` (which may be large). */
