@@ -2,3 +2,8 @@
 export function outrunHome(): string {
   return `${Deno.env.get("HOME") ?? "/"}/.outrun`;
 }
+
+/** outrun's cache on this machine: payload memos, packed runs. */
+export function localCacheDir(): string {
+  return `${Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME") ?? "/tmp"}/.cache`}/outrun`;
+}

@@ -9,6 +9,7 @@ import { Readable } from "node:stream";
 import type { Client, ClientChannel } from "ssh2";
 import { execCommand, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
+import { localCacheDir } from "../home.ts";
 import { type Closure, resolveClosure } from "../elf/mod.ts";
 
 export interface PayloadFile {
@@ -27,9 +28,7 @@ export interface Payload {
 }
 
 const HERE = new URL(".", import.meta.url).pathname;
-const CACHE = `${
-  Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME") ?? "/tmp"}/.cache`
-}/outrun`;
+const CACHE = localCacheDir();
 
 /** Hex SHA-256 of `data`, or of its first `bytes` bytes' worth of digest. */
 async function sha256Hex(data: Uint8Array<ArrayBuffer>, bytes = 32): Promise<string> {

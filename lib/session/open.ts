@@ -13,6 +13,7 @@ import { CacheService } from "../fs/cache/service.ts";
 import { ChunkPacker } from "../fs/cache/packer.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
+import { localCacheDir } from "../home.ts";
 import { RpcPeer } from "../rpc/mod.ts";
 import { connect, type Resolved, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
@@ -78,9 +79,9 @@ export async function openSession(
     }, log);
     const channel: ClientChannel = started.channel;
     log(`agent started${started.storePresent === false ? "; the remote cache is empty" : ""}`);
-    // An empty remote cache: a profile will be packed at once, by a worker that starts
-    // now, with the agent (~0.1-0.3 s). Otherwise one starts if a replay needs it: a
-    // warm start does not pay for it (here, a CPU shared with the connect).
+    // An empty remote cache: a profile will be pushed at once, from the runs kept on
+    // this machine or packed by a worker (started with the first run not kept).
+    // Otherwise one is made if a replay needs it.
     if (started.storePresent === false && !o.noCache && !o.noPrefetch) packer = new ChunkPacker();
     lap("bootstrap");
     let agentStderr = "";
@@ -116,6 +117,7 @@ export async function openSession(
       contentIndex: openContentIndex(log),
       compression: config.cache.compression,
       packer,
+      packedDir: `${localCacheDir()}/packed`,
     });
     const agentUp = peer.remoteHello.then(() => log("agent up"), (err) => {
       const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";

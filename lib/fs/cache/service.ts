@@ -80,6 +80,11 @@ export interface CacheServiceOptions {
    * if not given.
    */
   packer?: ChunkPacker;
+  /**
+   * Where a profile's replay keeps the runs it packs and finds those packed before
+   * (a PackedStore: packed.ts); none when absent.
+   */
+  packedDir?: string;
 }
 
 export interface PushStats {
@@ -479,7 +484,15 @@ export class CacheService {
       ahead.push({
         hash: info.hash,
         missing,
-        packed: packer.pack({ path, indices: missing, size: info.size, codec: this.#codec }),
+        packed: packer.pack({
+          path,
+          indices: missing,
+          size: info.size,
+          codec: this.#codec,
+          hash: info.hash,
+          hashes: chunkHashesAt(info.chunkHashes, missing),
+          packed: this.options.packedDir,
+        }),
       });
       aheadChunks += missing.length;
       while (aheadChunks > PACK_AHEAD) await sendOldest();
@@ -721,6 +734,13 @@ export class CacheService {
     this.#pending = {};
     this.#pendingBytes = 0;
   }
+}
+
+/** The sha256es of chunks `indices` out of all of a content's (32 bytes each). */
+function chunkHashesAt(all: Uint8Array, indices: number[]): Uint8Array {
+  const out = new Uint8Array(32 * indices.length);
+  indices.forEach((index, i) => out.set(all.subarray(32 * index, 32 * index + 32), 32 * i));
+  return out;
 }
 
 /** What travels on a file's first open: a small file whole, a large one's first chunk (ELF headers). */

@@ -1,7 +1,7 @@
 /** The packer: chunk runs read and compressed by a worker, in order, the same as here. */
 import assert from "node:assert/strict";
-import { decompress } from "../../../lib/fs/cache/chunks.ts";
-import { ChunkPacker, packChunks, type PackedRun } from "../../../lib/fs/cache/packer.ts";
+import { chunkHashesOf, contentHash, decompress } from "../../../lib/fs/cache/chunks.ts";
+import { ChunkPacker, keptRuns, packChunks, type PackedRun } from "../../../lib/fs/cache/packer.ts";
 import { CHUNK_SIZE, RUN_CHUNKS } from "../../../lib/fs/cache/protocol.ts";
 import { SysError } from "../../../lib/sys/libc.ts";
 
@@ -78,6 +78,43 @@ Deno.test("packer: an unreadable file fails its job alone; close fails what wait
       () => packChunks({ path: `${dir}/gone`, indices: [0], size: 10, codec: "lz4" }),
       (e: unknown) => e instanceof SysError && e.errno === 2,
     );
+  } finally {
+    packer.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("packer: runs are kept when every chunk matches its hash, and found again", async () => {
+  const { dir, path, data } = await fixture(20);
+  const packer = new ChunkPacker();
+  try {
+    const all = chunkHashesOf(data);
+    const hash = contentHash(all);
+    const indices = [0, 1, 2, 3, 19, ...Array.from({ length: 14 }, (_, i) => i + 4)];
+    const hashes = new Uint8Array(32 * indices.length);
+    indices.forEach((index, i) => hashes.set(all.subarray(32 * index, 32 * index + 32), 32 * i));
+    const job = { path, indices, size: data.length, codec: "zstd" as const, hash, hashes };
+    const packed = `${dir}/packed`;
+    assert.equal(keptRuns({ ...job, packed }), null, "nothing kept yet");
+    // Hashes that do not match (the file changed after its id was taken): not kept.
+    const wrong = hashes.slice();
+    wrong[0] ^= 1;
+    packChunks({ ...job, hashes: wrong, packed });
+    assert.equal(keptRuns({ ...job, packed }), null);
+    const made = await packer.pack({ ...job, packed });
+    assert.deepEqual(checkRuns(made, data, "zstd"), indices);
+    const kept = keptRuns({ ...job, packed });
+    assert.ok(kept);
+    assert.deepEqual(checkRuns(kept, data, "zstd"), indices);
+    assert.deepEqual(kept.map((r) => r.indices), made.map((r) => r.indices));
+    // Found by content id: what the file holds now is not read again (a changed file
+    // has another id, so never finds these).
+    await Deno.writeFile(path, new Uint8Array(data.length));
+    assert.deepEqual(checkRuns(await packer.pack({ ...job, packed }), data, "zstd"), indices);
+    // The file is still opened: one this user can no longer read is not sent.
+    await Deno.remove(path);
+    assert.throws(() => keptRuns({ ...job, packed }), /ENOENT/);
+    await assert.rejects(packer.pack({ ...job, packed }), /ENOENT/);
   } finally {
     packer.close();
     await Deno.remove(dir, { recursive: true });
