@@ -209,6 +209,7 @@ async function loopbackMain(args: string[], proxy = false, cached = false): Prom
   if (cache && peer) {
     cache.fs.finish();
     await peer.call("debug.saveProfile", cache.fs.used() as never).catch(() => {});
+    cache.fs.end();
     cache.store.evict(DEFAULT_LIMITS);
     cache.store.close();
   }

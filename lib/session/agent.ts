@@ -222,6 +222,7 @@ function openCache(
 function closeCache(cache: Cache | null, settings: CacheSettings | null): number {
   if (!cache) return 0;
   let evicted = 0;
+  cache.fs.end();
   try {
     cache.fs.finish();
     if (settings) {

@@ -130,6 +130,14 @@ export class CachedFs implements Filesystem {
   /** Lookups of local nodes answered ahead: "parent/name" -> entry (used once). */
   readonly #ahead = new Map<string, EntryOut>();
   #rootAttr: AttrOut | null = null;
+  /**
+   * Chunks a validation's answer said follow it (hash -> indices), until the local side
+   * says all are sent: a read that needs one waits for a push instead of asking.
+   */
+  #incoming = new Map<string, Set<number>>();
+  #finished = false;
+  /** Resolves at the next push (or the end of the announced ones), then is replaced. */
+  #arrival = Promise.withResolvers<void>();
   readonly #logTo?: (line: string) => void;
   readonly #invalidate?: (stale: Invalidation[]) => Promise<void>;
   /** Resolves when the kernel has dropped what the last validation found stale. */
@@ -143,7 +151,17 @@ export class CachedFs implements Filesystem {
     this.#client = o.client;
     this.#prefixes = o.prefixes;
     this.#logTo = o.log;
-    this.#peer.onEvent(CACHE_EVENTS.push, (p) => this.#onPush(p as unknown as Push));
+    this.#peer.onEvent(CACHE_EVENTS.push, (p) => {
+      // A command may end before its profile's last chunks come: what follows the end
+      // of the session is dropped (its store is closed by then).
+      if (this.#finished) return;
+      this.#onPush(p as unknown as Push);
+      this.#arrived();
+    });
+    this.#peer.onEvent(CACHE_EVENTS.pushed, () => {
+      this.#incoming.clear();
+      this.#arrived();
+    });
     this.#peer.onEvent(CACHE_EVENTS.revalidated, (r) => {
       const reply = r as unknown as ValidateReply;
       this.#apply(reply);
@@ -171,6 +189,11 @@ export class CachedFs implements Filesystem {
     ) as unknown as ValidateReply;
     this.validation.held = rows.length;
     this.#apply(reply);
+    for (const { hash, indices } of reply.incoming ?? []) {
+      let set = this.#incoming.get(hash);
+      if (!set) this.#incoming.set(hash, set = new Set());
+      for (const i of indices) set.add(i);
+    }
     this.#log(
       `cache: validate: ${rows.length} held, ${reply.stale.length} stale, ${reply.ahead.length} ahead`,
     );
@@ -248,6 +271,11 @@ export class CachedFs implements Filesystem {
   }
 
   /** At the end of the session: mark what was used (for LRU eviction). */
+  /** The session is over (its store is about to close): pushes from here on are dropped. */
+  end(): void {
+    this.#finished = true;
+  }
+
   finish(): void {
     this.#flushMetas();
     const hashes = new Set<string>();
@@ -256,6 +284,12 @@ export class CachedFs implements Filesystem {
       if (h) hashes.add(h);
     }
     this.#store.touch(this.#client, this.#used, hashes);
+  }
+
+  /** Wakes the reads waiting for announced chunks (each checks whether its came). */
+  #arrived(): void {
+    this.#arrival.resolve();
+    this.#arrival = Promise.withResolvers<void>();
   }
 
   #call(method: string, args: Value): Promise<Value> {
@@ -609,8 +643,17 @@ export class CachedFs implements Filesystem {
   ): Promise<number> {
     const first = Math.floor(start / CHUNK_SIZE);
     const last = Math.floor((end - 1) / CHUNK_SIZE);
-    const missing: number[] = [];
+    let missing: number[] = [];
     for (let i = first; i <= last; i++) if (!blob.present.has(i)) missing.push(i);
+    // Announced and on the way (the command started before its profile's chunks came):
+    // waited for, not asked for.
+    while (missing.some((i) => this.#incoming.get(blob.hash)?.has(i))) {
+      await this.#arrival.promise;
+      const fresh = this.#store.blob(blob.hash);
+      if (fresh) blob.present.bits.set(fresh.present.bits);
+      missing = missing.filter((i) => !blob.present.has(i));
+    }
+    if (!missing.length) return this.#copy(blob, start, end, into);
     this.misses.chunk += missing.length;
     await this.#fetchChunks(path, blob, missing);
     if (missing.some((i) => !blob.present.has(i))) {

@@ -18,6 +18,11 @@ export const CACHE_EVENTS = {
    */
   revalidated: "cache.revalidated",
   /**
+   * null: the chunks a validation's answer announced (`incoming`) are all sent (or
+   * will not be: unreadable now); what did not come is asked for.
+   */
+  pushed: "cache.pushed",
+  /**
    * UsedReport, remote -> local: what a command through a shared mount used first, for
    * the local side to keep as (part of) its executable's profile.
    */
@@ -130,6 +135,17 @@ export interface ValidateReply {
   ahead: AheadEntry[];
   /** The mirror root's attributes (the kernel asks for them first). */
   root: AttrOut | null;
+  /**
+   * Chunks pushed after this answer (a profile's): a read that needs one waits for it
+   * rather than asking, until the `cache.pushed` event.
+   */
+  incoming?: ChunkPlan[];
+}
+
+/** Chunks of one content, by index. */
+export interface ChunkPlan {
+  hash: string;
+  indices: number[];
 }
 
 export interface ChunkRequest {

@@ -31,6 +31,7 @@ import {
   CHUNK_SIZE,
   type ChunkCodec,
   chunkCount,
+  type ChunkPlan,
   type ChunkRequest,
   type ChunkRun,
   type ContentInfo,
@@ -87,6 +88,12 @@ export interface CacheServiceOptions {
   packedDir?: string;
 }
 
+/** A profile's push: the chunks it will send (once the names are out), and its end. */
+interface Replay {
+  planned: Promise<ChunkPlan[]>;
+  done: Promise<void>;
+}
+
 export interface PushStats {
   metas: number;
   contents: number;
@@ -124,7 +131,7 @@ export class CacheService {
   readonly #infos = new Map<string, ContentInfo>();
   readonly #closures = new Set<string>();
   /** Profiles replayed this session (or being replayed). */
-  readonly #replays = new Map<string, Promise<void>>();
+  readonly #replays = new Map<string, Replay>();
   /** Whether the remote's list of what it holds came (validate): revalidate needs it. */
   #checked = false;
   #profilePath: string | null = null;
@@ -192,10 +199,12 @@ export class CacheService {
         this.#chunks.set(hash, new ChunkBitmap(present));
       }
     }
-    if (req.prefetch) await this.#prefetchFor(req.exe);
+    // The answer goes once the names and content ids are out; the chunks follow it,
+    // announced, so that the command starts while they come.
+    const incoming = req.prefetch ? await this.#prefetchFor(req.exe).planned : [];
     const ahead = this.#lookupsAhead(req.ahead);
     this.#flush();
-    return { stale, ahead, root: this.#rootAttr() };
+    return { stale, ahead, root: this.#rootAttr(), incoming };
   }
 
   /**
@@ -223,22 +232,25 @@ export class CacheService {
       root: this.#rootAttr(),
     };
     this.peer.event(CACHE_EVENTS.revalidated, reply as unknown as Value);
-    if (req.prefetch) await this.#prefetchFor(req.exe);
+    if (req.prefetch) await this.#prefetchFor(req.exe).done;
     this.#flush();
     return { held: this.#held.size, stale: stale.length };
   }
 
-  /** What the profile of `exe` lists (the executable's earlier runs used) and the remote lacks. */
-  async #prefetchFor(exe: string | null): Promise<void> {
-    if (!this.options.profileDir) return;
+  /**
+   * What the profile of `exe` lists (the executable's earlier runs used) and the remote
+   * lacks: pushed once a session (what it pushed is then among what each revalidation
+   * checks); one under way (pushAhead) is the same one.
+   */
+  #prefetchFor(exe: string | null): Replay {
+    const none = { planned: Promise.resolve([]), done: Promise.resolve() };
+    if (!this.options.profileDir) return none;
     const real = realPath(exe);
-    if (!real) return;
+    if (!real) return none;
     this.#profilePath = this.#profileFile(real);
-    // Once a session: what it pushed is then among what each revalidation checks. One
-    // under way (pushAhead) is waited for: the answer goes after all of it.
     let replay = this.#replays.get(this.#profilePath);
     if (!replay) this.#replays.set(this.#profilePath, replay = this.#replayProfile());
-    await replay;
+    return replay;
   }
 
   /**
@@ -248,7 +260,7 @@ export class CacheService {
    */
   pushAhead(exe: string): void {
     if (!this.options.prefetch) return;
-    this.#prefetchFor(exe).catch(() => {}); // a failure shows when the validation asks
+    this.#prefetchFor(exe).done.catch(() => {}); // a failure shows when the validation asks
   }
 
   /** The served root's attributes (the kernel asks for them first), or null. */
@@ -443,16 +455,41 @@ export class CacheService {
   // ---- what is pushed ----
 
   /**
-   * Pushes what the profile lists that the remote lacks, letting each push go out
-   * as soon as it is made (the link works while the next is read and compressed).
+   * Pushes what the profile lists that the remote lacks: the names and content ids
+   * first (then `planned` resolves with the chunks still to come, for a validation's
+   * answer to announce), then the chunks, each push going out as soon as it is made
+   * (the link works while the next is read and compressed), and last the
+   * `cache.pushed` event (the remote asks for what was announced and did not come).
    */
-  async #replayProfile(): Promise<void> {
+  #replayProfile(): Replay {
+    let plan: { path: string; info: ContentInfo; missing: number[] }[] = [];
     const saved = this.#readProfile(this.#profilePath!);
-    if (!saved) return;
-    for (const path of saved.listed) this.#pushMeta(path, true, true);
-    for (const path of saved.metas) this.#pushMeta(path, false, true);
-    // The names first, on their own: they cross while the first chunks are packed.
-    this.#flush();
+    if (saved) {
+      for (const path of saved.listed) this.#pushMeta(path, true, true);
+      for (const path of saved.metas) this.#pushMeta(path, false, true);
+      // The names first, on their own: they cross while the contents are planned.
+      this.#flush();
+      for (const [path, indices] of Object.entries(saved.chunks)) {
+        try {
+          const p = this.#planContent(path, indices, true);
+          if (p) plan.push({ path, ...p });
+        } catch {
+          continue; // gone since
+        }
+      }
+      this.#flush();
+    }
+    const incoming = plan.map(({ info, missing }) => ({ hash: info.hash, indices: missing }));
+    const done = this.#sendPlanned(plan).finally(() => {
+      plan = [];
+      this.#flush();
+      this.peer.event(CACHE_EVENTS.pushed, null);
+    });
+    return { planned: Promise.resolve(incoming), done };
+  }
+
+  async #sendPlanned(plan: { path: string; info: ContentInfo; missing: number[] }[]) {
+    if (!plan.length) return;
     const packer = this.#packer ??= new ChunkPacker();
     const ahead: { hash: string; missing: number[]; packed: Promise<PackedRun[]> }[] = [];
     let aheadChunks = 0;
@@ -472,15 +509,7 @@ export class CacheService {
       // The link takes each push as it is made; the packer works meanwhile.
       await this.peer.drained();
     };
-    for (const [path, indices] of Object.entries(saved.chunks)) {
-      let plan;
-      try {
-        plan = this.#planContent(path, indices, true);
-      } catch {
-        continue; // gone since
-      }
-      if (!plan) continue;
-      const { info, missing } = plan;
+    for (const { path, info, missing } of plan) {
       ahead.push({
         hash: info.hash,
         missing,

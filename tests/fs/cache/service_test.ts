@@ -1,7 +1,13 @@
 /** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
 import { CacheService } from "../../../lib/fs/cache/service.ts";
-import { CACHE_EVENTS, CHUNK_SIZE, type Push, RUN_CHUNKS } from "../../../lib/fs/cache/protocol.ts";
+import {
+  CACHE_EVENTS,
+  CHUNK_SIZE,
+  type Push,
+  RUN_CHUNKS,
+  type ValidateReply,
+} from "../../../lib/fs/cache/protocol.ts";
 import { decompress, hex, sha256 } from "../../../lib/fs/cache/chunks.ts";
 import { LoopbackFs } from "../../../lib/fs/loopback.ts";
 import { RpcPeer } from "../../../lib/rpc/mod.ts";
@@ -77,7 +83,7 @@ Deno.test("service: a listed directory of Python modules brings its __pycache__ 
   }
 });
 
-Deno.test("service: a profile's chunks go out through the packer, all before the validation's answer", async () => {
+Deno.test("service: a profile's names go before the validation's answer, its chunks after it, announced", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outrun-replay-" });
   const [x, y] = pipePair();
   const local = new RpcPeer(x, { program: "local" });
@@ -103,6 +109,8 @@ Deno.test("service: a profile's chunks go out through the packer, all before the
     );
     const pushes: Push[] = [];
     remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+    const { promise: allSent, resolve: sent } = Promise.withResolvers<number>();
+    remote.onEvent(CACHE_EVENTS.pushed, () => sent(pushes.length));
     service = new CacheService(local, {
       prefixes: [prefix],
       prefetch: true,
@@ -111,8 +119,24 @@ Deno.test("service: a profile's chunks go out through the packer, all before the
       fs: new LoopbackFs({ root: "/" }),
       contentIndex: null,
     });
-    await remote.call("cache.validate", { held: [], exe, prefetch: true, ahead: [] });
-    // Taken as the answer came: a push after it would be missing here.
+    const reply = await remote.call("cache.validate", {
+      held: [],
+      exe,
+      prefetch: true,
+      ahead: [],
+    }) as unknown as ValidateReply;
+    // Taken as the answer came: the names and the content id are there, and the answer
+    // announces the chunks that follow it (the command starts meanwhile).
+    const before = pushes.slice();
+    assert.ok(before.some((p) => p.metas?.some((m) => m.path === exe)));
+    const content = before.find((p) => p.contents?.some((c) => c.path === exe))?.contents?.[0];
+    assert.ok(content, "the content id before the answer");
+    assert.deepEqual(reply.incoming, [{
+      hash: content.hash,
+      indices: wanted.filter((i) => i < chunks),
+    }]);
+    // Then every chunk, and the event that says so last.
+    assert.equal(await allSent, pushes.length, "nothing after cache.pushed");
     const runs = pushes.flatMap((p) => p.runs ?? []);
     assert.deepEqual(
       runs.flatMap((r) => r.indices),
@@ -120,9 +144,6 @@ Deno.test("service: a profile's chunks go out through the packer, all before the
       "what the profile lists, once each",
     );
     assert.deepEqual(runs.map((r) => r.indices.length), [RUN_CHUNKS, 6]);
-    const firstRun = pushes.findIndex((p) => p.runs?.length);
-    const content = pushes.findIndex((p) => p.contents?.some((c) => c.path === exe));
-    assert.ok(content >= 0 && content <= firstRun, "the content id before its chunks");
     for (const r of runs) {
       assert.equal(r.codec, "zstd");
       const joined = decompress(r.data, r.rawLength, r.codec);
