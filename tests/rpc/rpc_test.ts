@@ -225,6 +225,72 @@ Deno.test("rpc property: frames cut anywhere and glued together arrive whole", a
   await b.close();
 });
 
+/** One way of a byte stream (as stdin is): what is written arrives in pieces of random sizes. */
+function bytePipe(rand: (n: number) => number) {
+  const t = new TransformStream<Uint8Array, Uint8Array>();
+  const from = t.readable.getReader();
+  let pending: Uint8Array = new Uint8Array(0);
+  const readable = new ReadableStream({
+    type: "bytes",
+    async pull(c: ReadableByteStreamController) {
+      while (!pending.length) {
+        const { value, done } = await from.read();
+        if (done) {
+          c.close();
+          c.byobRequest?.respond(0);
+          return;
+        }
+        pending = value;
+      }
+      const n = Math.min(pending.length, 1 + rand(rand(2) ? 9 : 300_000));
+      c.enqueue(pending.slice(0, n));
+      pending = pending.subarray(n);
+    },
+  }) as ReadableStream<Uint8Array>;
+  return { readable, writable: t.writable };
+}
+
+Deno.test("rpc property: over a byte stream, frames are cut out of one buffer; only transient events get views of it", async () => {
+  let seed = 11;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed % n;
+  };
+  const ab = bytePipe(rand);
+  const ba = bytePipe(rand);
+  const a = new RpcPeer({ readable: ba.readable, writable: ab.writable }, { program: "a" });
+  const b = new RpcPeer({ readable: ab.readable, writable: ba.writable }, { program: "b" });
+  b.handle("echo", (v) => v);
+  const kept: Uint8Array[] = [];
+  const seen: number[] = [];
+  let views = 0;
+  b.onEvent("keep", (v) => kept.push(v as Uint8Array));
+  b.onEvent("look", (v) => {
+    const bytes = v as Uint8Array;
+    // What a transient handler sees is right while it runs (and is not its own copy
+    // when large).
+    assert.ok(bytes.every((x) => x === bytes[0]));
+    seen.push(bytes.length);
+    if (bytes.byteLength < bytes.buffer.byteLength) views++;
+  }, { transient: true });
+  const values: Value[] = [];
+  for (let i = 0; i < 40; i++) {
+    // Larger than the first read buffer too: it grows to fit a frame.
+    const size = i === 17 ? 3_000_000 : i % 5 === 0 ? 50_000 + i : 0;
+    values.push(size ? new Uint8Array(size).fill(i) : { i, text: "x".repeat(rand(300)) });
+    a.event("keep", new Uint8Array(10_000 + i).fill(i));
+    a.event("look", new Uint8Array(20_000 + i).fill(i));
+  }
+  const results = await Promise.all(values.map((v) => a.call("echo", v)));
+  assert.deepEqual(results, values);
+  // Events kept by a handler that is not transient are copies: intact after later reads.
+  assert.deepEqual(kept, Array.from({ length: 40 }, (_, i) => new Uint8Array(10_000 + i).fill(i)));
+  assert.deepEqual(seen, Array.from({ length: 40 }, (_, i) => 20_000 + i));
+  assert.ok(views > 0, "transient events' bytes are views of the read buffer");
+  await a.close();
+  await b.close();
+});
+
 Deno.test("rpc: drained() waits while the transport holds back more than the limit", async () => {
   // A transport that takes each write only when told to, like a channel with no window.
   const release: (() => void)[] = [];

@@ -151,13 +151,15 @@ export class CachedFs implements Filesystem {
     this.#client = o.client;
     this.#prefixes = o.prefixes;
     this.#logTo = o.log;
+    // Transient: a push's chunks are written to the store (and its other bytes copied
+    // into it) before the handler returns, so they may be views of the read buffer.
     this.#peer.onEvent(CACHE_EVENTS.push, (p) => {
       // A command may end before its profile's last chunks come: what follows the end
       // of the session is dropped (its store is closed by then).
       if (this.#finished) return;
       this.#onPush(p as unknown as Push);
       this.#arrived();
-    });
+    }, { transient: true });
     this.#peer.onEvent(CACHE_EVENTS.pushed, () => {
       this.#incoming.clear();
       this.#arrived();
