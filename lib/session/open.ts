@@ -60,6 +60,10 @@ export async function openSession(
   /** false: return as soon as the agent is started, its hello not awaited (see agentUp). */
   waitForAgent = true,
 ): Promise<Session> {
+  // The payload's digests (the agent bundle's, ~30 ms) are taken while the handshake
+  // waits on the network.
+  const payloadReady = localPayload();
+  payloadReady.catch(() => {}); // awaited below; a failure to connect comes first
   const { client, resolved } = await connect({ ...sshOptions(o), log });
   let packer: ChunkPacker | undefined;
   const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
@@ -70,7 +74,7 @@ export async function openSession(
   log("connected");
   lap("connect");
   try {
-    const payload = await localPayload();
+    const payload = await payloadReady;
     log(`payload ${payload.dirName}`);
     const started = await startAgent(client, payload, {
       sudo: resolved.user !== "root",
