@@ -71,6 +71,11 @@ function sizeOf(v: Value, depth: number): number {
   throw new CodecError(`cannot encode ${typeof v}`);
 }
 
+/** The size of `v` encoded. */
+export function valueSize(v: Value): number {
+  return sizeOf(v, 0);
+}
+
 /** Writes into a buffer sized beforehand (sizeOf): it never grows. */
 class Writer {
   readonly view: DataView;
@@ -163,11 +168,18 @@ function put(w: Writer, v: Value, depth: number): void {
 
 /**
  * `v` encoded, after `headroom` bytes left for the caller (a frame's header), in
- * one buffer of exactly that size.
+ * one buffer of exactly that size: the start of `into` when it is large enough.
  */
-export function encodeValue(v: Value, headroom = 0): Uint8Array<ArrayBuffer> {
-  const size = headroom + sizeOf(v, 0);
-  const w = new Writer(new Uint8Array(size), headroom);
+export function encodeValue(
+  v: Value,
+  headroom = 0,
+  into?: Uint8Array<ArrayBuffer>,
+  /** valueSize(v), when the caller has it. */
+  known?: number,
+): Uint8Array<ArrayBuffer> {
+  const size = headroom + (known ?? sizeOf(v, 0));
+  const buf = into && into.length >= size ? into.subarray(0, size) : new Uint8Array(size);
+  const w = new Writer(buf, headroom);
   put(w, v, 0);
   if (w.length !== size) throw new CodecError(`encoded ${w.length} bytes, sized ${size}`);
   return w.buf as Uint8Array<ArrayBuffer>;

@@ -9,7 +9,7 @@
  *   ERROR    id, {errno, message}        (errno 0: not a system error)
  *   EVENT    0, [name, args]             one-way (stdout bytes, exit status, forget, ...)
  */
-import { decodeValue, encodeValue, type Value } from "./codec.ts";
+import { decodeValue, encodeValue, type Value, valueSize } from "./codec.ts";
 import { errnoName } from "../sys/errno.ts";
 
 export const RPC_PROTOCOL = "outrun-rpc";
@@ -47,7 +47,18 @@ export type EventHandler = (args: Value) => void;
 export interface Transport {
   readable: ReadableStream<Uint8Array>;
   writable: WritableStream<Uint8Array>;
+  /**
+   * The writable is done with a chunk once its write resolves (it sent or copied
+   * it): large frames are then encoded into buffers used again.
+   */
+  reusable?: boolean;
 }
+
+/** Frames at least this large go into reused buffers (Transport.reusable). */
+const POOLED_FRAME = 256 * 1024;
+/** Buffers kept for them, each at least this large. */
+const FRAME_POOL = 4;
+const POOL_BUFFER = 2 * 1024 * 1024;
 
 export interface PeerOptions {
   /** This program's version, sent in HELLO (informational). */
@@ -102,9 +113,12 @@ export class RpcPeer {
   /** Bytes handed to the writer that the transport has not taken yet. */
   #unwritten = 0;
   #drainWaiters: { limit: number; resolve(): void }[] = [];
+  /** Buffers for large frames, back once written (null: the transport may keep chunks). */
+  readonly #pool: Uint8Array<ArrayBuffer>[] | null;
 
   constructor(transport: Transport, readonly options: PeerOptions) {
     this.#writer = transport.writable.getWriter();
+    this.#pool = transport.reusable ? [] : null;
     // A byte stream (stdin, a pipe) is read into one buffer, used again and again:
     // a new chunk per read, and a copy of every frame that spans two, were most of the
     // fresh memory a cold start's push cost the agent (~10 us a page on this test bed).
@@ -215,8 +229,18 @@ export class RpcPeer {
 
   #send(kind: Kind, id: number, value: Value): void {
     // The header goes in front of the value, in the same buffer: no copy of a megabyte.
-    const frame = encodeValue(value, 9);
-    const v = new DataView(frame.buffer);
+    // A large one goes into a buffer written before (fresh memory is dear: a cold
+    // start pushes tens of megabytes a frame at a time).
+    const size = valueSize(value);
+    let pooled: Uint8Array<ArrayBuffer> | undefined;
+    if (this.#pool && size + 9 >= POOLED_FRAME) {
+      const i = this.#pool.findIndex((b) => b.length >= size + 9);
+      pooled = i >= 0
+        ? this.#pool.splice(i, 1)[0]
+        : new Uint8Array(Math.max(size + 9, POOL_BUFFER));
+    }
+    const frame = encodeValue(value, 9, pooled, size);
+    const v = new DataView(frame.buffer, frame.byteOffset);
     v.setUint32(0, frame.length - 4, true);
     frame[4] = kind;
     v.setUint32(5, id, true);
@@ -224,7 +248,10 @@ export class RpcPeer {
     this.stats.bytesOut += frame.length;
     this.#unwritten += frame.length;
     this.#writer.write(frame).then(
-      () => this.#wrote(frame.length),
+      () => {
+        if (pooled && this.#pool!.length < FRAME_POOL) this.#pool!.push(pooled);
+        this.#wrote(frame.length);
+      },
       (err) => {
         this.#fail(new RpcClosed(`write: ${err}`));
         this.#wrote(frame.length);

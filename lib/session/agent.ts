@@ -63,7 +63,8 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   const pipes = [0, 1].map((fd) => growPipe(fd));
   trace(`pipes: stdin ${pipes[0]}, stdout ${pipes[1]} bytes`);
   const peer = new RpcPeer(
-    { readable: Deno.stdin.readable, writable: Deno.stdout.writable },
+    // Each write to stdout is done when it resolves: frames may use buffers again.
+    { readable: Deno.stdin.readable, writable: Deno.stdout.writable, reusable: true },
     {
       program: `outrun-agent ${VERSION}`,
       // -v: each call to the local side, with its round trip, on stderr (the local

@@ -4,7 +4,6 @@
  * RPC inside the agent's exec channel. Commands then run on it: one (runRemote,
  * the usual way) or many (the ControlMaster, master.ts).
  */
-import { Writable } from "node:stream";
 import type { Client, ClientChannel } from "ssh2";
 import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
@@ -15,7 +14,7 @@ import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
 import { localCacheDir } from "../home.ts";
 import { RpcPeer } from "../rpc/mod.ts";
-import { connect, type Resolved, SshError } from "../ssh/connect.ts";
+import { channelWritable, connect, type Resolved, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
 import { localPayload, startAgent } from "./bootstrap.ts";
 import type { CacheSettings } from "./protocol.ts";
@@ -96,7 +95,8 @@ export async function openSession(
     const peer = new RpcPeer(
       {
         readable: started.stdout,
-        writable: Writable.toWeb(channel) as unknown as WritableStream<Uint8Array>,
+        writable: channelWritable(channel),
+        reusable: true,
       },
       {
         program: `outrun ${VERSION}`,

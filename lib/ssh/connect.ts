@@ -376,6 +376,27 @@ export interface ExecResult {
   stderr: string;
 }
 
+/**
+ * A channel as a WritableStream whose writes resolve once ssh2 has taken each chunk
+ * (cut into packets and encrypted; it waits for the window to do so): the chunk may
+ * then be used again (an RPC Transport's `reusable`). Writable.toWeb resolves as soon
+ * as node:stream has queued a chunk, still unsent.
+ */
+export function channelWritable(channel: ClientChannel): WritableStream<Uint8Array> {
+  return new WritableStream<Uint8Array>({
+    write: (chunk) =>
+      new Promise<void>((resolve, reject) =>
+        channel.write(chunk, (err?: Error | null) => (err ? reject(err) : resolve()))
+      ),
+    close: () => {
+      channel.end();
+    },
+    abort: () => {
+      channel.destroy();
+    },
+  });
+}
+
 /** The part of a writable stream that coalesceWrites changes. */
 interface WriteEnd {
   write(chunk: unknown, ...rest: unknown[]): boolean;
@@ -397,21 +418,34 @@ export function coalesceWrites(sock: WriteEnd, cap = 256 * 1024): void {
   let pending: Uint8Array[] = [];
   let size = 0;
   let scheduled = false;
+  /** Buffers joined writes went out in, back once the socket wrote them (fresh memory is dear). */
+  const spare: Uint8Array[] = [];
   const flush = () => {
     scheduled = false;
     if (!pending.length) return;
     const parts = pending;
-    const out = parts.length === 1 ? parts[0] : new Uint8Array(size);
-    if (parts.length > 1) {
-      let at = 0;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-    }
+    const n = size;
     pending = [];
     size = 0;
-    write(out);
+    if (parts.length === 1) {
+      write(parts[0]);
+      return;
+    }
+    const buf = spare.pop() ?? new Uint8Array(cap + 64 * 1024);
+    const out = n <= buf.length ? buf.subarray(0, n) : new Uint8Array(n);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    if (out.buffer !== buf.buffer) {
+      spare.push(buf);
+      write(out);
+      return;
+    }
+    write(out, () => {
+      if (spare.length < 4) spare.push(buf);
+    });
   };
   sock.write = (chunk: unknown, ...rest: unknown[]): boolean => {
     if (rest.length || !(chunk instanceof Uint8Array)) {

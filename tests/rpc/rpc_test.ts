@@ -291,6 +291,35 @@ Deno.test("rpc property: over a byte stream, frames are cut out of one buffer; o
   await b.close();
 });
 
+Deno.test("rpc: large frames go out in buffers used again, each only once its write resolved", async () => {
+  // A writable that takes each chunk late (as ssh2 does when the window is shut) and
+  // copies it only then: a buffer used again too early would be seen here.
+  const t = new TransformStream<Uint8Array, Uint8Array>();
+  const into = t.writable.getWriter();
+  const late = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      await new Promise((r) => setTimeout(r, 1));
+      await into.write(chunk.slice());
+    },
+  });
+  const back = new TransformStream<Uint8Array, Uint8Array>();
+  const a = new RpcPeer(
+    { readable: back.readable, writable: late, reusable: true },
+    { program: "a" },
+  );
+  const b = new RpcPeer({ readable: t.readable, writable: back.writable }, { program: "b" });
+  const got: Uint8Array[] = [];
+  b.onEvent("big", (v) => got.push(v as Uint8Array));
+  const sizes = [300_000, 1_000_000, 2_500_000, 300_000, 700_000, 1_500_000, 260_000, 3_000_000];
+  sizes.forEach((n, i) => a.event("big", new Uint8Array(n).fill(i + 1)));
+  await a.drained(0);
+  await b.call("ping", null).catch(() => {}); // a round trip: every event is in
+  assert.deepEqual(got.map((g) => g.length), sizes);
+  got.forEach((g, i) => assert.ok(g.every((x) => x === i + 1), `event ${i} intact`));
+  await a.close();
+  await b.close();
+});
+
 Deno.test("rpc: drained() waits while the transport holds back more than the limit", async () => {
   // A transport that takes each write only when told to, like a channel with no window.
   const release: (() => void)[] = [];

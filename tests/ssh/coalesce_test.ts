@@ -54,3 +54,29 @@ Deno.test("coalesceWrites: a write past the cap, a callback, a string or end() s
   await tick();
   assert.equal(writes.length, 6, "nothing written twice");
 });
+
+Deno.test("coalesceWrites: a joined buffer is used again only once the socket wrote it", async () => {
+  const given: { chunk: Uint8Array; done?: () => void }[] = [];
+  const sock = {
+    write(chunk: unknown, ...rest: unknown[]): boolean {
+      given.push({ chunk: chunk as Uint8Array, done: rest[0] as (() => void) | undefined });
+      return true;
+    },
+    end() {},
+  };
+  coalesceWrites(sock);
+  const joined = async (a: number, b: number) => {
+    sock.write(new Uint8Array([a]));
+    sock.write(new Uint8Array([b]));
+    await tick();
+    return given.at(-1)!;
+  };
+  const first = await joined(1, 2);
+  const second = await joined(3, 4);
+  assert.notEqual(second.chunk.buffer, first.chunk.buffer, "the first is still being written");
+  assert.deepEqual([...first.chunk], [1, 2], "and is left alone");
+  first.done!();
+  const third = await joined(5, 6);
+  assert.equal(third.chunk.buffer, first.chunk.buffer, "written: used again");
+  assert.deepEqual([...third.chunk], [5, 6]);
+});
