@@ -6,8 +6,10 @@
  */
 import { parseCli, USAGE } from "./lib/cli.ts";
 import { VERSION } from "./lib/version.ts";
+import { settleTimezone } from "./lib/sys/env.ts";
 
 export async function main(args: string[]): Promise<number> {
+  settleTimezone(); // before node:fs loads (see lib/sys/env.ts)
   // A ControlMaster, started by an outrun that found none (lib/session/control.ts).
   if (args[0] === "__master") {
     const { runMaster } = await import("./lib/session/master.ts");

@@ -7,6 +7,7 @@
 import type { CliOptions } from "../cli.ts";
 import type { CacheService } from "../fs/cache/service.ts";
 import { resolveCommand } from "./which.ts";
+import { userEnv } from "../sys/env.ts";
 import { rawOutput } from "../sys/pty.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
@@ -141,7 +142,7 @@ interface RunOptions {
  */
 async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<number> {
   const { times, lap } = r.clock;
-  const env = Deno.env.toObject();
+  const env = userEnv();
   // Through stream writers: in order and whole (Deno.stdout.write may write part of a
   // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
   // not an error of ours: its output is dropped, as ssh would.

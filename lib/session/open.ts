@@ -13,6 +13,7 @@ import { ChunkPacker } from "../fs/cache/packer.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
 import { localCacheDir } from "../home.ts";
+import { userEnv } from "../sys/env.ts";
 import { RpcPeer } from "../rpc/mod.ts";
 import { channelWritable, connect, type Resolved, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
@@ -55,7 +56,7 @@ export async function openSession(
   config: OutrunConfig,
   log: Log,
   lap: (name: string) => void = () => {},
-  env: Record<string, string> = Deno.env.toObject(),
+  env: Record<string, string> = userEnv(),
   /** false: return as soon as the agent is started, its hello not awaited (see agentUp). */
   waitForAgent = true,
 ): Promise<Session> {
