@@ -45,9 +45,22 @@ export const WORKLOADS: Workload[] = [
   },
 ];
 
-export type Mode = "native" | "ssh true" | "first" | "cold" | "warm" | "master";
+/**
+ * first: no profile here, the remote cache empty; cold: the remote cache empty, the
+ * profile and its packed runs here (a new remote); cold unpacked: the same with no
+ * packed run kept here (each compressed again); warm: all there; master: through a
+ * ControlMaster.
+ */
+export type Mode =
+  | "native"
+  | "ssh true"
+  | "first"
+  | "cold"
+  | "cold unpacked"
+  | "warm"
+  | "master";
 
-const MODES: Mode[] = ["native", "ssh true", "first", "cold", "warm", "master"];
+const MODES: Mode[] = ["native", "ssh true", "first", "cold", "cold unpacked", "warm", "master"];
 const MASTER = ["-o", "ControlMaster=auto", "-o", "ControlPersist=600"];
 
 export interface RemoteBenchRow {
@@ -142,6 +155,8 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteBench
     XDG_CACHE_HOME: Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME")}/.cache`,
     OUTRUN_STATS_FILE: statsFile,
   };
+  // The runs packed on this machine (lib/fs/cache/packed.ts): emptied for "cold unpacked".
+  const packedDir = `${env.XDG_CACHE_HOME}/outrun/packed`;
   const rows: RemoteBenchRow[] = [];
   for (const host of o.hosts) {
     const spec = HOSTS.find((h) => host.replace(/-wan$/, "") === h.name);
@@ -175,6 +190,7 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteBench
         "ssh true": floor,
         first: [],
         cold: [],
+        "cold unpacked": [],
         warm: [],
         master: [],
       };
@@ -190,6 +206,11 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteBench
       for (let i = 0; i < o.runs; i++) {
         await emptyRemoteCache();
         runs.cold.push(await outrun(w.argv));
+      }
+      for (let i = 0; i < o.runs; i++) {
+        await emptyRemoteCache();
+        await Deno.remove(packedDir, { recursive: true }).catch(() => {});
+        runs["cold unpacked"].push(await outrun(w.argv));
       }
       for (let i = 0; i < o.runs; i++) runs.warm.push(await outrun(w.argv));
       await outrun(w.argv, MASTER); // starts the master (first workload), loads its caches
@@ -248,6 +269,7 @@ export function targets(rows: RemoteBenchRow[]): string[] {
   const floor = get("deb-wan", "echo hi", "ssh true");
   const warm = get("deb-wan", "ffmpeg -version", "warm");
   const cold = get("deb-wan", "ffmpeg -version", "cold");
+  const unpacked = get("deb-wan", "ffmpeg -version", "cold unpacked");
   const master = get("deb-wan", "ffmpeg -version", "master");
   for (const [what, r] of [["warm", warm], ["warm through a ControlMaster", master]] as const) {
     if (!floor || !r) continue;
@@ -262,7 +284,8 @@ export function targets(rows: RemoteBenchRow[]): string[] {
       `cold ffmpeg -version on -wan: ${cold.seconds.toFixed(2)} s, ${
         mb(cold.wireBytes)
       } MB on the wire, ` +
-        `${cold.roundTrips} round trips; target < 2 s and < 40 MB`,
+        `${cold.roundTrips} round trips; target < 2 s and < 40 MB` +
+        (unpacked ? ` (with nothing packed here: ${unpacked.seconds.toFixed(2)} s)` : ""),
     );
   }
   const warmTrips = rows.filter((r) => r.mode === "warm").map((r) =>
