@@ -162,9 +162,13 @@ export async function localPayload(): Promise<Payload> {
     { name: "deno", path: runtime, sha256: await cachedSha256(runtime), mode: 0o755 },
     { name: "agent.js", path: agent, sha256: await sha256File(agent), mode: 0o644 },
   ];
-  for (const path of [closure.interp, ...closure.libraries.map((l) => l.path)]) {
+  // libzstd, when this machine has it: the agent decompresses cached chunks with it
+  // (lib/sys/zstd.ts), ~5x faster than node:zlib here. Optional on both sides.
+  const zstd = await localLibzstd(closure);
+  const extra = zstd ? [zstd] : [];
+  for (const path of [closure.interp, ...closure.libraries.map((l) => l.path), ...extra]) {
     files.push({
-      name: path.slice(path.lastIndexOf("/") + 1),
+      name: path === zstd ? "libzstd.so.1" : path.slice(path.lastIndexOf("/") + 1),
       path,
       sha256: await cachedSha256(path),
       mode: 0o755,
@@ -173,6 +177,23 @@ export async function localPayload(): Promise<Payload> {
   const all = files.map((f) => `${f.name}:${f.sha256}`).join("");
   const id = await sha256Hex(new TextEncoder().encode(all), 8);
   return { files, loader: files[2].name, dirName: `${VERSION}-${id}` };
+}
+
+/** This machine's libzstd.so.1 (its file), looked for where the runtime's libraries are. */
+async function localLibzstd(closure: Closure): Promise<string | null> {
+  const dirs = new Set([
+    ...closure.libraries.map((l) => l.path.slice(0, l.path.lastIndexOf("/"))),
+    `/usr/lib/${Deno.build.arch}-linux-gnu`,
+    `/lib/${Deno.build.arch}-linux-gnu`,
+    "/usr/lib64",
+    "/usr/lib",
+  ]);
+  for (const dir of dirs) {
+    try {
+      return await Deno.realPath(`${dir}/libzstd.so.1`);
+    } catch { /* not here */ }
+  }
+  return null;
 }
 
 /** The shell command that starts the agent in the payload directory `dir` (see agent_main). */

@@ -1,6 +1,6 @@
-/** The probe's answer and the agent's first bytes, however the channel cuts them. */
+/** The probe's answer and the agent's first bytes, however the channel cuts them; the payload. */
 import assert from "node:assert/strict";
-import { readProbe } from "../../lib/session/bootstrap.ts";
+import { localPayload, readProbe } from "../../lib/session/bootstrap.ts";
 
 function streamOf(pieces: Uint8Array[]): ReadableStreamDefaultReader<Uint8Array> {
   return new ReadableStream<Uint8Array>({
@@ -43,4 +43,18 @@ Deno.test("bootstrap: a probe that ends without its mark, or never ends a line, 
     /ended before its last line/,
   );
   await assert.rejects(readProbe(streamOf([new Uint8Array(70_000).fill(65)])), /no end/);
+});
+
+Deno.test("bootstrap: the payload is the runtime, its loader and libraries, the agent and libzstd", async () => {
+  const payload = await localPayload();
+  const names = payload.files.map((f) => f.name);
+  assert.deepEqual(names.slice(0, 2), ["deno", "agent.js"]);
+  assert.equal(payload.loader, names[2]);
+  assert.ok(names.includes("libc.so.6"));
+  // This machine has libzstd (ffmpeg needs it): shipped under its soname, which is what
+  // the agent opens (lib/sys/zstd.ts).
+  const zstd = payload.files.find((f) => f.name === "libzstd.so.1");
+  assert.ok(zstd, names.join(" "));
+  assert.equal(await Deno.realPath(zstd.path), zstd.path);
+  assert.match(payload.dirName, /^\d+\.\d+\.\d+-[0-9a-f]{16}$/);
 });

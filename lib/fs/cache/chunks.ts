@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import * as zlib from "node:zlib";
 import * as lz4 from "lz4-wasm";
 import { CHUNK_SIZE, type ChunkCodec, chunkCount } from "./protocol.ts";
+import { zstdDecompressInto } from "../../sys/zstd.ts";
 
 export function sha256(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(createHash("sha256").update(bytes).digest());
@@ -109,6 +110,27 @@ export function decompress(
     throw new Error(`${codec}: ${out.length} bytes, expected ${rawLength}`);
   }
   return out;
+}
+
+/**
+ * `decompress`, into the start of `into` when it can (zstd through libzstd, and room
+ * enough): the result is then a view of `into`, valid until it is written again.
+ */
+export function decompressInto(
+  data: Uint8Array,
+  rawLength: number,
+  codec: ChunkCodec,
+  into: Uint8Array,
+): Uint8Array {
+  if (rawLength > 0 && codec === "zstd" && into.length >= rawLength) {
+    const out = into.subarray(0, rawLength);
+    const n = zstdDecompressInto(data, out);
+    if (n !== null) {
+      if (n !== rawLength) throw new Error(`zstd: ${n} bytes, expected ${rawLength}`);
+      return out;
+    }
+  }
+  return decompress(data, rawLength, codec);
 }
 
 /** A set of chunk indices as bits. */

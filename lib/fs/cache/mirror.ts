@@ -28,7 +28,7 @@ import {
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
 import { S_IFDIR, S_IFMT, S_IFREG } from "../../sys/stat.ts";
-import { decompress } from "./chunks.ts";
+import { decompressInto } from "./chunks.ts";
 import {
   CACHE_CALLS,
   CACHE_EVENTS,
@@ -97,6 +97,9 @@ function isDir(m: MetaRecord): boolean {
   return m.attr !== null && (m.attr.mode & S_IFMT) === S_IFDIR;
 }
 
+/** Room to decompress a push's runs into (a push is about 1 MiB compressed). */
+const ARENA_BYTES = 8 * 1024 * 1024;
+
 export class CachedFs implements Filesystem {
   readonly hits = { meta: 0, chunk: 0 };
   readonly misses = { meta: 0, chunk: 0 };
@@ -135,6 +138,8 @@ export class CachedFs implements Filesystem {
    * says all are sent: a read that needs one waits for a push instead of asking.
    */
   #incoming = new Map<string, Set<number>>();
+  /** Where a push's runs are decompressed (a view each, until the next push). */
+  #arena: Uint8Array | null = null;
   #finished = false;
   /** Resolves at the next push (or the end of the announced ones), then is replaced. */
   #arrival = Promise.withResolvers<void>();
@@ -325,13 +330,21 @@ export class CachedFs implements Filesystem {
       }
     }
     const chunks: { hash: string; index: number; data: Uint8Array }[] = [];
+    if (p.runs?.length) this.#arena ??= new Uint8Array(ARENA_BYTES);
+    let used = 0;
     for (const r of p.runs ?? []) {
       try {
         const total = r.lengths.reduce((n, l) => n + l, 0);
         if (r.indices.length !== r.lengths.length || r.lengths.some((l) => l > CHUNK_SIZE)) {
           throw new Error("lengths do not fit the indices");
         }
-        const data = decompress(r.data, r.rawLength, r.codec);
+        const data = decompressInto(
+          r.data,
+          r.rawLength,
+          r.codec ?? "lz4",
+          this.#arena!.subarray(used),
+        );
+        if (data.buffer === this.#arena!.buffer) used += data.length;
         if (data.length !== total) throw new Error(`${data.length} bytes for ${total}`);
         let at = 0;
         r.indices.forEach((index, i) => {
