@@ -3,13 +3,27 @@
  * from them, chunk bitmaps, and compression applied only where it pays: zstd
  * (node:zlib, native) where the runtime has it, else LZ4 (npm:lz4-wasm).
  */
-import { createHash } from "node:crypto";
-import * as zlib from "node:zlib";
+import process from "node:process";
 import * as lz4 from "lz4-wasm";
 import { CHUNK_SIZE, type ChunkCodec, chunkCount } from "./protocol.ts";
 import { zstdDecompressInto } from "../../sys/zstd.ts";
 
+type CreateHash = (algorithm: string) => {
+  update(b: Uint8Array): { digest(): Uint8Array };
+};
+let createHash: CreateHash | null = null;
+
+/**
+ * node:crypto and node:zlib are loaded when first needed, not as the agent starts:
+ * together they were ~50 ms of its start (node's stream machinery), before it read
+ * its first byte, while sshd held what the local side had sent.
+ */
+function builtin<T>(id: string): T {
+  return (process as unknown as { getBuiltinModule(id: string): T }).getBuiltinModule(id);
+}
+
 export function sha256(bytes: Uint8Array): Uint8Array {
+  createHash ??= builtin<{ createHash: CreateHash }>("node:crypto").createHash;
   return new Uint8Array(createHash("sha256").update(bytes).digest());
 }
 
@@ -44,17 +58,18 @@ export function chunkMatches(chunkHashes: Uint8Array, index: number, data: Uint8
 /** Below this saving a compressed block is not worth its decompression. */
 const MIN_SAVING = 1 / 16;
 
-const zstd = zlib as unknown as {
+interface NodeZstd {
   zstdCompressSync?: (b: Uint8Array, o: unknown) => Uint8Array;
   zstdDecompressSync?: (b: Uint8Array, o?: unknown) => Uint8Array;
   constants: Record<string, number>;
-};
+}
 
-/**
- * zstd level 3: on the chunks a cold `ffmpeg -version` needs (64 MB), 24 MB in
- * ~0.25 s on one core here, where LZ4 makes 33.5 MB in about the same time.
- */
-const ZSTD_LEVEL = { [zstd.constants.ZSTD_c_compressionLevel ?? 100]: 3 };
+let nodeZstd: NodeZstd | null = null;
+
+/** node:zlib (loaded when first needed: the agent decompresses with libzstd). */
+function zstd(): NodeZstd {
+  return nodeZstd ??= builtin<NodeZstd>("node:zlib");
+}
 
 /**
  * node:zlib's options for an output of at most `bound` bytes: one output buffer a
@@ -65,13 +80,17 @@ const ZSTD_LEVEL = { [zstd.constants.ZSTD_c_compressionLevel ?? 100]: 3 };
  * 2.8 ms a MiB): a decompressed run paid for two megabytes where it needs one.
  */
 function zstdOptions(bound: number) {
-  return { params: ZSTD_LEVEL, chunkSize: Math.max(bound + 64, 1024) };
+  // zstd level 3: on the chunks a cold `ffmpeg -version` needs (64 MB), 24 MB in
+  // ~0.25 s on one core here, where LZ4 makes 33.5 MB in about the same time.
+  const level = zstd().constants.ZSTD_c_compressionLevel ?? 100;
+  return { params: { [level]: 3 }, chunkSize: Math.max(bound + 64, 1024) };
 }
 
 /** What this runtime compresses with unless told otherwise. */
-export const DEFAULT_CODEC: ChunkCodec = zstd.zstdCompressSync && zstd.zstdDecompressSync
-  ? "zstd"
-  : "lz4";
+export function defaultCodec(): ChunkCodec {
+  const z = zstd();
+  return z.zstdCompressSync && z.zstdDecompressSync ? "zstd" : "lz4";
+}
 
 /**
  * `[data, rawLength]`: the block compressed with `codec` and the original length,
@@ -83,7 +102,7 @@ export function maybeCompress(
 ): [Uint8Array, number] {
   if (data.length < 512) return [data, 0];
   const block = codec === "zstd"
-    ? new Uint8Array(zstd.zstdCompressSync!(data, zstdOptions(data.length)))
+    ? new Uint8Array(zstd().zstdCompressSync!(data, zstdOptions(data.length)))
     : lz4.compress(data);
   if (block.length > data.length * (1 - MIN_SAVING)) return [data, 0];
   return [block, data.length];
@@ -97,8 +116,9 @@ export function decompress(
   if (rawLength === 0) return data;
   let out: Uint8Array;
   if (codec === "zstd") {
-    if (!zstd.zstdDecompressSync) throw new Error("zstd: not in this runtime");
-    const b = zstd.zstdDecompressSync(data, {
+    const z = zstd();
+    if (!z.zstdDecompressSync) throw new Error("zstd: not in this runtime");
+    const b = z.zstdDecompressSync(data, {
       maxOutputLength: rawLength,
       chunkSize: zstdOptions(rawLength).chunkSize,
     });

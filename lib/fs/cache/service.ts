@@ -22,7 +22,7 @@ import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/fi
 import { libc, O, SysError } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import type { ContentIndex } from "./content_index.ts";
-import { ChunkBitmap, chunkHashesOf, contentHash, DEFAULT_CODEC, hex, sha256 } from "./chunks.ts";
+import { ChunkBitmap, chunkHashesOf, contentHash, defaultCodec, hex, sha256 } from "./chunks.ts";
 import { ChunkPacker, packChunks, type PackedRun, runScratch } from "./packer.ts";
 import {
   type AheadEntry,
@@ -145,7 +145,7 @@ export class CacheService {
   #packer: ChunkPacker | null = null;
 
   constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
-    this.#codec = options.compression === "lz4" ? "lz4" : DEFAULT_CODEC;
+    this.#codec = options.compression === "lz4" ? "lz4" : defaultCodec();
     this.#packer = options.packer ?? null;
     libc(); // loaded now (~20 ms), not when the first call is waiting
     peer.handle(

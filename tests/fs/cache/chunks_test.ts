@@ -5,7 +5,7 @@ import {
   chunkMatches,
   contentHash,
   decompress,
-  DEFAULT_CODEC,
+  defaultCodec,
   hex,
   maybeCompress,
   sha256,
@@ -69,7 +69,7 @@ Deno.test("chunks: LZ4 only where it pays, and it round trips", () => {
 
 Deno.test("chunks: zstd where the runtime has it, smaller than LZ4 on an ELF file's chunks", () => {
   // The shipped Deno has zstd in node:zlib; the agent runs that same runtime.
-  assert.equal(DEFAULT_CODEC, "zstd");
+  assert.equal(defaultCodec(), "zstd");
   const elf = Deno.readFileSync("/usr/bin/ssh").subarray(0, 4 * CHUNK_SIZE);
   let lz4 = 0;
   let zstd = 0;
