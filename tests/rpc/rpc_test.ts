@@ -56,6 +56,16 @@ Deno.test("codec: large byte arrays decode as views of the buffer, small ones as
   assert.equal(v.small[0], 8);
 });
 
+Deno.test("codec: strings short and long, ASCII or not, and broken UTF-8 still refused", () => {
+  for (const text of ["", "usr", "x".repeat(128), "y".repeat(129), "café", "日本".repeat(50)]) {
+    assert.equal(decodeValue(encodeValue(text)), text);
+    assert.deepEqual(decodeValue(encodeValue({ [text]: text })), { [text]: text });
+  }
+  const bytes = encodeValue("ab");
+  bytes.set([0xc3, 0x28], 5); // a 2-byte sequence cut short
+  assert.throws(() => decodeValue(bytes), TypeError);
+});
+
 Deno.test("codec property: random values round trip, random bytes never crash", () => {
   let seed = 3;
   const rand = (n: number) => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n;
