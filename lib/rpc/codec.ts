@@ -16,8 +16,19 @@ export type Value =
   | bigint
   | string
   | Uint8Array
+  | LazyBytes
   | Value[]
   | { [key: string]: Value };
+
+/**
+ * Bytes read only as the value that carries them is encoded, straight into the frame
+ * (a file's, say: no copy of them in memory first). Encoded as, and decoded to, a byte
+ * array. `readInto` fills exactly `length` bytes and does not throw.
+ */
+export abstract class LazyBytes {
+  abstract readonly length: number;
+  abstract readInto(dst: Uint8Array): void;
+}
 
 export class CodecError extends Error {
   override name = "CodecError";
@@ -57,7 +68,7 @@ function sizeOf(v: Value, depth: number): number {
     case "string":
       return 5 + utf8Length(v);
   }
-  if (v instanceof Uint8Array) return 5 + v.length;
+  if (v instanceof Uint8Array || v instanceof LazyBytes) return 5 + v.length;
   if (Array.isArray(v)) {
     let n = 5;
     for (const item of v) n += sizeOf(item, depth + 1);
@@ -149,6 +160,11 @@ function put(w: Writer, v: Value, depth: number): void {
   if (v instanceof Uint8Array) {
     w.u8(7);
     w.bytes(v);
+  } else if (v instanceof LazyBytes) {
+    w.u8(7);
+    w.u32(v.length);
+    const at = w.reserve(v.length);
+    v.readInto(w.buf.subarray(at, at + v.length));
   } else if (Array.isArray(v)) {
     w.u8(8);
     w.u32(v.length);

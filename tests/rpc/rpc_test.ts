@@ -3,6 +3,7 @@ import {
   CodecError,
   decodeValue,
   encodeValue,
+  LazyBytes,
   type Value,
   VIEW_BYTES,
 } from "../../lib/rpc/codec.ts";
@@ -54,6 +55,28 @@ Deno.test("codec: large byte arrays decode as views of the buffer, small ones as
   bytes.fill(0);
   assert.equal(v.big[0], 0);
   assert.equal(v.small[0], 8);
+});
+
+Deno.test("codec: lazy bytes are read into the frame as it is written, and decode as bytes", () => {
+  class Counting extends LazyBytes {
+    reads = 0;
+    constructor(readonly length: number) {
+      super();
+    }
+    readInto(dst: Uint8Array) {
+      this.reads++;
+      assert.equal(dst.length, this.length);
+      for (let i = 0; i < dst.length; i++) dst[i] = i & 0xff;
+    }
+  }
+  const lazy = new Counting(5000);
+  const bytes = encodeValue({ a: 1, data: lazy, b: "x" });
+  assert.equal(lazy.reads, 1);
+  assert.deepEqual(decodeValue(bytes), {
+    a: 1,
+    data: new Uint8Array(5000).map((_, i) => i & 0xff),
+    b: "x",
+  });
 });
 
 Deno.test("codec: strings short and long, ASCII or not, and broken UTF-8 still refused", () => {

@@ -10,6 +10,9 @@
  * Least recently used runs go once the directory holds more than its limit.
  */
 import type { ChunkCodec } from "./protocol.ts";
+import { LazyBytes } from "../../rpc/codec.ts";
+import { bpath, lstatPath } from "../../sys/files.ts";
+import { libc, O } from "../../sys/libc.ts";
 
 /** A run as packed: each chunk's length, the block and its size before compression. */
 export interface PackedBlock {
@@ -25,10 +28,64 @@ const HEADER = 12;
 /** Bytes of runs kept unless told otherwise. */
 export const PACKED_MAX_BYTES = 512 * 1024 * 1024;
 
+/** A kept run whose bytes stay in their file until a frame is written (see `lazy`). */
+export interface KeptBlock {
+  lengths: number[];
+  data: KeptData;
+  rawLength: number;
+}
+
+/**
+ * A kept run's block, read from its file straight into the frame being written, and
+ * the file closed then. A read cut short (a disk error) leaves zeros: the remote checks
+ * each chunk against its hash, refuses them, and asks again.
+ */
+export class KeptData extends LazyBytes {
+  #fd: number | null;
+
+  constructor(
+    fd: number,
+    readonly offset: number,
+    readonly length: number,
+    private readonly closed: (d: KeptData) => void,
+  ) {
+    super();
+    this.#fd = fd;
+  }
+
+  readInto(dst: Uint8Array): void {
+    let got = 0;
+    const fd = this.#fd;
+    while (fd !== null && got < this.length) {
+      const n = Number(
+        libc().pread64(
+          fd,
+          dst.subarray(got) as Uint8Array<ArrayBuffer>,
+          BigInt(this.length - got),
+          BigInt(this.offset + got),
+        ),
+      );
+      if (n <= 0) break;
+      got += n;
+    }
+    if (got < this.length) dst.fill(0, got, this.length);
+    this.close();
+  }
+
+  close(): void {
+    if (this.#fd === null) return;
+    libc().close(this.#fd);
+    this.#fd = null;
+    this.closed(this);
+  }
+}
+
 export class PackedStore {
   /** Bytes in the directory, counted once this process first writes to it. */
   #bytes: number | null = null;
   #serial = 0;
+  /** Kept runs handed out and not read yet (their files are open). */
+  readonly #open = new Set<KeptData>();
 
   constructor(readonly dir: string, readonly maxBytes = PACKED_MAX_BYTES) {}
 
@@ -52,6 +109,43 @@ export class PackedStore {
       Deno.utimeSync(path, now, now); // recently used: kept longest
     } catch { /* removed meanwhile: still good for this time */ }
     return block;
+  }
+
+  /**
+   * The run as `get` finds it, its bytes left in the file until a frame is written
+   * (no copy in memory first: fresh memory costs more than reading, here), or null.
+   */
+  lazy(hash: string, codec: ChunkCodec, indices: number[]): KeptBlock | null {
+    const path = this.#path(hash, codec, indices);
+    const fd = libc().open(bpath(path), O.RDONLY | O.CLOEXEC, 0);
+    if (fd < 0) return null;
+    let size: number;
+    const head = new Uint8Array(HEADER + 4 * indices.length);
+    try {
+      size = Number(lstatPath(path).size);
+      const n = Number(libc().pread64(fd, head, BigInt(head.length), 0n));
+      if (n !== head.length) throw new Error("short");
+    } catch {
+      libc().close(fd);
+      return null;
+    }
+    const block = decodeHeader(head, indices.length, size - head.length);
+    if (!block) {
+      libc().close(fd);
+      return null;
+    }
+    try {
+      const now = new Date();
+      Deno.utimeSync(path, now, now); // recently used: kept longest
+    } catch { /* removed meanwhile: still good for this time (it is open) */ }
+    const data = new KeptData(fd, head.length, size - head.length, (d) => this.#open.delete(d));
+    this.#open.add(data);
+    return { lengths: block.lengths, rawLength: block.rawLength, data };
+  }
+
+  /** Closes the files of kept runs handed out and never read (a push that did not go). */
+  closeUnread(): void {
+    for (const d of [...this.#open]) d.close();
   }
 
   /** Keeps a run (best effort: a full disk or a read-only home only costs the saving). */
@@ -119,17 +213,26 @@ export function encodeBlock(b: PackedBlock): Uint8Array {
 
 /** The block in `bytes`, or null when they are not one of `chunks` chunks. */
 export function decodeBlock(bytes: Uint8Array, chunks: number): PackedBlock | null {
-  if (bytes.length < HEADER) return null;
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (v.getUint32(0, true) !== MAGIC || v.getUint32(8, true) !== chunks) return null;
   const at = HEADER + 4 * chunks;
   if (bytes.length < at) return null;
+  const head = decodeHeader(bytes.subarray(0, at), chunks, bytes.length - at);
+  return head && { ...head, data: bytes.subarray(at) };
+}
+
+/** A block's header (`head`: its first 12 + 4 * `chunks` bytes), followed by `dataLength` bytes. */
+function decodeHeader(
+  head: Uint8Array,
+  chunks: number,
+  dataLength: number,
+): { lengths: number[]; rawLength: number } | null {
+  if (head.length < HEADER + 4 * chunks || dataLength < 0) return null;
+  const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  if (v.getUint32(0, true) !== MAGIC || v.getUint32(8, true) !== chunks) return null;
   const lengths = Array.from({ length: chunks }, (_, i) => v.getUint32(HEADER + 4 * i, true));
   const rawLength = v.getUint32(4, true);
-  const data = bytes.subarray(at);
   const size = lengths.reduce((n, l) => n + l, 0);
   // Stored as they are, the chunks are exactly their lengths; compressed, they are not
   // longer than what they stand for.
-  if (rawLength ? rawLength !== size : data.length !== size) return null;
-  return { lengths, data, rawLength };
+  if (rawLength ? rawLength !== size : dataLength !== size) return null;
+  return { lengths, rawLength };
 }

@@ -8,17 +8,21 @@
 import type { ChunkCodec } from "./protocol.ts";
 import { CHUNK_SIZE, RUN_CHUNKS } from "./protocol.ts";
 import { maybeCompress, sha256 } from "./chunks.ts";
-import { PackedStore } from "./packed.ts";
+import { type KeptData, PackedStore } from "./packed.ts";
+import type { LazyBytes } from "../../rpc/codec.ts";
 import { bpath } from "../../sys/files.ts";
 import { check, libc, O } from "../../sys/libc.ts";
 
 /** Up to RUN_CHUNKS chunks of one file, joined and compressed together (a ChunkRun's body). */
-export interface PackedRun {
+export interface PackedRun<D extends Uint8Array | LazyBytes = Uint8Array | LazyBytes> {
   indices: number[];
   /** Each chunk's length as read. */
   lengths: number[];
-  /** Compressed with the job's codec when `rawLength` > 0, else the joined chunks. */
-  data: Uint8Array;
+  /**
+   * Compressed with the job's codec when `rawLength` > 0, else the joined chunks; a
+   * kept run's bytes are read as its frame is written (keptRuns).
+   */
+  data: D;
   rawLength: number;
   /** The joined chunks' size before compression. */
   size: number;
@@ -62,31 +66,47 @@ function storeOf(job: PackJob): PackedStore | undefined {
  * packed). The file is opened all the same: what this user may no longer read is
  * not sent, and the error is the one reading it would give.
  */
-export function keptRuns(job: PackJob): PackedRun[] | null {
+export function keptRuns(job: PackJob): PackedRun<KeptData>[] | null {
   const store = storeOf(job);
   if (!store) return null;
-  const runs: PackedRun[] = [];
+  const runs: PackedRun<KeptData>[] = [];
+  const drop = () => {
+    for (const r of runs) r.data.close();
+  };
   for (let at = 0; at < job.indices.length; at += RUN_CHUNKS) {
     const indices = job.indices.slice(at, at + RUN_CHUNKS);
-    const kept = store.get(job.hash!, job.codec, indices);
-    if (!kept) return null;
+    const kept = store.lazy(job.hash!, job.codec, indices);
+    if (!kept) {
+      drop();
+      return null;
+    }
     runs.push({ indices, ...kept, size: kept.lengths.reduce((n, l) => n + l, 0) });
   }
-  libc().close(check("open", libc().open(bpath(job.path), O.RDONLY | O.CLOEXEC, 0), job.path));
+  try {
+    libc().close(check("open", libc().open(bpath(job.path), O.RDONLY | O.CLOEXEC, 0), job.path));
+  } catch (e) {
+    drop();
+    throw e;
+  }
   return runs;
+}
+
+/** Closes the files of kept runs handed out here and never sent (see PackedStore.lazy). */
+export function closeUnreadKept(): void {
+  for (const store of stores.values()) store.closeUnread();
 }
 
 /**
  * Reads `job`'s chunks and compresses them in runs of up to RUN_CHUNKS, here and now
  * (the worker's work, the fallback's, and that of a push answering a call).
  */
-export function packChunks(job: PackJob, scratch = runScratch()): PackedRun[] {
+export function packChunks(job: PackJob, scratch = runScratch()): PackedRun<Uint8Array>[] {
   // libc's calls, not Deno's: a failure carries its errno (EACCES reaches the program).
   // Opened even when every run is kept: what this user may no longer read is not sent.
   const fd = check("open", libc().open(bpath(job.path), O.RDONLY | O.CLOEXEC, 0), job.path);
   const store = storeOf(job);
   try {
-    const runs: PackedRun[] = [];
+    const runs: PackedRun<Uint8Array>[] = [];
     for (let at = 0; at < job.indices.length; at += RUN_CHUNKS) {
       const indices = job.indices.slice(at, at + RUN_CHUNKS);
       const kept = store?.get(job.hash!, job.codec, indices);

@@ -17,13 +17,13 @@
  */
 import type { AttrOut, Filesystem, Request } from "../../fuse/mod.ts";
 import { resolveClosure } from "../../elf/mod.ts";
-import type { RpcPeer, Value } from "../../rpc/mod.ts";
+import type { LazyBytes, RpcPeer, Value } from "../../rpc/mod.ts";
 import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
 import { libc, O, SysError } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import type { ContentIndex } from "./content_index.ts";
 import { ChunkBitmap, chunkHashesOf, contentHash, defaultCodec, hex, sha256 } from "./chunks.ts";
-import { ChunkPacker, packChunks, type PackedRun, runScratch } from "./packer.ts";
+import { ChunkPacker, closeUnreadKept, packChunks, type PackedRun, runScratch } from "./packer.ts";
 import {
   type AheadEntry,
   CACHE_CALLS,
@@ -88,6 +88,10 @@ export interface CacheServiceOptions {
   packedDir?: string;
 }
 
+/** A ChunkRun as sent: a kept run's bytes are read as its frame is written. */
+type OutgoingRun = Omit<ChunkRun, "data"> & { data: Uint8Array | LazyBytes };
+type OutgoingPush = Omit<Push, "runs"> & { runs?: OutgoingRun[] };
+
 /** A profile's push: the chunks it will send (once the names are out), and its end. */
 interface Replay {
   planned: Promise<ChunkPlan[]>;
@@ -138,7 +142,7 @@ export class CacheService {
   readonly #saving = new Map<string, Promise<void>>();
   /** Chunks read for a push answering a call (a fresh buffer each time costs page faults). */
   readonly #scratch = runScratch();
-  #pending: Push = {};
+  #pending: OutgoingPush = {};
   #pendingBytes = 0;
   readonly #codec: ChunkCodec;
   /** Reads and compresses a replayed profile's chunks off this thread. */
@@ -529,10 +533,11 @@ export class CacheService {
     while (ahead.length) await sendOldest();
   }
 
-  /** Ends what this service started (the packer's worker). */
+  /** Ends what this service started (the packer's worker, files of runs not sent). */
   close(): void {
     this.#packer?.close();
     this.#packer = null;
+    closeUnreadKept();
   }
 
   #fingerprintNow(path: string): string {
@@ -739,7 +744,7 @@ export class CacheService {
 
   /** Adds a run of chunks to the next push (sent once it holds PUSH_BYTES). */
   #queueRun(hash: string, r: PackedRun, prefetched: boolean): void {
-    const run: ChunkRun = {
+    const run: OutgoingRun = {
       hash,
       indices: r.indices,
       lengths: r.lengths,

@@ -1,8 +1,15 @@
 /** The packer: chunk runs read and compressed by a worker, in order, the same as here. */
 import assert from "node:assert/strict";
 import { chunkHashesOf, contentHash, decompress } from "../../../lib/fs/cache/chunks.ts";
-import { ChunkPacker, keptRuns, packChunks, type PackedRun } from "../../../lib/fs/cache/packer.ts";
+import {
+  ChunkPacker,
+  closeUnreadKept,
+  keptRuns,
+  packChunks,
+  type PackedRun,
+} from "../../../lib/fs/cache/packer.ts";
 import { CHUNK_SIZE, RUN_CHUNKS } from "../../../lib/fs/cache/protocol.ts";
+import { LazyBytes } from "../../../lib/rpc/codec.ts";
 import { SysError } from "../../../lib/sys/libc.ts";
 
 /** A file of text and noise (some chunks compress, some do not), its last chunk short. */
@@ -18,11 +25,19 @@ async function fixture(chunks = 6): Promise<{ dir: string; path: string; data: U
   return { dir, path, data };
 }
 
+/** A run's bytes: those of a kept run are read from its file now (as a frame would). */
+function bytesOf(data: Uint8Array | LazyBytes): Uint8Array {
+  if (data instanceof Uint8Array) return data;
+  const out = new Uint8Array(data.length);
+  data.readInto(out);
+  return out;
+}
+
 /** Each run unpacked and cut back into its chunks, checked against the file. */
 function checkRuns(runs: PackedRun[], data: Uint8Array, codec: "zstd" | "lz4"): number[] {
   const seen: number[] = [];
   for (const r of runs) {
-    const joined = decompress(r.data, r.rawLength, codec);
+    const joined = decompress(bytesOf(r.data), r.rawLength, codec);
     assert.equal(joined.length, r.size);
     let at = 0;
     r.indices.forEach((index, i) => {
@@ -103,9 +118,16 @@ Deno.test("packer: runs are kept when every chunk matches its hash, and found ag
     assert.equal(keptRuns({ ...job, packed }), null);
     const made = await packer.pack({ ...job, packed });
     assert.deepEqual(checkRuns(made, data, "zstd"), indices);
+    const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+    const before = fds();
     const kept = keptRuns({ ...job, packed });
     assert.ok(kept);
+    assert.equal(fds(), before + kept.length, "each kept run's file open until it is read");
     assert.deepEqual(checkRuns(kept, data, "zstd"), indices);
+    assert.equal(fds(), before, "read: closed");
+    keptRuns({ ...job, packed });
+    closeUnreadKept(); // a push that did not go
+    assert.equal(fds(), before);
     assert.deepEqual(kept.map((r) => r.indices), made.map((r) => r.indices));
     // Found by content id: what the file holds now is not read again (a changed file
     // has another id, so never finds these).
