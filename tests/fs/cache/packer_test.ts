@@ -9,7 +9,7 @@ import {
   type PackedRun,
 } from "../../../lib/fs/cache/packer.ts";
 import { CHUNK_SIZE, RUN_CHUNKS } from "../../../lib/fs/cache/protocol.ts";
-import { LazyBytes } from "../../../lib/rpc/codec.ts";
+import type { LazyBytes } from "../../../lib/rpc/codec.ts";
 import { SysError } from "../../../lib/sys/libc.ts";
 
 /** A file of text and noise (some chunks compress, some do not), its last chunk short. */
