@@ -9,7 +9,6 @@ import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
 import { CacheService } from "../fs/cache/service.ts";
-import { ChunkPacker } from "../fs/cache/packer.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
 import { localCacheDir } from "../home.ts";
@@ -65,7 +64,6 @@ export async function openSession(
   const payloadReady = localPayload();
   payloadReady.catch(() => {}); // awaited below; a failure to connect comes first
   const { client, resolved } = await connect({ ...sshOptions(o), log });
-  let packer: ChunkPacker | undefined;
   const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   const close = async () => {
     client.end();
@@ -83,10 +81,6 @@ export async function openSession(
     }, log);
     const channel: ClientChannel = started.channel;
     log(`agent started${started.storePresent === false ? "; the remote cache is empty" : ""}`);
-    // An empty remote cache: a profile will be pushed at once, from the runs kept on
-    // this machine or packed by a worker (started with the first run not kept).
-    // Otherwise one is made if a replay needs it.
-    if (started.storePresent === false && !o.noCache && !o.noPrefetch) packer = new ChunkPacker();
     lap("bootstrap");
     let agentStderr = "";
     channel.stderr.on("data", (d: Uint8Array) => {
@@ -121,7 +115,6 @@ export async function openSession(
       fs: files,
       contentIndex: openContentIndex(log),
       compression: config.cache.compression,
-      packer,
       packedDir: `${localCacheDir()}/packed`,
     });
     const agentUp = peer.remoteHello.then(() => log("agent up"), (err) => {
@@ -157,7 +150,6 @@ export async function openSession(
       },
     };
   } catch (err) {
-    packer?.close();
     await close();
     throw err;
   }

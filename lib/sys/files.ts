@@ -67,7 +67,7 @@ export function readWhole(path: string): Uint8Array<ArrayBuffer> {
   const lib = libc();
   const fd = check("open", lib.open(bpath(path), O.RDONLY | O.CLOEXEC, 0), path);
   try {
-    const size = Number(lstatFd(fd).size);
+    const size = Number(fstatFd(fd).size);
     // One byte more than fstat said, so that reading exactly `size` bytes and then
     // EOF needs no bigger buffer (and no copy); a file that grew meanwhile does.
     let out = new Uint8Array(size + 1);
@@ -94,7 +94,8 @@ export function readWhole(path: string): Uint8Array<ArrayBuffer> {
   }
 }
 
-function lstatFd(fd: number): Stat {
+/** fstat of an open file. */
+export function fstatFd(fd: number): Stat {
   check("fstat", libc().fstat(fd, statBuf));
   return decodeStat(statBuf);
 }

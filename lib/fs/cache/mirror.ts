@@ -277,12 +277,12 @@ export class CachedFs implements Filesystem {
     this.#usedLog.push([path, true]);
   }
 
-  /** At the end of the session: mark what was used (for LRU eviction). */
   /** The session is over (its store is about to close): pushes from here on are dropped. */
   end(): void {
     this.#finished = true;
   }
 
+  /** At the end of the session: mark what was used (for LRU eviction). */
   finish(): void {
     this.#flushMetas();
     const hashes = new Set<string>();

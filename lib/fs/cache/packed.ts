@@ -11,7 +11,7 @@
  */
 import type { ChunkCodec } from "./protocol.ts";
 import { LazyBytes } from "../../rpc/codec.ts";
-import { bpath, lstatPath } from "../../sys/files.ts";
+import { bpath, fstatFd } from "../../sys/files.ts";
 import { libc, O } from "../../sys/libc.ts";
 
 /** A run as packed: each chunk's length, the block and its size before compression. */
@@ -104,10 +104,7 @@ export class PackedStore {
     }
     const block = decodeBlock(bytes, indices.length);
     if (!block) return null;
-    try {
-      const now = new Date();
-      Deno.utimeSync(path, now, now); // recently used: kept longest
-    } catch { /* removed meanwhile: still good for this time */ }
+    touch(path);
     return block;
   }
 
@@ -122,7 +119,7 @@ export class PackedStore {
     let size: number;
     const head = new Uint8Array(HEADER + 4 * indices.length);
     try {
-      size = Number(lstatPath(path).size);
+      size = Number(fstatFd(fd).size);
       const n = Number(libc().pread64(fd, head, BigInt(head.length), 0n));
       if (n !== head.length) throw new Error("short");
     } catch {
@@ -134,10 +131,7 @@ export class PackedStore {
       libc().close(fd);
       return null;
     }
-    try {
-      const now = new Date();
-      Deno.utimeSync(path, now, now); // recently used: kept longest
-    } catch { /* removed meanwhile: still good for this time (it is open) */ }
+    touch(path);
     const data = new KeptData(fd, head.length, size - head.length, (d) => this.#open.delete(d));
     this.#open.add(data);
     return { lengths: block.lengths, rawLength: block.rawLength, data };
@@ -197,6 +191,14 @@ export class PackedStore {
     }
     this.#bytes = total;
   }
+}
+
+/** Marks a run recently used: kept longest (one removed meanwhile is still good this time). */
+function touch(path: string): void {
+  try {
+    const now = new Date();
+    Deno.utimeSync(path, now, now);
+  } catch { /* removed meanwhile */ }
 }
 
 /** "ORP1", raw length, chunk count, each chunk's length, then the block. */

@@ -76,12 +76,6 @@ export interface CacheServiceOptions {
   /** How chunks travel (LZ4 where this runtime has no zstd); zstd unless told. */
   compression?: ChunkCodec;
   /**
-   * The packer a profile's replay uses (this service closes it); made earlier by the
-   * caller, its worker (~0.1-0.3 s to start) is ready by then. Made when first needed
-   * if not given.
-   */
-  packer?: ChunkPacker;
-  /**
    * Where a profile's replay keeps the runs it packs and finds those packed before
    * (a PackedStore: packed.ts); none when absent.
    */
@@ -94,7 +88,7 @@ type OutgoingPush = Omit<Push, "runs"> & { runs?: OutgoingRun[] };
 
 /** A profile's push: the chunks it will send (once the names are out), and its end. */
 interface Replay {
-  planned: Promise<ChunkPlan[]>;
+  incoming: ChunkPlan[];
   done: Promise<void>;
 }
 
@@ -150,7 +144,6 @@ export class CacheService {
 
   constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
     this.#codec = options.compression === "lz4" ? "lz4" : defaultCodec();
-    this.#packer = options.packer ?? null;
     libc(); // loaded now (~20 ms), not when the first call is waiting
     peer.handle(
       CACHE_CALLS.validate,
@@ -188,7 +181,7 @@ export class CacheService {
 
   // ---- calls ----
 
-  async validate(req: ValidateRequest): Promise<ValidateReply> {
+  validate(req: ValidateRequest): ValidateReply {
     const stale: string[] = [];
     this.#checked = true;
     for (const [path, fp, hash, present, listed] of req.held) {
@@ -205,7 +198,7 @@ export class CacheService {
     }
     // The answer goes once the names and content ids are out; the chunks follow it,
     // announced, so that the command starts while they come.
-    const incoming = req.prefetch ? await this.#prefetchFor(req.exe).planned : [];
+    const incoming = req.prefetch ? this.#prefetchFor(req.exe).incoming : [];
     const ahead = this.#lookupsAhead(req.ahead);
     this.#flush();
     return { stale, ahead, root: this.#rootAttr(), incoming };
@@ -247,7 +240,7 @@ export class CacheService {
    * checks); one under way (pushAhead) is the same one.
    */
   #prefetchFor(exe: string | null): Replay {
-    const none = { planned: Promise.resolve([]), done: Promise.resolve() };
+    const none = { incoming: [], done: Promise.resolve() };
     if (!this.options.profileDir) return none;
     const real = realPath(exe);
     if (!real) return none;
@@ -460,13 +453,13 @@ export class CacheService {
 
   /**
    * Pushes what the profile lists that the remote lacks: the names and content ids
-   * first (then `planned` resolves with the chunks still to come, for a validation's
-   * answer to announce), then the chunks, each push going out as soon as it is made
+   * now (`incoming`: the chunks still to come, for a validation's answer to
+   * announce), then the chunks, each push going out as soon as it is made
    * (the link works while the next is read and compressed), and last the
    * `cache.pushed` event (the remote asks for what was announced and did not come).
    */
   #replayProfile(): Replay {
-    let plan: { path: string; info: ContentInfo; missing: number[] }[] = [];
+    const plan: { path: string; info: ContentInfo; missing: number[] }[] = [];
     const saved = this.#readProfile(this.#profilePath!);
     if (saved) {
       for (const path of saved.listed) this.#pushMeta(path, true, true);
@@ -485,11 +478,10 @@ export class CacheService {
     }
     const incoming = plan.map(({ info, missing }) => ({ hash: info.hash, indices: missing }));
     const done = this.#sendPlanned(plan).finally(() => {
-      plan = [];
       this.#flush();
       this.peer.event(CACHE_EVENTS.pushed, null);
     });
-    return { planned: Promise.resolve(incoming), done };
+    return { incoming, done };
   }
 
   async #sendPlanned(plan: { path: string; info: ContentInfo; missing: number[] }[]) {
