@@ -132,6 +132,8 @@ export class CacheService {
   readonly #replays = new Map<string, Replay>();
   /** Whether the remote's list of what it holds came (validate): revalidate needs it. */
   #checked = false;
+  /** Metas looked at during one synchronous pass (`#atOnce`), by path. */
+  #seen: Map<string, MetaRecord> | null = null;
   #profilePath: string | null = null;
   readonly #saving = new Map<string, Promise<void>>();
   /** Chunks read for a push answering a call (a fresh buffer each time costs page faults). */
@@ -182,6 +184,10 @@ export class CacheService {
   // ---- calls ----
 
   validate(req: ValidateRequest): ValidateReply {
+    return this.#atOnce(() => this.#validate(req));
+  }
+
+  #validate(req: ValidateRequest): ValidateReply {
     const stale: string[] = [];
     this.#checked = true;
     for (const [path, fp, hash, present, listed] of req.held) {
@@ -216,20 +222,23 @@ export class CacheService {
   ): Promise<{ held: number; stale: number }> {
     if (!this.#checked) throw new Error("revalidate before validate");
     const stale: string[] = [];
-    for (const [path, fp] of this.#held) {
-      if (this.#fingerprintNow(path) !== fp) stale.push(path);
-    }
-    for (const path of stale) {
-      this.#forgetHeld(path);
-      this.#heldContent.delete(path);
-    }
-    const reply: ValidateReply = {
-      stale,
-      ahead: this.#lookupsAhead(req.ahead),
-      root: this.#rootAttr(),
-    };
-    this.peer.event(CACHE_EVENTS.revalidated, reply as unknown as Value);
-    if (req.prefetch) await this.#prefetchFor(req.exe).done;
+    const done = this.#atOnce(() => {
+      for (const [path, fp] of this.#held) {
+        if (this.#fingerprintNow(path) !== fp) stale.push(path);
+      }
+      for (const path of stale) {
+        this.#forgetHeld(path);
+        this.#heldContent.delete(path);
+      }
+      const reply: ValidateReply = {
+        stale,
+        ahead: this.#lookupsAhead(req.ahead),
+        root: this.#rootAttr(),
+      };
+      this.peer.event(CACHE_EVENTS.revalidated, reply as unknown as Value);
+      return req.prefetch ? this.#prefetchFor(req.exe).done : null;
+    });
+    await done;
     this.#flush();
     return { held: this.#held.size, stale: stale.length };
   }
@@ -532,26 +541,48 @@ export class CacheService {
     closeUnreadKept();
   }
 
+  /**
+   * Runs `f` (synchronous: one turn) with each path looked at once: a validation
+   * checks every held path, then its profile's replay and the lookups ahead look
+   * at many of them again, and the answer is waited for.
+   */
+  #atOnce<T>(f: () => T): T {
+    this.#seen = new Map();
+    try {
+      return f();
+    } finally {
+      this.#seen = null;
+    }
+  }
+
   #fingerprintNow(path: string): string {
     const m = this.#metaNow(path, false);
     return fingerprint(m.attr, m.target);
   }
 
+  /** The path's meta now (a directory's names too with `list`); not to be changed. */
   #metaNow(path: string, list: boolean): MetaRecord {
-    try {
-      const attr = lstatPath(path);
-      const m: MetaRecord = { path, attr };
-      const type = attr.mode & S_IFMT;
-      if (type === S_IFLNK) m.target = readlinkPath(path);
-      else if (type === S_IFDIR && list) {
-        const names = listDir(path).map((e) => e.name).filter((n) => n !== "." && n !== "..");
-        if (names.length <= MAX_LISTING) m.children = names;
+    let m = this.#seen?.get(path);
+    if (!m) {
+      try {
+        const attr = lstatPath(path);
+        m = { path, attr };
+        if ((attr.mode & S_IFMT) === S_IFLNK) m.target = readlinkPath(path);
+      } catch (e) {
+        if (!(e instanceof SysError)) throw e;
+        m = { path, attr: null };
       }
-      return m;
-    } catch (e) {
-      if (e instanceof SysError) return { path, attr: null };
-      throw e;
+      this.#seen?.set(path, m);
     }
+    if (!list || !isDir(m)) return m;
+    let names: string[];
+    try {
+      names = listDir(path).map((e) => e.name).filter((n) => n !== "." && n !== "..");
+    } catch (e) {
+      if (!(e instanceof SysError)) throw e;
+      return { path, attr: null };
+    }
+    return names.length <= MAX_LISTING ? { ...m, children: names } : m;
   }
 
   /** Pushes `path`'s meta unless the remote holds it; a listed directory brings its entries. */
@@ -562,12 +593,14 @@ export class CacheService {
 
   #pushMeta(path: string, list: boolean, prefetched = false): MetaRecord {
     if (!isCachedPath(path, this.options.prefixes)) return { path, attr: null };
-    const m = this.#metaNow(path, list);
-    const fp = fingerprint(m.attr, m.target);
+    const bare = this.#metaNow(path, false);
+    const held = this.#held.get(path) === fingerprint(bare.attr, bare.target);
+    // Held (and listed, when a listing is wanted): nothing to send, nothing to list.
+    if (held && (!list || !isDir(bare) || this.#listed.has(path))) return bare;
+    const m = list ? this.#metaNow(path, true) : bare;
     const wantList = list && isDir(m) && m.children !== undefined;
-    if (this.#held.get(path) === fp && (!wantList || this.#listed.has(path))) return m;
-    if (!wantList) delete m.children;
-    this.#queueMeta(m, prefetched);
+    if (held && !wantList) return m;
+    this.#queueMeta(wantList ? m : bare, prefetched);
     if (wantList) {
       this.#listed.add(path);
       for (const name of m.children!) {
@@ -591,7 +624,9 @@ export class CacheService {
   #pushBytecode(dir: string, names: string[]): void {
     if (!names.includes("__pycache__") || !names.some((n) => n.endsWith(".py"))) return;
     const cache = join(dir, "__pycache__");
-    const m = this.#pushMeta(cache, true, true);
+    let m = this.#pushMeta(cache, true, true);
+    // Held and listed: its names were not read, and its files may still be wanted.
+    if (isDir(m) && !m.children) m = this.#metaNow(cache, true);
     if (!isDir(m) || !m.children) return;
     const files: string[] = [];
     let bytes = 0;
@@ -712,8 +747,8 @@ export class CacheService {
     const heldHash = this.#heldContent.get(path);
     const heldChunks = heldHash ? this.#chunks.get(heldHash) : undefined;
     if (heldChunks && indices.every((i) => heldChunks.has(i))) {
-      const attr = lstatPath(path);
-      if (this.#held.get(path) === fingerprint(attr)) {
+      const { attr } = this.#metaNow(path, false);
+      if (attr && this.#held.get(path) === fingerprint(attr)) {
         const n = chunkCount(Number(attr.size));
         if (indices.every((i) => i >= n || heldChunks.has(i))) return null;
       }

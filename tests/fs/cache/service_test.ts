@@ -4,6 +4,8 @@ import { CacheService } from "../../../lib/fs/cache/service.ts";
 import {
   CACHE_EVENTS,
   CHUNK_SIZE,
+  fingerprint,
+  type HeldEntry,
   type Push,
   RUN_CHUNKS,
   type ValidateReply,
@@ -161,6 +163,94 @@ Deno.test("service: a profile's names go before the validation's answer, its chu
     service?.close();
     await local.close();
     await remote.close();
+    await removeTree(dir);
+  }
+});
+
+Deno.test("service: a validation sends again only what changed of what the remote holds", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-held-" });
+  const prefix = `${dir}/usr`;
+  const exe = `${prefix}/bin/tool`;
+  const lib = `${prefix}/lib`;
+  await Deno.mkdir(`${prefix}/bin`, { recursive: true });
+  await Deno.mkdir(`${lib}/__pycache__`, { recursive: true });
+  await Deno.mkdir(`${dir}/profiles`);
+  await Deno.writeTextFile(exe, "#!/bin/sh\n");
+  await Deno.writeTextFile(`${lib}/a.py`, "a = 1\n");
+  await Deno.writeTextFile(`${lib}/b.py`, "b = 1\n");
+  await Deno.writeFile(`${lib}/__pycache__/a.cpython-311.pyc`, new Uint8Array(500).fill(1));
+  const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
+  await Deno.writeTextFile(
+    `${dir}/profiles/${name}.json`,
+    JSON.stringify({ metas: [exe, `${lib}/a.py`], listed: [lib], chunks: { [exe]: [0] } }),
+  );
+  /** One session: validates with `held`, returns its answer and what it pushed. */
+  const session = async (held: HeldEntry[]) => {
+    const [x, y] = pipePair();
+    const local = new RpcPeer(x, { program: "local" });
+    const remote = new RpcPeer(y, { program: "remote" });
+    const pushes: Push[] = [];
+    remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+    const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
+    remote.onEvent(CACHE_EVENTS.pushed, () => sent());
+    const service = new CacheService(local, {
+      prefixes: [prefix],
+      prefetch: true,
+      profileDir: `${dir}/profiles`,
+      env: {},
+      fs: new LoopbackFs({ root: "/" }),
+      contentIndex: null,
+    });
+    try {
+      const reply = await remote.call("cache.validate", {
+        held,
+        exe,
+        prefetch: true,
+        ahead: [],
+      }) as unknown as ValidateReply;
+      await allSent;
+      return { reply, pushes };
+    } finally {
+      service.close();
+      await local.close();
+      await remote.close();
+    }
+  };
+  try {
+    const first = await session([]);
+    const metas = first.pushes.flatMap((p) => p.metas ?? []);
+    const contents = first.pushes.flatMap((p) => p.contents ?? []);
+    assert.deepEqual(
+      metas.find((m) => m.path === lib && m.children)?.children?.sort(),
+      ["__pycache__", "a.py", "b.py"],
+    );
+    assert.ok(contents.some((c) => c.path === `${lib}/__pycache__/a.cpython-311.pyc`));
+    // What the remote holds after it: every name as pushed (the listed ones listed),
+    // every content with all its chunks.
+    const held: HeldEntry[] = [...new Map(metas.map((m) => [m.path, m])).values()].map((m) => {
+      const c = contents.find((c) => c.path === m.path);
+      return [
+        m.path,
+        fingerprint(m.attr, m.target),
+        c?.hash ?? "",
+        c ? new Uint8Array([0xff]) : new Uint8Array(0),
+        metas.some((x) => x.path === m.path && x.children),
+      ];
+    });
+    const unchanged = await session(held);
+    assert.deepEqual(unchanged.reply.stale, []);
+    assert.deepEqual(unchanged.reply.incoming, []);
+    assert.deepEqual(unchanged.pushes, [], "nothing crosses for what is held unchanged");
+
+    await Deno.writeTextFile(`${lib}/a.py`, "a = 2 # changed\n");
+    const changed = await session(held);
+    assert.deepEqual(changed.reply.stale, [`${lib}/a.py`]);
+    assert.deepEqual(
+      changed.pushes.flatMap((p) => p.metas ?? []).map((m) => m.path),
+      [`${lib}/a.py`],
+      "the changed name alone, once",
+    );
+  } finally {
     await removeTree(dir);
   }
 });
