@@ -18,6 +18,8 @@ export interface CliOptions {
   quiet: boolean;
   noCache: boolean;
   noPrefetch: boolean;
+  /** Cached files the remote holds whole are read through its agent, not by its kernel. */
+  noPassthrough: boolean;
   /** Print round trips, requests, bytes, cache hits and a time split at exit. */
   stats: boolean;
   timeout?: number;
@@ -49,8 +51,8 @@ export type CliResult =
 
 export const USAGE =
   `usage: outrun [-qv] [-F ssh_config] [-i identity_file] [-J destination] [-l login_name]
-              [-o option] [-p port] [--no-cache] [--no-prefetch] [--stats]
-              [--timeout seconds] [--config file] destination command [argument ...]
+              [-o option] [-p port] [--no-cache] [--no-prefetch] [--no-passthrough]
+              [--stats] [--timeout seconds] [--config file] destination command [argument ...]
        outrun -O check|exit [options] destination
        outrun --version | --help`;
 
@@ -67,6 +69,7 @@ export function parseCli(args: string[]): CliResult {
     quiet: false,
     noCache: false,
     noPrefetch: false,
+    noPassthrough: false,
     stats: false,
   };
   let i = 0;
@@ -82,6 +85,7 @@ export function parseCli(args: string[]): CliResult {
     if (arg === "--help" || arg === "-h") return { kind: "help" };
     if (arg === "--no-cache") o.noCache = true;
     else if (arg === "--no-prefetch") o.noPrefetch = true;
+    else if (arg === "--no-passthrough") o.noPassthrough = true;
     else if (arg === "--stats") o.stats = true;
     else if (/^-[vq]+$/.test(arg)) {
       for (const c of arg.slice(1)) c === "v" ? o.verbose++ : (o.quiet = true);

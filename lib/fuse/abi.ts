@@ -52,6 +52,8 @@ export const InitFlag = {
   SECURITY_CTX: 1n << 32n,
   HAS_INODE_DAX: 1n << 33n,
   HAS_EXPIRE_ONLY: 1n << 35n,
+  /** Opens may hand reads and mmaps to a backing file (FOPEN.PASSTHROUGH); 6.9+. */
+  PASSTHROUGH: 1n << 37n,
 } as const;
 
 export function initFlagNames(flags: bigint): string[] {
@@ -82,6 +84,9 @@ export const FOPEN = {
   CACHE_DIR: 1 << 3,
   STREAM: 1 << 4,
   NOFLUSH: 1 << 5,
+  PARALLEL_DIRECT_WRITES: 1 << 6,
+  /** Reads, writes and mmaps go to the backing file `OpenOut.backingId` names. */
+  PASSTHROUGH: 1 << 7,
 } as const;
 
 export const GETATTR_FH = 1 << 0;
@@ -96,6 +101,16 @@ export const NotifyCode = {
   RETRIEVE: 5,
   DELETE: 6,
 } as const;
+
+/** ioctl FUSE_DEV_IOC_BACKING_OPEN: _IOW(229, 1, struct fuse_backing_map). */
+export const FUSE_DEV_IOC_BACKING_OPEN = 0x4010e501;
+/** ioctl FUSE_DEV_IOC_BACKING_CLOSE: _IOW(229, 2, uint32_t). */
+export const FUSE_DEV_IOC_BACKING_CLOSE = 0x4004e502;
+/**
+ * How deep filesystems may stack under a passthrough mount's backing files: 2, the
+ * kernel's most, so a backing file may be on overlayfs (a container's root).
+ */
+export const MAX_STACK_DEPTH = 2;
 
 /** ioctl FUSE_DEV_IOC_CLONE: _IOR(229, 0, uint32_t). */
 export const FUSE_DEV_IOC_CLONE = 0x8004e500;

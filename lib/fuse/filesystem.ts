@@ -34,6 +34,20 @@ export interface Connection {
   flags: bigint;
   maxWrite: number;
   maxReadahead: number;
+  /** Backing files for passthrough opens, when the kernel granted PASSTHROUGH. */
+  backing: BackingFiles | null;
+}
+
+/**
+ * Files the kernel reads (and maps) directly for opens answered with
+ * FOPEN.PASSTHROUGH: registered once, named by id in `OpenOut.backingId`. The kernel
+ * keeps the file open from `open` on; the fd passed may be closed right after.
+ */
+export interface BackingFiles {
+  /** Registers the file open at `fd` (a regular file; needs CAP_SYS_ADMIN). */
+  open(fd: number): number;
+  /** Drops a registration; files opened through it keep it until they close. */
+  close(id: number): void;
 }
 
 export interface Filesystem {

@@ -6,7 +6,7 @@
  */
 export * from "./abi.ts";
 export { byteString, stringBytes, utf8ByteString } from "./cursor.ts";
-export type { Awaitable, Connection, Filesystem } from "./filesystem.ts";
+export type { Awaitable, BackingFiles, Connection, Filesystem } from "./filesystem.ts";
 export { FuseError } from "./filesystem.ts";
 export * from "./mount.ts";
 export { NodeTable } from "./nodes.ts";

@@ -68,6 +68,8 @@ export interface OpenOut {
   fh: number;
   /** FOPEN_* bits. */
   openFlags?: number;
+  /** With FOPEN.PASSTHROUGH: the backing file's id (`Connection.backing.open`). */
+  backingId?: number;
 }
 
 export interface StatfsOut {
@@ -91,6 +93,8 @@ export interface InitOut {
   maxWrite: number;
   timeGran: number;
   maxPages: number;
+  /** With PASSTHROUGH: how deep filesystems may stack under backing files. */
+  maxStackDepth?: number;
 }
 
 /** One directory entry; `nextOffset` is what the kernel passes back to continue after it. */
@@ -193,6 +197,7 @@ export function encodeOpen(unique: bigint, o: OpenOut): Uint8Array<ArrayBuffer> 
   const [buf, v] = reply(unique, 16);
   v.setBigUint64(OUT_HEADER_SIZE, BigInt(o.fh), true);
   v.setUint32(OUT_HEADER_SIZE + 8, o.openFlags ?? 0, true);
+  v.setInt32(OUT_HEADER_SIZE + 12, o.backingId ?? 0, true);
   return buf;
 }
 
@@ -201,6 +206,7 @@ export function encodeCreate(unique: bigint, e: EntryOut, o: OpenOut): Uint8Arra
   putEntry(v, OUT_HEADER_SIZE, e);
   v.setBigUint64(OUT_HEADER_SIZE + ENTRY_OUT_SIZE, BigInt(o.fh), true);
   v.setUint32(OUT_HEADER_SIZE + ENTRY_OUT_SIZE + 8, o.openFlags ?? 0, true);
+  v.setInt32(OUT_HEADER_SIZE + ENTRY_OUT_SIZE + 12, o.backingId ?? 0, true);
   return buf;
 }
 
@@ -260,6 +266,7 @@ export function encodeInit(unique: bigint, o: InitOut): Uint8Array<ArrayBuffer> 
   v.setUint16(at + 28, o.maxPages, true);
   v.setUint16(at + 30, 0, true); // map_alignment
   v.setUint32(at + 32, Number((o.flags >> 32n) & 0xffffffffn), true);
+  v.setUint32(at + 36, o.maxStackDepth ?? 0, true);
   return buf;
 }
 

@@ -8,13 +8,16 @@
  * it settles. Every request that wants a reply gets exactly one.
  */
 import {
+  FUSE_DEV_IOC_BACKING_CLOSE,
+  FUSE_DEV_IOC_BACKING_OPEN,
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
   FUSE_MIN_READ_BUFFER,
   InitFlag,
   initFlagNames,
+  MAX_STACK_DEPTH,
 } from "./abi.ts";
-import { type Connection, type Filesystem, FuseError } from "./filesystem.ts";
+import { type BackingFiles, type Connection, type Filesystem, FuseError } from "./filesystem.ts";
 import {
   encodeAttr,
   encodeCreate,
@@ -63,6 +66,12 @@ export interface SessionOptions {
    * mapped files smaller (a remote cache fetching by chunk moves fewer bytes).
    */
   maxReadahead?: number;
+  /**
+   * Ask for PASSTHROUGH: the filesystem may then answer an open with a backing file
+   * the kernel reads and maps itself (`Connection.backing`). Not with writebackCache
+   * (the kernel allows one or the other).
+   */
+  passthrough?: boolean;
   /** Log each request and the negotiated capabilities to stderr. */
   debug?: boolean;
   /** Where problems (a handler's unexpected exception, a bad request) are reported. */
@@ -408,6 +417,9 @@ export class FuseSession {
     let wanted = WANTED_FLAGS;
     if (this.#options.writebackCache) wanted |= InitFlag.WRITEBACK_CACHE;
     if (this.#options.autoInvalData === false) wanted &= ~InitFlag.AUTO_INVAL_DATA;
+    if (this.#options.passthrough && !this.#options.writebackCache) {
+      wanted |= InitFlag.PASSTHROUGH;
+    }
     const got = wanted & req.flags;
     const minor = Math.min(req.minor, FUSE_KERNEL_MINOR_VERSION);
     this.connection = {
@@ -416,6 +428,7 @@ export class FuseSession {
       flags: got,
       maxWrite: this.#maxWrite,
       maxReadahead: Math.min(req.maxReadahead, this.#options.maxReadahead ?? Infinity),
+      backing: got & InitFlag.PASSTHROUGH ? this.#backingFiles() : null,
     };
     if (this.#options.debug) {
       console.error(`fuse: kernel ${req.major}.${req.minor}, speaking 7.${minor}`);
@@ -436,9 +449,31 @@ export class FuseSession {
         maxWrite: this.#maxWrite,
         timeGran: 1,
         maxPages: Math.ceil(this.#maxWrite / PAGE),
+        maxStackDepth: got & InitFlag.PASSTHROUGH ? MAX_STACK_DEPTH : 0,
       }),
       "init",
     );
+  }
+
+  /** Backing files registered on this connection's fd (ioctls of /dev/fuse). */
+  #backingFiles(): BackingFiles {
+    const fd = this.#fd;
+    return {
+      open(file: number): number {
+        // struct fuse_backing_map { s32 fd; u32 flags; u64 padding; }
+        const map = new Uint8Array(16);
+        new DataView(map.buffer).setInt32(0, file, true);
+        const id = libc().ioctl(fd, BigInt(FUSE_DEV_IOC_BACKING_OPEN), map);
+        if (id < 0) throw new SysError("ioctl(FUSE_DEV_IOC_BACKING_OPEN)", errno());
+        return id;
+      },
+      close(id: number): void {
+        const arg = new Uint8Array(new Uint32Array([id]).buffer);
+        if (libc().ioctl(fd, BigInt(FUSE_DEV_IOC_BACKING_CLOSE), arg) < 0) {
+          throw new SysError("ioctl(FUSE_DEV_IOC_BACKING_CLOSE)", errno());
+        }
+      },
+    };
   }
 
   /**

@@ -132,6 +132,7 @@ export async function openSession(
       client: clientId(),
       prefixes: config.cache.prefixes,
       prefetch: !o.noPrefetch,
+      passthrough: !o.noPassthrough,
       maxEntries: config.cache.maxEntries,
       maxBytes: config.cache.maxBytes,
     };

@@ -31,6 +31,8 @@ export interface CacheSettings {
   client: string;
   prefixes: string[];
   prefetch: boolean;
+  /** Whether the remote kernel may read whole cached files itself (FUSE passthrough). */
+  passthrough: boolean;
   maxEntries: number;
   maxBytes: number;
 }
@@ -46,6 +48,8 @@ export interface RemoteStats {
     metaHits: number;
     metaMisses: number;
     chunkHits: number;
+    /** Opens of whole cached files handed to the remote kernel (their reads are not counted). */
+    directOpens: number;
     chunkMisses: number;
   } | null;
   /** Milliseconds. */

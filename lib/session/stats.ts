@@ -52,7 +52,8 @@ export function formatStats(s: StatsInput): string {
   if (c) {
     lines.push(
       `  cache: ${c.held} held, ${c.stale} stale, ${c.evicted} evicted; metadata ${c.metaHits} hits / ` +
-        `${c.metaMisses} misses; chunks ${c.chunkHits} hits / ${c.chunkMisses} misses`,
+        `${c.metaMisses} misses; chunks ${c.chunkHits} hits / ${c.chunkMisses} misses; ` +
+        `${c.directOpens} opens read by the remote kernel`,
     );
   } else lines.push("  cache: off");
   const ms = (n: number) => `${n.toFixed(0)} ms`;

@@ -2,10 +2,14 @@
 import { removeTree } from "../remove_tree.ts";
 import assert from "node:assert/strict";
 import {
+  type BackingFiles,
+  type Connection,
   type EntryOut,
   type Filesystem,
+  FOPEN,
   FuseSession,
   mountFuse,
+  type OpenOut,
   type Request,
   unmountFuse,
   utf8ByteString,
@@ -163,4 +167,72 @@ Deno.test("session: a notification while a lookup in that directory waits does n
     await serving;
     await removeTree(base);
   }
+});
+
+/** A loopback whose opens of names starting "pt" hand their file to the kernel. */
+class PassthroughLoopback extends LoopbackFs {
+  reads = 0;
+  backing: BackingFiles | null = null;
+  readonly #ids = new Map<number, number>();
+  init(conn: Connection): void {
+    this.backing = conn.backing;
+  }
+  override open(req: Request<"OPEN">): OpenOut {
+    const out = super.open(req);
+    const node = this.nodes.get(req.header.nodeid);
+    const path = node ? this.nodes.path(node) : null;
+    if (!this.backing || !path?.split("/").at(-1)?.startsWith("pt")) return out;
+    const id = this.backing.open(out.fh);
+    this.#ids.set(out.fh, id);
+    return { fh: out.fh, openFlags: FOPEN.PASSTHROUGH, backingId: id };
+  }
+  override read(req: Request<"READ">, into: Uint8Array): number {
+    this.reads++;
+    return super.read(req, into);
+  }
+  override release(req: Request<"RELEASE">): void {
+    const id = this.#ids.get(req.fh);
+    this.#ids.delete(req.fh);
+    if (id !== undefined) this.backing!.close(id);
+    super.release(req);
+  }
+}
+
+Deno.test("session: with PASSTHROUGH, reads and mmaps of a backed file never reach the server", async () => {
+  const { base, src, mnt } = await sourceAndMountpoint();
+  const data = new Uint8Array(3 * 1024 * 1024 + 123);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 12)) & 0xff;
+  await Deno.writeFile(`${src}/pt-data`, data);
+  await Deno.writeFile(`${src}/plain-data`, data);
+  const sum = (await shOk(`sha256sum '${src}/pt-data'`)).split(" ")[0];
+  const mapped = (f: string) =>
+    shOk(`/usr/bin/python3 -c '
+import mmap, hashlib, sys
+with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+    print(hashlib.sha256(m[:]).hexdigest())' '${f}'`);
+  for (const passthrough of [true, false]) {
+    const fs = new PassthroughLoopback({ root: utf8ByteString(src) });
+    const mount = mountFuse(mnt, { subtype: "outrun" });
+    const session = new FuseSession(mount.fd, fs, { idleWaitMs: 0, passthrough });
+    const serving = session.serve();
+    try {
+      // A read and a mapping of the same file, then of one served the usual way.
+      assert.equal((await shOk(`sha256sum '${mnt}/pt-data'`)).split(" ")[0], sum);
+      assert.equal((await mapped(`${mnt}/pt-data`)).trim(), sum);
+      if (passthrough) {
+        assert.ok(fs.backing, "the kernel granted PASSTHROUGH");
+        assert.equal(fs.reads, 0, "no READ for the backed file");
+      } else {
+        assert.equal(fs.backing, null, "not asked for: not granted");
+        assert.ok(fs.reads > 0);
+      }
+      const before = fs.reads;
+      assert.equal((await shOk(`sha256sum '${mnt}/plain-data'`)).split(" ")[0], sum);
+      assert.ok(fs.reads > before, "a file opened without it is read through the server");
+    } finally {
+      unmountFuse(mount);
+      await serving;
+    }
+  }
+  await removeTree(base);
 });

@@ -15,6 +15,8 @@
  */
 import {
   type AttrOut,
+  type BackingFiles,
+  type Connection,
   type DirEntry,
   type EntryOut,
   type Filesystem,
@@ -27,12 +29,14 @@ import {
 } from "../../fuse/mod.ts";
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
+import { libc } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import { decompressInto } from "./chunks.ts";
 import {
   CACHE_CALLS,
   CACHE_EVENTS,
   CHUNK_SIZE,
+  chunkCount,
   type ChunkRequest,
   dirname,
   fingerprint,
@@ -76,6 +80,11 @@ export interface CachedFsOptions {
    * `node` is the path's node id if the kernel knows one, `parent` its directory's.
    */
   invalidate?: (stale: Invalidation[]) => Promise<void>;
+  /**
+   * Let the kernel read whole cached files from the store itself (FUSE passthrough,
+   * when the connection has it). Default true.
+   */
+  passthrough?: boolean;
   log?: (line: string) => void;
 }
 
@@ -101,7 +110,8 @@ function isDir(m: MetaRecord): boolean {
 const ARENA_BYTES = 8 * 1024 * 1024;
 
 export class CachedFs implements Filesystem {
-  readonly hits = { meta: 0, chunk: 0 };
+  /** `direct`: opens handed to the kernel (passthrough), whose reads are not seen. */
+  readonly hits = { meta: 0, chunk: 0, direct: 0 };
   readonly misses = { meta: 0, chunk: 0 };
   /** The last validation: paths held (as far as known here) and found stale. */
   readonly validation = { held: 0, stale: 0 };
@@ -119,7 +129,16 @@ export class CachedFs implements Filesystem {
   readonly #ids = new Map<string, number>();
   /** Local nodes whose path leads to a cached prefix ("/" and its ancestors' chain). */
   readonly #ancestors = new Map<number, string>([[1, "/"]]);
-  readonly #files = new Map<number, { path: string; blob: BlobRow }>();
+  readonly #files = new Map<number, { path: string; blob: BlobRow; direct: boolean }>();
+  /**
+   * Open handles of each cached node, by kind: passthrough ones (`direct`) and the
+   * others. The kernel refuses (EIO) an open of the other kind while one is open.
+   */
+  readonly #opens = new Map<number, { direct: number; cached: number }>();
+  /** The kernel's ids of blobs it reads itself (registered once a session). */
+  readonly #backingIds = new Map<string, number>();
+  #backing: BackingFiles | null = null;
+  readonly #passthrough: boolean;
   readonly #dirs = new Map<number, DirEntry[]>();
   readonly #inflight = new Map<string, Promise<void>>();
   readonly #used = new Set<string>();
@@ -156,6 +175,7 @@ export class CachedFs implements Filesystem {
     this.#client = o.client;
     this.#prefixes = o.prefixes;
     this.#logTo = o.log;
+    this.#passthrough = o.passthrough ?? true;
     // Transient: a push's chunks are written to the store (and its other bytes copied
     // into it) before the handler returns, so they may be views of the read buffer.
     this.#peer.onEvent(CACHE_EVENTS.push, (p) => {
@@ -570,30 +590,92 @@ export class CachedFs implements Filesystem {
     });
   }
 
+  init(conn: Connection): void {
+    if (this.#passthrough) this.#backing = conn.backing;
+    this.#inner.init?.(conn);
+  }
+
   open(req: Request<"OPEN">): OpenOut | Promise<OpenOut> {
     if (req.header.nodeid < CACHE_BASE) return this.#inner.open!(req);
-    if ((req.flags & O_ACCMODE) !== 0 || (req.flags & O_TRUNC)) return this.#escape("open", req);
+    if ((req.flags & O_ACCMODE) !== 0 || (req.flags & O_TRUNC)) return this.#escapeOpen(req);
     const path = this.#node(req.header.nodeid).path;
     const m = this.#metaNow(path);
     const hash = this.#hashes.get(path);
     const blob = m?.attr && (m.attr.mode & S_IFMT) === S_IFREG && hash
       ? this.#store.blob(hash)
       : null;
-    if (blob) return this.#openBlob(path, blob);
+    if (blob) return this.#openBlob(req.header.nodeid, path, blob);
     return this.#openSlow(req, path);
   }
 
-  #openBlob(path: string, blob: BlobRow): OpenOut {
+  /** An open the local side answers (for writing): its handle is not a passthrough one. */
+  async #escapeOpen(req: Request<"OPEN">): Promise<OpenOut> {
+    const out = await this.#escape("open", req) as OpenOut;
+    this.#openCount(req.header.nodeid).cached++;
+    return out;
+  }
+
+  #openCount(nodeid: number): { direct: number; cached: number } {
+    let n = this.#opens.get(nodeid);
+    if (!n) this.#opens.set(nodeid, n = { direct: 0, cached: 0 });
+    return n;
+  }
+
+  /**
+   * A handle for reading a blob: a whole one (every chunk here and checked) is read
+   * by the kernel from the store's file itself, with no request for its reads and
+   * its pages kept for the next session; one still in part is read through here.
+   */
+  #openBlob(nodeid: number, path: string, blob: BlobRow): OpenOut {
     const fh = this.#nextId++;
-    this.#files.set(fh, { path, blob });
+    const count = this.#openCount(nodeid);
+    const backingId = count.cached ? null : this.#backingId(blob);
+    if (backingId !== null) {
+      count.direct++;
+      this.hits.direct++;
+      this.#files.set(fh, { path, blob, direct: true });
+      // Its reads are not seen here: the run counts as having used all of it (it is
+      // whole here because a run used all of it, or the rest was sent while idle).
+      this.#useChunks(path, 0, chunkCount(blob.size) - 1);
+      return { fh, openFlags: FOPEN.PASSTHROUGH | FOPEN.NOFLUSH, backingId };
+    }
+    if (count.direct) {
+      // Open for passthrough, yet no longer whole here (dropped as damaged): the
+      // kernel takes no other kind of open of the node until those close.
+      throw new FuseError(Errno.EIO, `cache: ${path} is no longer whole here`);
+    }
+    count.cached++;
+    this.#files.set(fh, { path, blob, direct: false });
     // Read-only and answered here: a close has nothing to flush.
     return { fh, openFlags: FOPEN.KEEP_CACHE | FOPEN.NOFLUSH };
+  }
+
+  /** The kernel's id for a whole blob's file, or null (not whole, or no passthrough). */
+  #backingId(blob: BlobRow): number | null {
+    if (!this.#backing) return null;
+    const known = this.#backingIds.get(blob.hash);
+    if (known !== undefined) return known;
+    const fd = this.#store.backingFd(blob);
+    if (fd === null) return null;
+    try {
+      const id = this.#backing.open(fd);
+      this.#backingIds.set(blob.hash, id);
+      return id;
+    } catch (e) {
+      // EPERM (no CAP_SYS_ADMIN in the init namespace), ELOOP (the store is on a
+      // filesystem stacked too deep): the same for every file, so asked no more.
+      this.#log(`cache: passthrough off: ${e instanceof Error ? e.message : e}`);
+      this.#backing = null;
+      return null;
+    } finally {
+      libc().close(fd);
+    }
   }
 
   async #openSlow(req: Request<"OPEN">, path: string): Promise<OpenOut> {
     const m = await this.#meta(path);
     if (!m.attr) throw new FuseError(Errno.ENOENT);
-    if ((m.attr.mode & S_IFMT) !== S_IFREG) return await this.#escape("open", req);
+    if ((m.attr.mode & S_IFMT) !== S_IFREG) return await this.#escapeOpen(req);
     let hash = this.#hashes.get(path);
     let blob = hash ? this.#store.blob(hash) : null;
     if (!blob) {
@@ -603,7 +685,7 @@ export class CachedFs implements Filesystem {
       blob = hash ? this.#store.blob(hash) : null;
       if (!blob) throw new FuseError(Errno.EIO, `cache: no content for ${path}`);
     }
-    return this.#openBlob(path, blob);
+    return this.#openBlob(req.header.nodeid, path, blob);
   }
 
   read(req: Request<"READ">, into: Uint8Array): Uint8Array | number | Promise<Uint8Array | number> {
@@ -615,13 +697,7 @@ export class CachedFs implements Filesystem {
     if (start >= end) return 0;
     const first = Math.floor(start / CHUNK_SIZE);
     const last = Math.floor((end - 1) / CHUNK_SIZE);
-    let used = this.#usedChunks.get(file.path);
-    if (!used) this.#usedChunks.set(file.path, used = new Set());
-    for (let i = first; i <= last; i++) {
-      if (used.has(i)) continue;
-      used.add(i);
-      this.#usedLog.push([file.path, i]);
-    }
+    this.#useChunks(file.path, first, last);
     let present = true;
     for (let i = first; i <= last && present; i++) present = blob.present.has(i);
     if (present) {
@@ -702,7 +778,26 @@ export class CachedFs implements Filesystem {
     if (fresh) blob.present.bits.set(fresh.present.bits);
   }
 
+  /** Chunks `first`..`last` of `path` were used (the executable's next profile). */
+  #useChunks(path: string, first: number, last: number): void {
+    let used = this.#usedChunks.get(path);
+    if (!used) this.#usedChunks.set(path, used = new Set());
+    for (let i = first; i <= last; i++) {
+      if (used.has(i)) continue;
+      used.add(i);
+      this.#usedLog.push([path, i]);
+    }
+  }
+
   release(req: Request<"RELEASE">): void | Promise<void> {
+    const nodeid = req.header.nodeid;
+    const file = this.#files.get(req.fh);
+    const count = nodeid >= CACHE_BASE ? this.#opens.get(nodeid) : undefined;
+    if (count) {
+      if (file?.direct) count.direct = Math.max(0, count.direct - 1);
+      else count.cached = Math.max(0, count.cached - 1);
+      if (!count.direct && !count.cached) this.#opens.delete(nodeid);
+    }
     if (this.#files.delete(req.fh)) return;
     return this.#translated(req).then((r) => this.#inner.release!(r));
   }

@@ -16,6 +16,7 @@
 import { type Database, openDatabase } from "./sqlite.ts";
 import { decodeValue, encodeValue, type Value } from "../../rpc/mod.ts";
 import { check, libc, O, open } from "../../sys/libc.ts";
+import { fstatFd } from "../../sys/files.ts";
 import { ChunkBitmap, chunkMatches, contentHash } from "./chunks.ts";
 import {
   CHUNK_SIZE,
@@ -329,6 +330,51 @@ export class CacheStore {
       this.#verified.add(key);
     }
     return out;
+  }
+
+  /** Whether every chunk of the blob is here. */
+  static complete(blob: BlobRow): boolean {
+    const n = chunkCount(blob.size);
+    for (let i = 0; i < n; i++) if (!blob.present.has(i)) return false;
+    return true;
+  }
+
+  /**
+   * A new read-only fd of a complete blob's file for the kernel to read itself
+   * (FUSE passthrough: no process here sees those reads), after checking every
+   * chunk this process has not checked yet, as `readChunk` would have one by one.
+   * null, and nothing open, when the file is not whole or a chunk fails its check
+   * (that chunk loses its bit, so it is fetched again).
+   */
+  backingFd(blob: BlobRow): number | null {
+    if (!blob.size || !CacheStore.complete(blob)) return null;
+    const fd = open(this.#blobPath(blob.hash), O.RDONLY | O.CLOEXEC);
+    try {
+      // Longer than the blob (a damaged file): the kernel would read past its end.
+      if (Number(fstatFd(fd).size) !== blob.size) return this.#close(fd);
+      const n = chunkCount(blob.size);
+      for (let i = 0; i < n; i++) {
+        if (this.#verified.has(`${blob.hash}:${i}`)) continue;
+        const len = Math.min(CHUNK_SIZE, blob.size - i * CHUNK_SIZE);
+        const out = this.#scratch.subarray(0, len);
+        const got = Number(libc().pread64(fd, out, BigInt(len), BigInt(i * CHUNK_SIZE)));
+        if (got !== len || !chunkMatches(blob.chunkHashes, i, out)) {
+          this.#changePresent(new Map([[blob.hash, [i]]]), (present, j) => present.delete(j));
+          blob.present.delete(i);
+          return this.#close(fd);
+        }
+        this.#verified.add(`${blob.hash}:${i}`);
+      }
+      return fd;
+    } catch (e) {
+      this.#close(fd);
+      throw e;
+    }
+  }
+
+  #close(fd: number): null {
+    libc().close(fd);
+    return null;
   }
 
   /** Marks what a session used, so eviction takes the least recently used first. */
