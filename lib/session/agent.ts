@@ -248,7 +248,7 @@ async function validate(fs: CachedFs, req: RunRequest | null, stats: RemoteStats
     exe: req?.exe ?? null,
     prefetch: req?.cache?.prefetch ?? true,
     ahead: [...BINDS, ...(req ? [req.cwd] : []), ...(req?.exe ? [req.exe] : [])],
-  });
+  }, req?.validatedAhead ?? false);
   stats.validateMs = performance.now() - t;
   stats.cache = { ...emptyCacheStats(), held, stale };
   trace(`cache: ${held} held, ${stale} stale, validated in ${stats.validateMs.toFixed(1)} ms`);

@@ -13,6 +13,7 @@ import type { RpcPeer, Value } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
 import {
+  BIND_DIRS,
   type CacheSettings,
   EVENTS,
   FORWARDED_SIGNALS,
@@ -20,6 +21,9 @@ import {
   type RunResult,
 } from "./protocol.ts";
 import { formatStats } from "./stats.ts";
+
+/** Where a command is looked for when the environment has no PATH. */
+const DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin";
 
 export const SIGNAL_NUMBERS: Record<string, number> = {
   SIGHUP: 1,
@@ -87,7 +91,9 @@ export async function runRemote(o: CliOptions): Promise<number> {
   // The run request goes out as soon as the agent is started, not after its hello: it
   // waits in the channel while the agent's runtime starts (~0.2 s), and so can the
   // command's profile when the remote cache is empty.
-  const session = await openSession(o, config, log, clock.lap, undefined, false);
+  // The command's profile is looked at while the connection is made.
+  const exe = resolveCommand(o.command[0], Deno.cwd(), userEnv().PATH ?? DEFAULT_PATH);
+  const session = await openSession(o, config, log, clock.lap, undefined, false, exe);
   return await runOn(session.peer, o, {
     alias: session.resolved.alias,
     cacheSettings: session.cacheSettings,
@@ -180,7 +186,7 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     const cwd = Deno.cwd();
     const req: RunRequest = {
       argv: o.command,
-      exe: resolveCommand(o.command[0], cwd, env.PATH ?? "/usr/local/bin:/usr/bin:/bin"),
+      exe: resolveCommand(o.command[0], cwd, env.PATH ?? DEFAULT_PATH),
       cwd,
       env,
       uid: Deno.uid() ?? 0,
@@ -189,11 +195,13 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
       tty: tty && { rows: tty.rows, cols: tty.columns },
       cache: r.cacheSettings,
     };
+    // An empty remote cache will ask for this command's profile: it goes now, behind the
+    // request, while the agent starts, and so does the validation's answer.
+    const ahead = r.storePresent === false && req.exe && r.cache ? r.cache : null;
+    if (ahead) req.validatedAhead = true;
     lap("start");
     const running = peer.call("session.run", req as unknown as Value);
-    // An empty remote cache will ask for this command's profile: it goes now, behind the
-    // request, while the agent starts (its validation then finds it all there).
-    if (r.storePresent === false && req.exe) r.cache?.pushAhead(req.exe);
+    ahead?.pushAhead(req.exe!, [...BIND_DIRS, cwd, req.exe!]);
     const result = await running.catch(async (err) => {
       await r.agentUp; // the agent never started: say why
       throw new SshError(`outrun: connection to ${r.alias} lost: ${err.message}`);

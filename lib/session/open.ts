@@ -8,7 +8,7 @@ import type { Client, ClientChannel } from "ssh2";
 import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
-import { CacheService } from "../fs/cache/service.ts";
+import { CacheService, ProfileWarmup } from "../fs/cache/service.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
 import { localCacheDir } from "../home.ts";
@@ -58,12 +58,24 @@ export async function openSession(
   env: Record<string, string> = userEnv(),
   /** false: return as soon as the agent is started, its hello not awaited (see agentUp). */
   waitForAgent = true,
+  /** The command's executable here: its profile is looked at while connecting. */
+  exe: string | null = null,
 ): Promise<Session> {
   // The payload's digests (the agent bundle's, ~30 ms) are taken while the handshake
-  // waits on the network.
+  // waits on the network, and so is the command's profile (its paths' metas).
   const payloadReady = localPayload();
   payloadReady.catch(() => {}); // awaited below; a failure to connect comes first
-  const { client, resolved } = await connect({ ...sshOptions(o), log });
+  const profileDir = `${outrunHome()}/profiles`;
+  const contentIndex = o.noCache ? null : openContentIndex(log);
+  const warmup = o.noCache || o.noPrefetch || !exe ? null : new ProfileWarmup(exe, {
+    profileDir,
+    prefixes: config.cache.prefixes,
+    contentIndex,
+  });
+  const { client, resolved } = await connect({ ...sshOptions(o), log }).catch((err) => {
+    warmup?.stop();
+    throw err;
+  });
   const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
   const close = async () => {
     client.end();
@@ -110,10 +122,11 @@ export async function openSession(
     const cache = o.noCache ? null : new CacheService(peer, {
       prefixes: config.cache.prefixes,
       prefetch: !o.noPrefetch,
-      profileDir: `${outrunHome()}/profiles`,
+      profileDir,
       env,
       fs: files,
-      contentIndex: openContentIndex(log),
+      contentIndex,
+      warmup,
       compression: config.cache.compression,
       packedDir: `${localCacheDir()}/packed`,
     });

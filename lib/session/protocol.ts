@@ -22,6 +22,12 @@ export interface RunRequest {
   tty: WindowSize | null;
   /** The remote cache's settings, or null (--no-cache): every request crosses. */
   cache: CacheSettings | null;
+  /**
+   * The remote cache was found empty and the local side pushes the command's profile
+   * unasked, then the validation's answer for an empty store (`cache.validated`): the
+   * agent waits for it rather than asking, unless it holds something after all.
+   */
+  validatedAhead?: boolean;
 }
 
 export interface CacheSettings {

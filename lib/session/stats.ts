@@ -45,7 +45,7 @@ export function formatStats(s: StatsInput): string {
         `(${mb(p.chunkBytes)} raw, ${
           mb(p.wireBytes)
         } compressed); ${p.asked} asked, ${p.prefetched} sent ahead` +
-        (p.early ? ` (${p.early} chunks before the remote asked: its cache was empty)` : ""),
+        (p.early ? ` (${p.early} unasked: the remote's cache was empty)` : ""),
     );
   }
   const c = s.remote.cache;

@@ -158,17 +158,17 @@ Deno.test("cache e2e deb-wan: ffmpeg's profile makes a cold start a handful of r
     const cold = await b.run("deb-wan", ["ffmpeg", "-version"], ["-v"]);
     assert.equal(cold.text, first.text);
     // The probe that starts the agent saw the remote cache gone: the profile went out
-    // behind the run request, unasked (how much before the validation asked for it
-    // depends on timing: see push.early).
+    // behind the run request, unasked, and the validation's answer with it (no round
+    // trip for it).
     assert.match(cold.stderr, /the remote cache is empty/);
-    // One validation, and the profile comes with it. Not exact, as they depend on
-    // timing: a chunk or two the kernel's readahead asks for at other offsets than
-    // last time, and a few lookups in / (selinux probes) once the local side's 1 s
-    // entry timeout runs out before ffmpeg is done.
+    assert.ok(cold.stats!.push!.early > 0, "the profile's chunks went unasked");
+    // Not exact, as they depend on timing: a chunk or two the kernel's readahead asks
+    // for at other offsets than last time, and a few lookups in / (selinux probes) once
+    // the local side's 1 s entry timeout runs out before ffmpeg is done.
     const calls = (r: Run) => JSON.stringify(r.stats?.remote.calls);
     const asked = (r: Run) => Object.values(cacheCalls(r)).reduce((n, c) => n + c, 0);
-    assert.equal(cacheCalls(cold)["cache.validate"], 1, calls(cold));
-    assert.ok(asked(cold) <= 4, calls(cold));
+    assert.equal(cacheCalls(cold)["cache.validate"], undefined, calls(cold));
+    assert.ok(asked(cold) <= 3, calls(cold));
     assert.ok(trips(cold.stats) <= 10, calls(cold));
     assert.ok(
       trips(first.stats) > 20 * trips(cold.stats),

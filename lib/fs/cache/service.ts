@@ -40,9 +40,11 @@ import {
   isCachedPath,
   join,
   type MetaRecord,
+  packMeta,
   type Profile,
   type Push,
   resolveLink,
+  RUN_CHUNKS,
   type UsedReport,
   type ValidateReply,
   type ValidateRequest,
@@ -80,6 +82,107 @@ export interface CacheServiceOptions {
    * (a PackedStore: packed.ts); none when absent.
    */
   packedDir?: string;
+  /**
+   * The command's profile looked at already (while the connection was being made):
+   * its paths' metas and content ids, used by the session's first validation or
+   * replay in place of looking again.
+   */
+  warmup?: ProfileWarmup | null;
+}
+
+/** How long a warm-up works before it lets the event loop (the handshake) run. */
+const WARMUP_SLICE_MS = 4;
+
+/**
+ * A command's profile looked at before its session exists: the metas of the paths it
+ * lists (the listed directories' entries too) and the content ids of its files, taken
+ * a few milliseconds at a time while the SSH handshake waits on the network. The
+ * session's first validation or replay then finds them here (it would otherwise
+ * take them when it is waited for: ~0.2 s for a cold ffmpeg's 2,600 names).
+ * What they show is the files as they were when outrun started, as a session's
+ * snapshot of the cached prefixes is anyway.
+ */
+export class ProfileWarmup {
+  readonly metas = new Map<string, MetaRecord>();
+  /** A directory's names (null: too many to send, or unreadable). */
+  readonly listings = new Map<string, string[] | null>();
+  readonly infos = new Map<string, ContentInfo>();
+  readonly done: Promise<void>;
+  #stopped = false;
+
+  constructor(
+    exe: string | null,
+    o: Pick<CacheServiceOptions, "profileDir" | "prefixes" | "contentIndex">,
+  ) {
+    this.done = this.#run(exe, o).catch(() => {}); // what it missed is looked at later
+  }
+
+  /** Stops it where it is (the session looks at the rest itself). */
+  stop(): void {
+    this.#stopped = true;
+  }
+
+  async #run(
+    exe: string | null,
+    o: Pick<CacheServiceOptions, "profileDir" | "prefixes" | "contentIndex">,
+  ): Promise<void> {
+    const real = o.profileDir ? realPath(exe) : null;
+    const profile = real ? readProfile(profileFile(o.profileDir!, real)) : null;
+    if (!profile) return;
+    const work: (() => void)[] = [];
+    const meta = (path: string) => {
+      if (isCachedPath(path, o.prefixes) && !this.metas.has(path)) {
+        this.metas.set(path, metaOf(path));
+      }
+    };
+    for (const dir of profile.listed) {
+      work.push(() => {
+        meta(dir);
+        const names = listingOf(dir);
+        this.listings.set(dir, names);
+        for (const name of names ?? []) work.push(() => meta(join(dir, name)));
+      });
+    }
+    for (const path of profile.metas) work.push(() => meta(path));
+    for (const path of Object.keys(profile.chunks)) {
+      work.push(() => {
+        meta(path);
+        const attr = this.metas.get(path)?.attr;
+        const info = attr && o.contentIndex?.get(path, fingerprint(attr));
+        if (info) this.infos.set(path, info);
+      });
+    }
+    libc(); // loaded now (~20 ms), in the first slice
+    for (let i = 0; i < work.length && !this.#stopped;) {
+      const until = performance.now() + WARMUP_SLICE_MS;
+      while (i < work.length && performance.now() < until) work[i++]();
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+  }
+}
+
+/** `path`'s meta now (no listing): attributes, and a symlink's target. */
+function metaOf(path: string): MetaRecord {
+  try {
+    const attr = lstatPath(path);
+    const m: MetaRecord = { path, attr };
+    if ((attr.mode & S_IFMT) === S_IFLNK) m.target = readlinkPath(path);
+    return m;
+  } catch (e) {
+    if (!(e instanceof SysError)) throw e;
+    return { path, attr: null };
+  }
+}
+
+/** A directory's names, "." and ".." left out; null when too many to send, or unreadable. */
+function listingOf(path: string): string[] | null {
+  try {
+    const names = listDir(path).map((e) => e.name).filter((n) => n !== "." && n !== "..");
+    return names.length <= MAX_LISTING ? names : null;
+  } catch (e) {
+    if (!(e instanceof SysError)) throw e;
+    return null;
+  }
 }
 
 /** A ChunkRun as sent: a kept run's bytes are read as its frame is written. */
@@ -102,7 +205,7 @@ export interface PushStats {
   /** Pushes the remote asked for, and those sent ahead of asking. */
   asked: number;
   prefetched: number;
-  /** Chunks sent before the remote's validation asked (its cache was empty: pushAhead). */
+  /** Chunks sent unasked because the remote's cache was empty (pushAhead). */
   early: number;
 }
 
@@ -134,6 +237,8 @@ export class CacheService {
   #checked = false;
   /** Metas looked at during one synchronous pass (`#atOnce`), by path. */
   #seen: Map<string, MetaRecord> | null = null;
+  /** The profile looked at before the session (until the first pass is over). */
+  #warm: ProfileWarmup | null;
   #profilePath: string | null = null;
   readonly #saving = new Map<string, Promise<void>>();
   /** Chunks read for a push answering a call (a fresh buffer each time costs page faults). */
@@ -146,6 +251,7 @@ export class CacheService {
 
   constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
     this.#codec = options.compression === "lz4" ? "lz4" : defaultCodec();
+    this.#warm = options.warmup ?? null;
     libc(); // loaded now (~20 ms), not when the first call is waiting
     peer.handle(
       CACHE_CALLS.validate,
@@ -255,18 +361,42 @@ export class CacheService {
     if (!real) return none;
     this.#profilePath = this.#profileFile(real);
     let replay = this.#replays.get(this.#profilePath);
-    if (!replay) this.#replays.set(this.#profilePath, replay = this.#replayProfile());
+    if (!replay) {
+      this.#replays.set(this.#profilePath, replay = this.#replayProfile(!this.#checked));
+    }
     return replay;
   }
 
   /**
-   * Pushes `exe`'s profile now, before the remote's validation asks (which then waits
-   * for it): for a remote known to hold nothing, so that the link works while the agent
-   * starts.
+   * For a remote known to hold nothing: pushes `exe`'s profile now, while the agent
+   * starts, and then the validation's answer for an empty store, unasked
+   * (`cache.validated`), ahead of the profile's chunks: the command starts as soon as
+   * the names are in, not a round trip later behind megabytes of chunks. `ahead`: the
+   * paths the remote would ask to have looked up (ValidateRequest.ahead). The answer
+   * goes whatever happens: the remote waits for it.
    */
-  pushAhead(exe: string): void {
-    if (!this.options.prefetch) return;
-    this.#prefetchFor(exe).done.catch(() => {}); // a failure shows when the validation asks
+  pushAhead(exe: string, ahead: string[]): void {
+    let incoming: ChunkPlan[] = [];
+    try {
+      if (this.options.prefetch) {
+        const replay = this.#atOnce(() => this.#prefetchFor(exe));
+        replay.done.catch(() => {});
+        incoming = replay.incoming;
+      }
+    } catch {
+      // Not all of it went: the remote asks for what it lacks.
+    } finally {
+      // What the remote holds is nothing (or it asks after all: validate).
+      this.#checked = true;
+      const reply: ValidateReply = {
+        stale: [],
+        ahead: this.#lookupsAhead(ahead),
+        root: this.#rootAttr(),
+        incoming,
+      };
+      this.#flush();
+      this.peer.event(CACHE_EVENTS.validated, reply as unknown as Value);
+    }
   }
 
   /** The served root's attributes (the kernel asks for them first), or null. */
@@ -427,13 +557,11 @@ export class CacheService {
 
   /** Where `exe`'s (a real path) profile lives. */
   #profileFile(exe: string): string {
-    return `${this.options.profileDir}/${
-      hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)
-    }.json`;
+    return profileFile(this.options.profileDir!, exe);
   }
 
   async #mergeProfile(file: string, used: Profile): Promise<void> {
-    const merged = this.#readProfile(file) ?? { metas: [], listed: [], chunks: {} };
+    const merged = readProfile(file) ?? { metas: [], listed: [], chunks: {} };
     const union = (a: string[], b: string[]) => [...new Set([...a, ...b])];
     merged.metas = union(merged.metas, used.metas);
     merged.listed = union(merged.listed, used.listed);
@@ -443,19 +571,16 @@ export class CacheService {
         b,
       ) => a - b);
     }
+    // The order of first reads: earlier runs' first, then what this one read first.
+    const ordered = new Set(merged.order?.map(([p, i]) => `${i}:${p}`));
+    merged.order = [...merged.order ?? []];
+    for (const [path, index] of used.order ?? []) {
+      if (!ordered.has(`${index}:${path}`)) merged.order.push([path, index]);
+    }
     const tmp = `${file}.${Deno.pid}.tmp`;
     await Deno.mkdir(dirname(file), { recursive: true });
     await Deno.writeTextFile(tmp, JSON.stringify(merged));
     await Deno.rename(tmp, file);
-  }
-
-  #readProfile(file: string): Profile | null {
-    try {
-      const p = JSON.parse(Deno.readTextFileSync(file));
-      return { metas: p.metas ?? [], listed: p.listed ?? [], chunks: p.chunks ?? {} };
-    } catch {
-      return null; // none yet (or unreadable: started afresh)
-    }
   }
 
   // ---- what is pushed ----
@@ -467,9 +592,9 @@ export class CacheService {
    * (the link works while the next is read and compressed), and last the
    * `cache.pushed` event (the remote asks for what was announced and did not come).
    */
-  #replayProfile(): Replay {
+  #replayProfile(unasked: boolean): Replay {
     const plan: { path: string; info: ContentInfo; missing: number[] }[] = [];
-    const saved = this.#readProfile(this.#profilePath!);
+    const saved = readProfile(this.#profilePath!);
     if (saved) {
       for (const path of saved.listed) this.#pushMeta(path, true, true);
       for (const path of saved.metas) this.#pushMeta(path, false, true);
@@ -486,14 +611,16 @@ export class CacheService {
       this.#flush();
     }
     const incoming = plan.map(({ info, missing }) => ({ hash: info.hash, indices: missing }));
-    const done = this.#sendPlanned(plan).finally(() => {
+    const jobs = orderedJobs(plan, saved?.order ?? []);
+    const done = this.#sendPlanned(jobs, unasked).finally(() => {
       this.#flush();
       this.peer.event(CACHE_EVENTS.pushed, null);
     });
     return { incoming, done };
   }
 
-  async #sendPlanned(plan: { path: string; info: ContentInfo; missing: number[] }[]) {
+  /** `unasked`: for a remote that holds nothing (pushAhead), counted as `early`. */
+  async #sendPlanned(plan: PlannedJob[], unasked: boolean) {
     if (!plan.length) return;
     const packer = this.#packer ??= new ChunkPacker();
     const ahead: { hash: string; missing: number[]; packed: Promise<PackedRun[]> }[] = [];
@@ -511,10 +638,11 @@ export class CacheService {
         return;
       }
       for (const r of runs) this.#queueRun(job.hash, r, true);
+      if (unasked) this.stats.early += job.missing.length;
       // The link takes each push as it is made; the packer works meanwhile.
       await this.peer.drained();
     };
-    for (const { path, info, missing } of plan) {
+    for (const { path, info, indices: missing } of plan) {
       ahead.push({
         hash: info.hash,
         missing,
@@ -552,6 +680,9 @@ export class CacheService {
       return f();
     } finally {
       this.#seen = null;
+      // The session's first look is over: from here on, paths are looked at afresh.
+      this.#warm?.stop();
+      this.#warm = null;
     }
   }
 
@@ -562,27 +693,14 @@ export class CacheService {
 
   /** The path's meta now (a directory's names too with `list`); not to be changed. */
   #metaNow(path: string, list: boolean): MetaRecord {
-    let m = this.#seen?.get(path);
+    let m = this.#seen?.get(path) ?? this.#warm?.metas.get(path);
     if (!m) {
-      try {
-        const attr = lstatPath(path);
-        m = { path, attr };
-        if ((attr.mode & S_IFMT) === S_IFLNK) m.target = readlinkPath(path);
-      } catch (e) {
-        if (!(e instanceof SysError)) throw e;
-        m = { path, attr: null };
-      }
+      m = metaOf(path);
       this.#seen?.set(path, m);
     }
     if (!list || !isDir(m)) return m;
-    let names: string[];
-    try {
-      names = listDir(path).map((e) => e.name).filter((n) => n !== "." && n !== "..");
-    } catch (e) {
-      if (!(e instanceof SysError)) throw e;
-      return { path, attr: null };
-    }
-    return names.length <= MAX_LISTING ? { ...m, children: names } : m;
+    const names = this.#warm?.listings.has(path) ? this.#warm.listings.get(path)! : listingOf(path);
+    return names ? { ...m, children: names } : m;
   }
 
   /** Pushes `path`'s meta unless the remote holds it; a listed directory brings its entries. */
@@ -647,7 +765,7 @@ export class CacheService {
 
   #queueMeta(m: MetaRecord, prefetched: boolean): void {
     this.#held.set(m.path, fingerprint(m.attr, m.target));
-    (this.#pending.metas ??= []).push(m);
+    (this.#pending.metas ??= []).push(packMeta(m));
     this.#pendingBytes += 64 + m.path.length;
     this.stats.metas++;
     if (prefetched) this.stats.prefetched++;
@@ -699,10 +817,12 @@ export class CacheService {
   }
 
   #info(path: string): ContentInfo {
-    const attr = lstatPath(path);
+    // As looked at in this pass (or by the warm-up); gone: lstat says how.
+    const attr = this.#metaNow(path, false).attr ?? lstatPath(path);
     if ((attr.mode & S_IFMT) !== S_IFREG) throw new SysError("open", 21, /* EISDIR */ path);
     const fp = fingerprint(attr);
-    const known = this.#infos.get(path) ?? this.options.contentIndex?.get(path, fp);
+    const known = this.#infos.get(path) ?? this.#warm?.infos.get(path) ??
+      this.options.contentIndex?.get(path, fp);
     if (known && known.fp === fp) {
       this.#infos.set(path, known);
       return known;
@@ -784,7 +904,6 @@ export class CacheService {
     this.stats.chunkBytes += r.size;
     this.stats.wireBytes += r.data.length;
     if (prefetched) this.stats.prefetched += r.indices.length;
-    if (!this.#checked) this.stats.early += r.indices.length;
     this.#pendingBytes += r.data.length;
     if (this.#pendingBytes >= PUSH_BYTES) this.#flush();
   }
@@ -828,6 +947,81 @@ function isElf(path: string): boolean {
 }
 
 /** The path with every symlink resolved (a profile is per file), or null. */
+/** Chunks of one file a replay reads and sends as one run (RUN_CHUNKS at most). */
+export interface PlannedJob {
+  path: string;
+  info: ContentInfo;
+  indices: number[];
+}
+
+/** Chunks in the order's windows: runs are cut within one (about a push's worth). */
+const ORDER_WINDOW = 64;
+
+/**
+ * A replay's chunks (`plan`: per file, those the remote lacks) as runs, in the order
+ * the command first read them (`order`, the profile's): a loader reads each library's
+ * header, then its relocations, then code as it runs, so that pushed file by file a
+ * cold ffmpeg waited for library after library's first chunk until the last push,
+ * then did its work. The order is taken in windows of ORDER_WINDOW chunks; a window's
+ * chunks of one file make its runs (by index, RUN_CHUNKS at most), in the order of
+ * each file's first chunk there. Chunks the order does not name come last, file by
+ * file. Deterministic: the same profile gives the same runs (kept runs are found).
+ */
+export function orderedJobs(
+  plan: { path: string; info: ContentInfo; missing: number[] }[],
+  order: readonly (readonly [string, number])[],
+): PlannedJob[] {
+  const rank = new Map<string, number>();
+  order.forEach(([path, index], i) => {
+    const key = `${index}:${path}`;
+    if (!rank.has(key)) rank.set(key, i);
+  });
+  const chunks: { file: number; index: number; rank: number }[] = [];
+  plan.forEach(({ path, missing }, file) => {
+    for (const index of missing) {
+      const r = rank.get(`${index}:${path}`);
+      chunks.push({ file, index, rank: r ?? order.length + chunks.length });
+    }
+  });
+  chunks.sort((a, b) => a.rank - b.rank);
+  const jobs: PlannedJob[] = [];
+  for (let at = 0; at < chunks.length; at += ORDER_WINDOW) {
+    const byFile = new Map<number, number[]>();
+    for (const c of chunks.slice(at, at + ORDER_WINDOW)) {
+      let list = byFile.get(c.file);
+      if (!list) byFile.set(c.file, list = []);
+      list.push(c.index);
+    }
+    for (const [file, indices] of byFile) {
+      indices.sort((a, b) => a - b);
+      for (let i = 0; i < indices.length; i += RUN_CHUNKS) {
+        const { path, info } = plan[file];
+        jobs.push({ path, info, indices: indices.slice(i, i + RUN_CHUNKS) });
+      }
+    }
+  }
+  return jobs;
+}
+
+/** Where the profile of `exe` (a real path) lives in `dir`. */
+function profileFile(dir: string, exe: string): string {
+  return `${dir}/${hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)}.json`;
+}
+
+function readProfile(file: string): Profile | null {
+  try {
+    const p = JSON.parse(Deno.readTextFileSync(file));
+    return {
+      metas: p.metas ?? [],
+      listed: p.listed ?? [],
+      chunks: p.chunks ?? {},
+      order: Array.isArray(p.order) ? p.order : [],
+    };
+  } catch {
+    return null; // none yet (or unreadable: started afresh)
+  }
+}
+
 function realPath(path: string | null): string | null {
   if (path === null) return null;
   try {

@@ -13,7 +13,7 @@
  * session killed mid-write, two sessions writing the same blob, or a damaged
  * file never serve wrong bytes: at worst a chunk is fetched again.
  */
-import { type Database, openDatabase } from "./sqlite.ts";
+import { type Database, openDatabase, type SqlValue, type Statement } from "./sqlite.ts";
 import { decodeValue, encodeValue, type Value } from "../../rpc/mod.ts";
 import { check, libc, O, open } from "../../sys/libc.ts";
 import { fstatFd } from "../../sys/files.ts";
@@ -24,6 +24,9 @@ import {
   type ContentInfo,
   fingerprint,
   type MetaRecord,
+  type PackedMeta,
+  packMeta,
+  unpackMeta,
 } from "./protocol.ts";
 
 export interface StoreLimits {
@@ -50,7 +53,7 @@ export interface HeldRow {
 }
 
 export function decodeMeta(bytes: Uint8Array): MetaRecord {
-  return decodeValue(bytes) as unknown as MetaRecord;
+  return unpackMeta(decodeValue(bytes) as unknown as PackedMeta);
 }
 
 export interface BlobRow {
@@ -64,8 +67,11 @@ export class CacheCorrupt extends Error {
   override name = "CacheCorrupt";
 }
 
+/** Entries written by one statement at most. */
+const PUT_BATCH = 64;
+
 /** Bumped when the tables change: an older store is emptied and made anew (it is a cache). */
-const SCHEMA_VERSION = 2000 + CHUNK_SIZE / 1024;
+const SCHEMA_VERSION = 3000 + CHUNK_SIZE / 1024;
 
 const SCHEMA = `
 create table if not exists blobs(
@@ -85,6 +91,9 @@ export class CacheStore {
   readonly #verified = new Set<string>();
   readonly #scratch = new Uint8Array(CHUNK_SIZE);
   readonly #now = Math.floor(Date.now() / 1000);
+  #inTx = false;
+  /** Upserts of `n` entries at once, by n (a statement per row cost ~3x as much). */
+  readonly #putEntries = new Map<number, Statement>();
 
   constructor(readonly dir: string) {
     Deno.mkdirSync(`${dir}/blobs`, { recursive: true, mode: 0o700 });
@@ -110,9 +119,14 @@ export class CacheStore {
     this.db.close();
   }
 
-  /** Runs `f` in one write transaction (taken up front: no upgrade deadlocks). */
+  /**
+   * Runs `f` in one write transaction (taken up front: no upgrade deadlocks); within
+   * another, as part of it.
+   */
   tx<T>(f: () => T): T {
+    if (this.#inTx) return f();
     this.db.exec("begin immediate");
+    this.#inTx = true;
     try {
       const r = f();
       this.db.exec("commit");
@@ -120,6 +134,8 @@ export class CacheStore {
     } catch (e) {
       this.db.exec("rollback");
       throw e;
+    } finally {
+      this.#inTx = false;
     }
   }
 
@@ -145,25 +161,38 @@ export class CacheStore {
 
   putMetas(client: string, metas: MetaRecord[]): void {
     if (!metas.length) return;
-    const put = this.db.prepare(
-      `insert into entries(client, path, fp, meta, listed, hash, last_used)
-       values (?, ?, ?, ?, ?, null, ?)
-       on conflict(client, path) do update set
-         hash = case when fp = excluded.fp then hash else null end, fp = excluded.fp,
-         meta = excluded.meta, listed = excluded.listed, last_used = excluded.last_used`,
-    );
     this.tx(() => {
-      for (const m of metas) {
-        put.run(
-          client,
-          m.path,
-          fingerprint(m.attr, m.target),
-          encodeValue(m as unknown as Value),
-          m.children ? 1 : 0,
-          this.#now,
-        );
+      for (let i = 0; i < metas.length; i += PUT_BATCH) {
+        const part = metas.slice(i, i + PUT_BATCH);
+        const args: SqlValue[] = [];
+        for (const m of part) {
+          args.push(
+            client,
+            m.path,
+            fingerprint(m.attr, m.target),
+            encodeValue(packMeta(m) as unknown as Value),
+            m.children ? 1 : 0,
+            this.#now,
+          );
+        }
+        this.#putEntriesOf(part.length).run(...args);
       }
     });
+  }
+
+  #putEntriesOf(n: number): Statement {
+    let put = this.#putEntries.get(n);
+    if (!put) {
+      put = this.db.prepare(
+        `insert into entries(client, path, fp, meta, listed, hash, last_used) values ${
+          Array(n).fill("(?, ?, ?, ?, ?, null, ?)").join(", ")
+        } on conflict(client, path) do update set
+         hash = case when fp = excluded.fp then hash else null end, fp = excluded.fp,
+         meta = excluded.meta, listed = excluded.listed, last_used = excluded.last_used`,
+      );
+      this.#putEntries.set(n, put);
+    }
+    return put;
   }
 
   /** Records a file's content id (checked against its chunk hashes) for a path. */
@@ -176,7 +205,7 @@ export class CacheStore {
    * `putContent` for many, in one transaction (a push carries hundreds); returns, for
    * each, null or why it was refused (its chunk hashes do not make its content id).
    */
-  putContents(client: string, infos: ContentInfo[]): (CacheCorrupt | null)[] {
+  putContents(client: string, infos: ContentInfo[], link = true): (CacheCorrupt | null)[] {
     const errors = infos.map((info) => {
       if (contentHash(info.chunkHashes) !== info.hash) {
         return new CacheCorrupt(`${info.path}: chunk hashes do not match content id ${info.hash}`);
@@ -193,18 +222,29 @@ export class CacheStore {
       `insert into blobs(hash, size, chunk_hashes, present, last_used) values (?, ?, ?, ?, ?)
        on conflict(hash) do update set last_used = excluded.last_used`,
     );
-    const entry = this.db.prepare(
-      "update entries set hash = ? where client = ? and path = ? and fp = ?",
-    );
     this.tx(() => {
       infos.forEach((info, i) => {
         if (errors[i]) return;
         const bits = ChunkBitmap.empty(chunkCount(info.size)).bits;
         blob.run(info.hash, info.size, info.chunkHashes, bits, this.#now);
-        entry.run(info.hash, client, info.path, info.fp);
       });
+      if (link) this.linkContents(client, infos.filter((_, i) => !errors[i]));
     });
     return errors;
+  }
+
+  /**
+   * Records which content each path has (its blob put before), for the entries
+   * whose meta has the same fingerprint: the path's name is written first.
+   */
+  linkContents(client: string, infos: ContentInfo[]): void {
+    if (!infos.length) return;
+    const entry = this.db.prepare(
+      "update entries set hash = ? where client = ? and path = ? and fp = ?",
+    );
+    this.tx(() => {
+      for (const info of infos) entry.run(info.hash, client, info.path, info.fp);
+    });
   }
 
   drop(client: string, paths: string[]): void {

@@ -10,7 +10,15 @@ import {
   maybeCompress,
   sha256,
 } from "../../../lib/fs/cache/chunks.ts";
-import { CHUNK_SIZE, fingerprint, isCachedPath } from "../../../lib/fs/cache/protocol.ts";
+import {
+  CHUNK_SIZE,
+  fingerprint,
+  isCachedPath,
+  type MetaRecord,
+  packMeta,
+  unpackMeta,
+} from "../../../lib/fs/cache/protocol.ts";
+import { decodeValue, encodeValue, type Value } from "../../../lib/rpc/mod.ts";
 
 function random(n: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -169,4 +177,43 @@ Deno.test("protocol: fingerprints change with size, times, inode, mode and link 
     ]
   ) assert.notEqual(fingerprint(changed), base);
   assert.notEqual(fingerprint(attr, "a"), fingerprint(attr, "b"));
+});
+
+Deno.test("protocol: a meta packed by position unpacks to itself; what is not one is refused", () => {
+  const attr = {
+    ino: 123456789012n,
+    size: 2n ** 40n,
+    blocks: 8n,
+    atimeSec: -5n,
+    atimeNsec: 999_999_999,
+    mtimeSec: 1_700_000_000n,
+    mtimeNsec: 1,
+    ctimeSec: 1_700_000_001n,
+    ctimeNsec: 2,
+    mode: 0o120777,
+    nlink: 3,
+    uid: 1000,
+    gid: 100,
+    rdev: 0n,
+    blksize: 4096,
+  };
+  const metas: MetaRecord[] = [
+    { path: "/usr/lib/x", attr },
+    { path: "/usr/lib/link", attr, target: "x" },
+    { path: "/usr", attr: { ...attr, mode: 0o40755 }, children: ["bin", "l\xe9b"] },
+    { path: "/usr/none", attr: null },
+  ];
+  for (const m of metas) {
+    const packed = packMeta(m);
+    // Through the codec, as it crosses and is stored.
+    const back = unpackMeta(decodeValue(encodeValue(packed as unknown as Value)) as never);
+    assert.deepEqual(back, m);
+    assert.equal(fingerprint(back.attr, back.target), fingerprint(m.attr, m.target));
+  }
+  const full = encodeValue({ metas } as unknown as Value).length;
+  const small = encodeValue({ metas: metas.map(packMeta) } as unknown as Value).length;
+  assert.ok(small < full / 2, `${small} bytes packed, ${full} as objects`);
+  for (const bad of [null, {}, [], [1, null, null, null], ["/p", [1, 2], null, null]]) {
+    assert.throws(() => unpackMeta(bad as never), TypeError, JSON.stringify(bad));
+  }
 });

@@ -1,6 +1,6 @@
 /** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
-import { CacheService } from "../../../lib/fs/cache/service.ts";
+import { CacheService, orderedJobs, ProfileWarmup } from "../../../lib/fs/cache/service.ts";
 import {
   CACHE_EVENTS,
   CHUNK_SIZE,
@@ -8,6 +8,7 @@ import {
   type HeldEntry,
   type Push,
   RUN_CHUNKS,
+  unpackMeta,
   type ValidateReply,
 } from "../../../lib/fs/cache/protocol.ts";
 import { decompress, hex, sha256 } from "../../../lib/fs/cache/chunks.ts";
@@ -56,7 +57,7 @@ Deno.test("service: a listed directory of Python modules brings its __pycache__ 
     await Deno.mkdir(`${dir}/data/__pycache__`, { recursive: true });
 
     const small = await pushesFor(dir, pkg);
-    const metas = small.flatMap((p) => p.metas ?? []);
+    const metas = small.flatMap((p) => (p.metas ?? []).map(unpackMeta));
     // (Pushed twice: first as one of pkg's entries, then with its listing.)
     const cache = metas.find((m) => m.path === `${pkg}/__pycache__` && m.children);
     assert.deepEqual(cache?.children, ["mod.cpython-311.pyc"], "its listing");
@@ -66,7 +67,7 @@ Deno.test("service: a listed directory of Python modules brings its __pycache__ 
     assert.deepEqual(small.flatMap((p) => p.runs ?? []).map((r) => r.indices), [[0]]);
 
     const many = await pushesFor(dir, big);
-    const manyMetas = many.flatMap((p) => p.metas ?? []);
+    const manyMetas = many.flatMap((p) => (p.metas ?? []).map(unpackMeta));
     assert.equal(
       manyMetas.find((m) => m.path === `${big}/__pycache__` && m.children)?.children?.length,
       12,
@@ -76,7 +77,7 @@ Deno.test("service: a listed directory of Python modules brings its __pycache__ 
 
     const none = await pushesFor(dir, `${dir}/data`);
     assert.ok(
-      !none.flatMap((p) => p.metas ?? []).some((m) =>
+      !none.flatMap((p) => (p.metas ?? []).map(unpackMeta)).some((m) =>
         m.path === `${dir}/data/__pycache__` && m.children
       ),
     );
@@ -130,7 +131,7 @@ Deno.test("service: a profile's names go before the validation's answer, its chu
     // Taken as the answer came: the names and the content id are there, and the answer
     // announces the chunks that follow it (the command starts meanwhile).
     const before = pushes.slice();
-    assert.ok(before.some((p) => p.metas?.some((m) => m.path === exe)));
+    assert.ok(before.some((p) => p.metas?.map(unpackMeta).some((m) => m.path === exe)));
     const content = before.find((p) => p.contents?.some((c) => c.path === exe))?.contents?.[0];
     assert.ok(content, "the content id before the answer");
     assert.deepEqual(reply.incoming, [{
@@ -218,7 +219,7 @@ Deno.test("service: a validation sends again only what changed of what the remot
   };
   try {
     const first = await session([]);
-    const metas = first.pushes.flatMap((p) => p.metas ?? []);
+    const metas = first.pushes.flatMap((p) => (p.metas ?? []).map(unpackMeta));
     const contents = first.pushes.flatMap((p) => p.contents ?? []);
     assert.deepEqual(
       metas.find((m) => m.path === lib && m.children)?.children?.sort(),
@@ -246,11 +247,183 @@ Deno.test("service: a validation sends again only what changed of what the remot
     const changed = await session(held);
     assert.deepEqual(changed.reply.stale, [`${lib}/a.py`]);
     assert.deepEqual(
-      changed.pushes.flatMap((p) => p.metas ?? []).map((m) => m.path),
+      changed.pushes.flatMap((p) => (p.metas ?? []).map(unpackMeta)).map((m) => m.path),
       [`${lib}/a.py`],
       "the changed name alone, once",
     );
   } finally {
+    await removeTree(dir);
+  }
+});
+
+Deno.test("service: a replay's runs follow the order the command first read its chunks", () => {
+  const info = (path: string) => ({
+    path,
+    fp: "fp",
+    hash: path,
+    size: 0,
+    chunkHashes: new Uint8Array(),
+  });
+  // A loader's order: each library's header, then their relocations, then code.
+  const plan = [
+    { path: "/l/a", info: info("/l/a"), missing: [0, 1, 2, 40, 41, 90] },
+    { path: "/l/b", info: info("/l/b"), missing: [0, 7, 8, 9] },
+    { path: "/l/c", info: info("/l/c"), missing: [0, 5, 66] },
+  ];
+  const order: [string, number][] = [
+    ["/l/a", 0],
+    ["/l/b", 0],
+    ["/l/c", 0],
+    ["/l/a", 40],
+    ["/l/b", 9],
+    ["/l/a", 41],
+    ["/l/c", 5],
+    ["/l/a", 1],
+    ["/l/a", 2],
+    ["/l/b", 7],
+    ["/l/gone", 3], // a file the plan has not: no harm
+  ];
+  const jobs = orderedJobs(plan, order).map((j) => [j.path, j.indices]);
+  // One window (64 chunks): each file's chunks in it make its runs, by index, in the
+  // order of the files' first chunks; what the order does not name comes last.
+  assert.deepEqual(jobs, [
+    ["/l/a", [0, 1, 2, 40, 41, 90]],
+    ["/l/b", [0, 7, 8, 9]],
+    ["/l/c", [0, 5, 66]],
+  ]);
+  // Many chunks: windows of 64 keep what is read early together, across files.
+  const many = [
+    { path: "/l/big", info: info("/l/big"), missing: Array.from({ length: 200 }, (_, i) => i) },
+    { path: "/l/small", info: info("/l/small"), missing: [0, 1] },
+  ];
+  const late: [string, number][] = [
+    ["/l/small", 0],
+    ...Array.from({ length: 100 }, (_, i) => ["/l/big", 199 - i] as [string, number]),
+    ["/l/small", 1],
+  ];
+  const out = orderedJobs(many, late);
+  assert.deepEqual(out[0], { path: "/l/small", info: many[1].info, indices: [0] });
+  assert.deepEqual(out[1].indices, Array.from({ length: 16 }, (_, i) => 137 + i));
+  assert.ok(out.every((j) => j.indices.length <= RUN_CHUNKS));
+  const all = out.flatMap((j) => j.indices.map((i) => `${j.path}:${i}`));
+  assert.equal(all.length, 202, "every chunk once");
+  assert.equal(new Set(all).size, 202);
+  // The first window: the 63 chunks of the big file read first, and nothing else of it.
+  const big = out.filter((j) => j.path === "/l/big").flatMap((j) => j.indices);
+  assert.deepEqual(big.slice(0, 63), Array.from({ length: 63 }, (_, i) => 137 + i));
+  assert.deepEqual(orderedJobs(many, late), out, "the same profile, the same runs");
+});
+
+Deno.test("service: for an empty remote, the validation's answer goes unasked, after the names, before the chunks", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-ahead-" });
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  let service: CacheService | null = null;
+  try {
+    const prefix = `${dir}/usr`;
+    await Deno.mkdir(`${prefix}/bin`, { recursive: true });
+    await Deno.mkdir(`${dir}/profiles`);
+    const exe = `${prefix}/bin/tool`;
+    await Deno.writeFile(exe, new Uint8Array(5 * CHUNK_SIZE).map((_, i) => i * 7));
+    const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
+    await Deno.writeTextFile(
+      `${dir}/profiles/${name}.json`,
+      JSON.stringify({ metas: [exe], listed: [], chunks: { [exe]: [0, 1, 4] } }),
+    );
+    // Everything the remote gets, in order.
+    const got: string[] = [];
+    let answer: ValidateReply | null = null;
+    remote.onEvent(CACHE_EVENTS.push, (p) => {
+      const push = p as unknown as Push;
+      if (push.metas?.length) got.push("names");
+      if (push.contents?.length) got.push("contents");
+      if (push.runs?.length) got.push("chunks");
+    });
+    remote.onEvent(CACHE_EVENTS.validated, (r) => {
+      got.push("answer");
+      answer = r as unknown as ValidateReply;
+    });
+    const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
+    remote.onEvent(CACHE_EVENTS.pushed, () => sent());
+    service = new CacheService(local, {
+      prefixes: [prefix],
+      prefetch: true,
+      profileDir: `${dir}/profiles`,
+      env: {},
+      fs: new LoopbackFs({ root: "/" }),
+      contentIndex: null,
+    });
+    service.pushAhead(exe, ["/dev", dir]);
+    await allSent;
+    assert.deepEqual([...new Set(got)], ["names", "contents", "answer", "chunks"]);
+    const reply = answer as ValidateReply | null;
+    assert.deepEqual(reply?.stale, []);
+    assert.deepEqual(reply?.incoming?.map((c) => c.indices), [[0, 1, 4]], "the chunks announced");
+    assert.ok(reply!.ahead.some(([, name]) => name === "dev"), "the lookups ahead");
+    assert.equal(service.stats.early, 3);
+  } finally {
+    service?.close();
+    await local.close();
+    await remote.close();
+    await removeTree(dir);
+  }
+});
+
+Deno.test("service: a profile looked at while connecting is what the session's first replay sends", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-warmup-" });
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  let service: CacheService | null = null;
+  try {
+    const prefix = `${dir}/usr`;
+    await Deno.mkdir(`${prefix}/bin`, { recursive: true });
+    await Deno.mkdir(`${prefix}/lib`, { recursive: true });
+    await Deno.mkdir(`${dir}/profiles`);
+    const exe = `${prefix}/bin/tool`;
+    await Deno.writeTextFile(exe, "#!/bin/sh\n");
+    await Deno.writeTextFile(`${prefix}/lib/a`, "a\n");
+    const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
+    await Deno.writeTextFile(
+      `${dir}/profiles/${name}.json`,
+      JSON.stringify({ metas: [exe, `${prefix}/lib/a`], listed: [`${prefix}/lib`], chunks: {} }),
+    );
+    const options = {
+      prefixes: [prefix],
+      prefetch: true,
+      profileDir: `${dir}/profiles`,
+      env: {},
+      fs: new LoopbackFs({ root: "/" }),
+      contentIndex: null,
+    };
+    const warmup = new ProfileWarmup(exe, options);
+    await warmup.done;
+    assert.ok(warmup.metas.get(`${prefix}/lib/a`)?.attr, "looked at");
+    assert.deepEqual(warmup.listings.get(`${prefix}/lib`), ["a"], "listed");
+    // Changed after: the session sends the files as they were when it started.
+    await Deno.remove(`${prefix}/lib/a`);
+    await Deno.writeTextFile(`${prefix}/lib/b`, "b\n");
+    const pushes: Push[] = [];
+    remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+    const { promise: answered, resolve } = Promise.withResolvers<void>();
+    remote.onEvent(CACHE_EVENTS.validated, () => resolve());
+    service = new CacheService(local, { ...options, warmup });
+    service.pushAhead(exe, []);
+    await answered;
+    const metas = pushes.flatMap((p) => (p.metas ?? []).map(unpackMeta));
+    assert.ok(metas.find((m) => m.path === `${prefix}/lib/a`)?.attr, "as it was");
+    assert.deepEqual(metas.find((m) => m.path === `${prefix}/lib`)?.children, ["a"]);
+    // Once the first look is over, paths are looked at afresh.
+    const later: Push[] = [];
+    remote.onEvent(CACHE_EVENTS.push, (p) => later.push(p as unknown as Push));
+    await remote.call("cache.meta", { path: `${prefix}/lib/a` });
+    const now = later.flatMap((p) => (p.metas ?? []).map(unpackMeta));
+    assert.equal(now.find((m) => m.path === `${prefix}/lib/a`)?.attr, null, "gone now");
+  } finally {
+    service?.close();
+    await local.close();
+    await remote.close();
     await removeTree(dir);
   }
 });

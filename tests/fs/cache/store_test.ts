@@ -1,7 +1,12 @@
 /** The remote's persistent store: SQLite index and sparse, checked blobs. */
 import assert from "node:assert/strict";
 import { chunkHashesOf, contentHash } from "../../../lib/fs/cache/chunks.ts";
-import { CHUNK_SIZE, type ContentInfo, type MetaRecord } from "../../../lib/fs/cache/protocol.ts";
+import {
+  CHUNK_SIZE,
+  type ContentInfo,
+  fingerprint,
+  type MetaRecord,
+} from "../../../lib/fs/cache/protocol.ts";
 import { CacheCorrupt, CacheStore, decodeMeta } from "../../../lib/fs/cache/store.ts";
 import { openDatabase } from "../../../lib/fs/cache/sqlite.ts";
 import { removeTree } from "../../remove_tree.ts";
@@ -269,6 +274,33 @@ Deno.test("store: an index of another schema version is made anew", async () => 
     assert.deepEqual(store.held("a"), []);
     put(store, "a", "/f", random(10));
     assert.equal(store.held("a").length, 1);
+    store.close();
+  });
+});
+
+Deno.test("store: many metas at once (several batches), and content ids linked after their names", async () => {
+  await withStore((dir) => {
+    const store = new CacheStore(dir);
+    // 150 names: three statements' worth, the last one short.
+    const metas = Array.from({ length: 150 }, (_, i) => fileMeta(`/usr/f${i}`, i));
+    const data = random(70_000);
+    const held = (path: string) => store.held("a").find((r) => r.path === path);
+    // A session stores a content id's blob at once and which path has it with the names,
+    // later: linked before its name is there, a path gets none.
+    const info = infoOf("/usr/f7", data, fingerprint(metas[7].attr));
+    assert.deepEqual(store.putContents("a", [info], false), [null]);
+    assert.ok(store.blob(info.hash), "the blob is there for its chunks");
+    store.tx(() => {
+      store.putMetas("a", metas);
+      store.linkContents("a", [info]);
+    });
+    assert.equal(store.held("a").length, 150);
+    for (const m of metas) assert.deepEqual(decodeMeta(held(m.path)!.meta), m, m.path);
+    assert.equal(held("/usr/f7")!.hash, info.hash);
+    assert.equal(held("/usr/f8")!.hash, null);
+    // A fingerprint that is not the name's: not linked.
+    store.linkContents("a", [{ ...info, path: "/usr/f9" }]);
+    assert.equal(held("/usr/f9")!.hash, null);
     store.close();
   });
 });
