@@ -221,23 +221,22 @@ export class CachedFs implements Filesystem {
     /** The local side sends the answer for an empty store unasked (RunRequest.validatedAhead). */
     answeredAhead = false,
   ): Promise<{ held: number; stale: number }> {
-    const rows = this.#store.held(this.#client);
+    const rows = this.#store.heldState(this.#client);
     const held: HeldEntry[] = rows.map((r) => [r.path, r.fp, r.hash ?? "", r.present, r.listed]);
-    for (const r of rows) {
-      if (!this.#metas.has(r.path)) this.#stored.set(r.path, r.meta);
-      if (r.hash) this.#hashes.set(r.path, r.hash);
-    }
+    for (const r of rows) if (r.hash) this.#hashes.set(r.path, r.hash);
     // Holding something after all (another session filled the store meanwhile): that
     // must be checked, so asked as usual (the answer sent ahead is then not used).
-    const reply = answeredAhead && !rows.length
-      ? await Promise.race([
+    const answer = answeredAhead && !rows.length
+      ? Promise.race([
         this.#answered.promise,
         this.#peer.closed.then((e) => Promise.reject(e)),
       ])
-      : await this.#call(
-        CACHE_CALLS.validate,
-        { ...req, held } as unknown as Value,
-      ) as unknown as ValidateReply;
+      : this.#call(CACHE_CALLS.validate, { ...req, held } as unknown as Value);
+    // The metas are read while the answer comes (before it is handled: this turn).
+    for (const { path, meta } of this.#store.heldMetas(this.#client)) {
+      if (!this.#metas.has(path)) this.#stored.set(path, meta);
+    }
+    const reply = await answer as unknown as ValidateReply;
     this.validation.held = rows.length;
     this.#apply(reply);
     for (const { hash, indices } of reply.incoming ?? []) {

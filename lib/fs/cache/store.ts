@@ -140,14 +140,22 @@ export class CacheStore {
   }
 
   held(client: string): HeldRow[] {
+    const metas = new Map(this.heldMetas(client).map((m) => [m.path, m.meta]));
+    return this.heldState(client).map((r) => ({ ...r, meta: metas.get(r.path)! }));
+  }
+
+  /**
+   * What a validation sends: each path's fingerprint and content, without its meta
+   * (`heldMetas`, read while the answer is on its way: a quarter of the time).
+   */
+  heldState(client: string): Omit<HeldRow, "meta">[] {
     // One query for all: a statement per row's blob cost ~0.1 ms each, thousands a run.
     const rows = this.db.prepare(
-      `select e.path, e.fp, e.meta, e.listed, b.hash, b.present
+      `select e.path, e.fp, e.listed, b.hash, b.present
        from entries e left join blobs b on b.hash = e.hash where e.client = ?`,
     ).all(client) as {
       path: string;
       fp: string;
-      meta: Uint8Array;
       listed: number;
       hash: string | null;
       present: Uint8Array | null;
@@ -157,6 +165,14 @@ export class CacheStore {
       listed: r.listed !== 0,
       present: r.present ?? new Uint8Array(0),
     }));
+  }
+
+  /** Each held path's encoded meta (decodeMeta). */
+  heldMetas(client: string): { path: string; meta: Uint8Array }[] {
+    return this.db.prepare("select path, meta from entries where client = ?").all(client) as {
+      path: string;
+      meta: Uint8Array;
+    }[];
   }
 
   putMetas(client: string, metas: MetaRecord[]): void {
