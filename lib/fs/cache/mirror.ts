@@ -36,7 +36,6 @@ import {
   CACHE_CALLS,
   CACHE_EVENTS,
   CHUNK_SIZE,
-  chunkCount,
   type ChunkRequest,
   type ContentInfo,
   dirname,
@@ -137,6 +136,12 @@ export class CachedFs implements Filesystem {
    * others. The kernel refuses (EIO) an open of the other kind while one is open.
    */
   readonly #opens = new Map<number, { direct: number; cached: number }>();
+  /**
+   * Blobs that got chunks this session: read through here (what the command reads of
+   * them is its profile; a library pushed whole ahead of being read would otherwise
+   * count as wholly used), never by the kernel itself.
+   */
+  readonly #filledHere = new Set<string>();
   /** The kernel's ids of blobs it reads itself (registered once a session). */
   readonly #backingIds = new Map<string, number>();
   #backing: BackingFiles | null = null;
@@ -147,8 +152,13 @@ export class CachedFs implements Filesystem {
   readonly #usedListings = new Set<string>();
   readonly #usedChunks = new Map<string, Set<number>>();
   /** Each first use, in order: a mount shared by commands tells each its own part. */
-  readonly #usedLog:
-    ([path: string] | [path: string, chunk: number] | [path: string, list: true])[] = [];
+  readonly #usedLog: (
+    | [path: string]
+    | [path: string, chunk: number]
+    | [path: string, list: true]
+    | [path: string, whole: false]
+  )[] = [];
+  readonly #usedWhole = new Set<string>();
   #nextId = CACHE_BASE;
   /**
    * Pushed names and content ids not yet written to the store's index: that waits for
@@ -291,22 +301,22 @@ export class CachedFs implements Filesystem {
   usedSince(mark: number): Profile {
     const metas: string[] = [];
     const listed: string[] = [];
+    const whole: string[] = [];
     const chunkSets = new Map<string, number[]>();
-    const order: [string, number][] = [];
     for (let i = mark; i < this.#usedLog.length; i++) {
       const [path, what] = this.#usedLog[i];
       if (what === undefined) metas.push(path);
       else if (what === true) listed.push(path);
+      else if (what === false) whole.push(path);
       else {
         let list = chunkSets.get(path);
         if (!list) chunkSets.set(path, list = []);
         list.push(what);
-        order.push([path, what]);
       }
     }
     const chunks: Record<string, number[]> = {};
     for (const [path, list] of chunkSets) chunks[path] = list.toSorted((a, b) => a - b);
-    return { metas, listed, chunks, order };
+    return { metas, listed, chunks, whole };
   }
 
   #useMeta(path: string): void {
@@ -401,6 +411,7 @@ export class CachedFs implements Filesystem {
         this.#log(`cache: chunks ${r.indices.join(",")} of ${r.hash}: ${e}`);
       }
     }
+    for (const c of chunks) this.#filledHere.add(c.hash);
     this.#store.writeChunks(chunks).forEach((stored, i) => {
       if (stored) return;
       this.#log(
@@ -668,14 +679,16 @@ export class CachedFs implements Filesystem {
   #openBlob(nodeid: number, path: string, blob: BlobRow): OpenOut {
     const fh = this.#nextId++;
     const count = this.#openCount(nodeid);
-    const backingId = count.cached ? null : this.#backingId(blob);
+    const backingId = count.cached || this.#filledHere.has(blob.hash)
+      ? null
+      : this.#backingId(blob);
     if (backingId !== null) {
       count.direct++;
       this.hits.direct++;
       this.#files.set(fh, { path, blob, direct: true });
-      // Its reads are not seen here: the run counts as having used all of it (it is
-      // whole here because a run used all of it, or the rest was sent while idle).
-      this.#useChunks(path, 0, chunkCount(blob.size) - 1);
+      // Its reads are not seen here: the local side keeps what the profile has of it
+      // (or takes all of it, when the profile has none).
+      this.#useWhole(path);
       return { fh, openFlags: FOPEN.PASSTHROUGH | FOPEN.NOFLUSH, backingId };
     }
     if (count.direct) {
@@ -820,6 +833,13 @@ export class CachedFs implements Filesystem {
     await Promise.all(waits);
     const fresh = this.#store.blob(blob.hash);
     if (fresh) blob.present.bits.set(fresh.present.bits);
+  }
+
+  /** `path` was read by the kernel itself, which reads are not known (Profile.whole). */
+  #useWhole(path: string): void {
+    if (this.#usedWhole.has(path)) return;
+    this.#usedWhole.add(path);
+    this.#usedLog.push([path, false]);
   }
 
   /** Chunks `first`..`last` of `path` were used (the executable's next profile). */

@@ -255,11 +255,10 @@ export interface Profile {
   /** path -> chunk indices read. */
   chunks: Record<string, number[]>;
   /**
-   * The chunks in the order they were first read (runs before it, then this one's
-   * new ones): a cold start pushes them in this order, so that a command waits only
-   * for what it needs next (a loader reads each library's header first).
+   * Files the remote kernel read itself (FUSE passthrough), whose reads are not known:
+   * the profile keeps what it has of them, or takes them whole.
    */
-  order?: [string, number][];
+  whole?: string[];
 }
 
 /** What identifies a version of a file without reading it: rsync's quick check plus identity. */

@@ -44,7 +44,6 @@ import {
   type Profile,
   type Push,
   resolveLink,
-  RUN_CHUNKS,
   type UsedReport,
   type ValidateReply,
   type ValidateRequest,
@@ -571,11 +570,17 @@ export class CacheService {
         b,
       ) => a - b);
     }
-    // The order of first reads: earlier runs' first, then what this one read first.
-    const ordered = new Set(merged.order?.map(([p, i]) => `${i}:${p}`));
-    merged.order = [...merged.order ?? []];
-    for (const [path, index] of used.order ?? []) {
-      if (!ordered.has(`${index}:${path}`)) merged.order.push([path, index]);
+    // Read by the remote kernel itself: what the profile has of them stands; a file it
+    // has nothing of is taken whole.
+    for (const path of used.whole ?? []) {
+      if (merged.chunks[path]?.length) continue;
+      let size: number;
+      try {
+        size = Number(lstatPath(path).size);
+      } catch {
+        continue; // gone since
+      }
+      merged.chunks[path] = range(0, chunkCount(size));
     }
     const tmp = `${file}.${Deno.pid}.tmp`;
     await Deno.mkdir(dirname(file), { recursive: true });
@@ -611,7 +616,7 @@ export class CacheService {
       this.#flush();
     }
     const incoming = plan.map(({ info, missing }) => ({ hash: info.hash, indices: missing }));
-    const jobs = orderedJobs(plan, saved?.order ?? []);
+    const jobs = plan.map(({ path, info, missing }) => ({ path, info, indices: missing }));
     const done = this.#sendPlanned(jobs, unasked).finally(() => {
       this.#flush();
       this.peer.event(CACHE_EVENTS.pushed, null);
@@ -947,60 +952,11 @@ function isElf(path: string): boolean {
 }
 
 /** The path with every symlink resolved (a profile is per file), or null. */
-/** Chunks of one file a replay reads and sends as one run (RUN_CHUNKS at most). */
-export interface PlannedJob {
+/** Chunks of one file a replay reads and sends (in runs of RUN_CHUNKS at most). */
+interface PlannedJob {
   path: string;
   info: ContentInfo;
   indices: number[];
-}
-
-/** Chunks in the order's windows: runs are cut within one (about a push's worth). */
-const ORDER_WINDOW = 64;
-
-/**
- * A replay's chunks (`plan`: per file, those the remote lacks) as runs, in the order
- * the command first read them (`order`, the profile's): a loader reads each library's
- * header, then its relocations, then code as it runs, so that pushed file by file a
- * cold ffmpeg waited for library after library's first chunk until the last push,
- * then did its work. The order is taken in windows of ORDER_WINDOW chunks; a window's
- * chunks of one file make its runs (by index, RUN_CHUNKS at most), in the order of
- * each file's first chunk there. Chunks the order does not name come last, file by
- * file. Deterministic: the same profile gives the same runs (kept runs are found).
- */
-export function orderedJobs(
-  plan: { path: string; info: ContentInfo; missing: number[] }[],
-  order: readonly (readonly [string, number])[],
-): PlannedJob[] {
-  const rank = new Map<string, number>();
-  order.forEach(([path, index], i) => {
-    const key = `${index}:${path}`;
-    if (!rank.has(key)) rank.set(key, i);
-  });
-  const chunks: { file: number; index: number; rank: number }[] = [];
-  plan.forEach(({ path, missing }, file) => {
-    for (const index of missing) {
-      const r = rank.get(`${index}:${path}`);
-      chunks.push({ file, index, rank: r ?? order.length + chunks.length });
-    }
-  });
-  chunks.sort((a, b) => a.rank - b.rank);
-  const jobs: PlannedJob[] = [];
-  for (let at = 0; at < chunks.length; at += ORDER_WINDOW) {
-    const byFile = new Map<number, number[]>();
-    for (const c of chunks.slice(at, at + ORDER_WINDOW)) {
-      let list = byFile.get(c.file);
-      if (!list) byFile.set(c.file, list = []);
-      list.push(c.index);
-    }
-    for (const [file, indices] of byFile) {
-      indices.sort((a, b) => a - b);
-      for (let i = 0; i < indices.length; i += RUN_CHUNKS) {
-        const { path, info } = plan[file];
-        jobs.push({ path, info, indices: indices.slice(i, i + RUN_CHUNKS) });
-      }
-    }
-  }
-  return jobs;
 }
 
 /** Where the profile of `exe` (a real path) lives in `dir`. */
@@ -1015,7 +971,6 @@ function readProfile(file: string): Profile | null {
       metas: p.metas ?? [],
       listed: p.listed ?? [],
       chunks: p.chunks ?? {},
-      order: Array.isArray(p.order) ? p.order : [],
     };
   } catch {
     return null; // none yet (or unreadable: started afresh)

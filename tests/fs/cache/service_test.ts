@@ -1,6 +1,6 @@
 /** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
-import { CacheService, orderedJobs, ProfileWarmup } from "../../../lib/fs/cache/service.ts";
+import { CacheService, ProfileWarmup } from "../../../lib/fs/cache/service.ts";
 import {
   CACHE_EVENTS,
   CHUNK_SIZE,
@@ -256,64 +256,6 @@ Deno.test("service: a validation sends again only what changed of what the remot
   }
 });
 
-Deno.test("service: a replay's runs follow the order the command first read its chunks", () => {
-  const info = (path: string) => ({
-    path,
-    fp: "fp",
-    hash: path,
-    size: 0,
-    chunkHashes: new Uint8Array(),
-  });
-  // A loader's order: each library's header, then their relocations, then code.
-  const plan = [
-    { path: "/l/a", info: info("/l/a"), missing: [0, 1, 2, 40, 41, 90] },
-    { path: "/l/b", info: info("/l/b"), missing: [0, 7, 8, 9] },
-    { path: "/l/c", info: info("/l/c"), missing: [0, 5, 66] },
-  ];
-  const order: [string, number][] = [
-    ["/l/a", 0],
-    ["/l/b", 0],
-    ["/l/c", 0],
-    ["/l/a", 40],
-    ["/l/b", 9],
-    ["/l/a", 41],
-    ["/l/c", 5],
-    ["/l/a", 1],
-    ["/l/a", 2],
-    ["/l/b", 7],
-    ["/l/gone", 3], // a file the plan has not: no harm
-  ];
-  const jobs = orderedJobs(plan, order).map((j) => [j.path, j.indices]);
-  // One window (64 chunks): each file's chunks in it make its runs, by index, in the
-  // order of the files' first chunks; what the order does not name comes last.
-  assert.deepEqual(jobs, [
-    ["/l/a", [0, 1, 2, 40, 41, 90]],
-    ["/l/b", [0, 7, 8, 9]],
-    ["/l/c", [0, 5, 66]],
-  ]);
-  // Many chunks: windows of 64 keep what is read early together, across files.
-  const many = [
-    { path: "/l/big", info: info("/l/big"), missing: Array.from({ length: 200 }, (_, i) => i) },
-    { path: "/l/small", info: info("/l/small"), missing: [0, 1] },
-  ];
-  const late: [string, number][] = [
-    ["/l/small", 0],
-    ...Array.from({ length: 100 }, (_, i) => ["/l/big", 199 - i] as [string, number]),
-    ["/l/small", 1],
-  ];
-  const out = orderedJobs(many, late);
-  assert.deepEqual(out[0], { path: "/l/small", info: many[1].info, indices: [0] });
-  assert.deepEqual(out[1].indices, Array.from({ length: 16 }, (_, i) => 137 + i));
-  assert.ok(out.every((j) => j.indices.length <= RUN_CHUNKS));
-  const all = out.flatMap((j) => j.indices.map((i) => `${j.path}:${i}`));
-  assert.equal(all.length, 202, "every chunk once");
-  assert.equal(new Set(all).size, 202);
-  // The first window: the 63 chunks of the big file read first, and nothing else of it.
-  const big = out.filter((j) => j.path === "/l/big").flatMap((j) => j.indices);
-  assert.deepEqual(big.slice(0, 63), Array.from({ length: 63 }, (_, i) => 137 + i));
-  assert.deepEqual(orderedJobs(many, late), out, "the same profile, the same runs");
-});
-
 Deno.test("service: for an empty remote, the validation's answer goes unasked, after the names, before the chunks", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outrun-ahead-" });
   const [x, y] = pipePair();
@@ -422,6 +364,44 @@ Deno.test("service: a profile looked at while connecting is what the session's f
     assert.equal(now.find((m) => m.path === `${prefix}/lib/a`)?.attr, null, "gone now");
   } finally {
     service?.close();
+    await local.close();
+    await remote.close();
+    await removeTree(dir);
+  }
+});
+
+Deno.test("service: a profile takes a file the remote kernel read itself whole, unless it has some of it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-merge-" });
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  const service = new CacheService(local, {
+    prefixes: [dir],
+    prefetch: true,
+    profileDir: `${dir}/profiles`,
+    env: {},
+    fs: new LoopbackFs({ root: "/" }),
+    contentIndex: null,
+  });
+  try {
+    const [a, b] = [`${dir}/a`, `${dir}/b`];
+    await Deno.writeFile(a, new Uint8Array(8 * CHUNK_SIZE));
+    await Deno.writeFile(b, new Uint8Array(2 * CHUNK_SIZE + 1)); // 3 chunks
+    const file = `${dir}/profiles/p.json`;
+    const read = () => JSON.parse(Deno.readTextFileSync(file));
+    const used = (chunks: Record<string, number[]>, whole: string[]) => ({
+      metas: [],
+      listed: [],
+      chunks,
+      whole,
+    });
+    await service.saveProfile(used({ [a]: [0, 7] }, [b, `${dir}/gone`]), file);
+    assert.deepEqual(read().chunks, { [a]: [0, 7], [b]: [0, 1, 2] }, "b whole: none of it known");
+    assert.equal(read().whole, undefined, "kept as chunks");
+    await service.saveProfile(used({ [a]: [1] }, [a]), file);
+    assert.deepEqual(read().chunks, { [a]: [0, 1, 7], [b]: [0, 1, 2] }, "what it has of a stands");
+  } finally {
+    service.close();
     await local.close();
     await remote.close();
     await removeTree(dir);
