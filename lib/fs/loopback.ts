@@ -23,6 +23,7 @@ import {
   type OpenOut,
   type Request,
   type StatfsOut,
+  ZERO_ATTR as NO_ATTR,
 } from "../fuse/mod.ts";
 import { byteString } from "../fuse/cursor.ts";
 import { bpath, listDir } from "../sys/files.ts";
@@ -171,12 +172,20 @@ export class LoopbackFs implements Filesystem {
     check("lchown", libc().lchown(bpath(path), uid, parentSetgid ? 0xffffffff : gid));
   }
 
+  /**
+   * A name that is not there is a negative entry (node id 0) the kernel may keep as
+   * long as a positive one: a program looking for itself or its tools along PATH
+   * (gcc: gcc, as, collect2 in each PATH directory, several times) asked again for
+   * each over the link, ~20 round trips of a warm `gcc -c` on -wan.
+   */
   lookup(req: Request<"LOOKUP">): EntryOut {
-    return this.#lookupCreated(
-      req.header.nodeid,
-      req.name,
-      this.#childPath(req.header.nodeid, req.name),
-    );
+    const path = this.#childPath(req.header.nodeid, req.name);
+    try {
+      return this.#lookupCreated(req.header.nodeid, req.name, path);
+    } catch (e) {
+      if (!(e instanceof SysError) || e.errno !== Errno.ENOENT) throw e;
+      return { nodeid: 0, entryTimeout: this.#entryTimeout, attrTimeout: 0, attr: NO_ATTR };
+    }
   }
 
   forget(nodeid: number, nlookup: number): void {

@@ -28,6 +28,7 @@ import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
 import { growPipe } from "../sys/files.ts";
 import { VERSION } from "../version.ts";
 import {
+  aheadPaths,
   BIND_DIRS as BINDS,
   type CacheSettings,
   EVENTS,
@@ -247,7 +248,7 @@ async function validate(fs: CachedFs, req: RunRequest | null, stats: RemoteStats
   const { held, stale } = await fs.validate({
     exe: req?.exe ?? null,
     prefetch: req?.cache?.prefetch ?? true,
-    ahead: [...BINDS, ...(req ? [req.cwd] : []), ...(req?.exe ? [req.exe] : [])],
+    ahead: req ? aheadPaths(req) : BINDS,
   }, req?.validatedAhead ?? false);
   stats.validateMs = performance.now() - t;
   stats.cache = { ...emptyCacheStats(), held, stale };

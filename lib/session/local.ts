@@ -13,7 +13,7 @@ import type { RpcPeer, Value } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
 import {
-  BIND_DIRS,
+  aheadPaths,
   type CacheSettings,
   EVENTS,
   FORWARDED_SIGNALS,
@@ -201,7 +201,7 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     if (ahead) req.validatedAhead = true;
     lap("start");
     const running = peer.call("session.run", req as unknown as Value);
-    ahead?.pushAhead(req.exe!, [...BIND_DIRS, cwd, req.exe!]);
+    ahead?.pushAhead(req.exe!, aheadPaths(req));
     const result = await running.catch(async (err) => {
       await r.agentUp; // the agent never started: say why
       throw new SshError(`outrun: connection to ${r.alias} lost: ${err.message}`);

@@ -99,6 +99,25 @@ export interface ExecPlan extends Omit<RunRequest, "tty" | "cache"> {
 /** The remote's directories bound into the mirror (over the local ones) for a command. */
 export const BIND_DIRS = ["/dev", "/proc", "/sys", "/run"];
 
+/** PATH directories whose lookups go along at most. */
+const PATH_AHEAD = 32;
+
+/**
+ * What the remote looks up outside the cached prefixes as a command starts, for the
+ * validation's answer to bring along (ValidateRequest.ahead): the bind mount points,
+ * the cwd, the command's path and, when argv[0] is a bare name, it in each PATH
+ * directory (a program finding itself or its tools that way, as gcc does, looked up
+ * ~10 names in the home directory one round trip each).
+ */
+export function aheadPaths(r: Pick<RunRequest, "cwd" | "exe" | "argv" | "env">): string[] {
+  const out = [...BIND_DIRS, r.cwd, ...(r.exe ? [r.exe] : [])];
+  const name = r.argv[0];
+  if (!name || name.includes("/")) return out;
+  const dirs = new Set((r.env.PATH ?? "").split(":").filter((d) => d.startsWith("/")));
+  for (const dir of [...dirs].slice(0, PATH_AHEAD)) out.push(`${dir.replace(/\/+$/, "")}/${name}`);
+  return out;
+}
+
 /** One-way events. */
 export const EVENTS = {
   stdout: "session.stdout",

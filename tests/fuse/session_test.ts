@@ -236,3 +236,33 @@ with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
   }
   await removeTree(base);
 });
+
+Deno.test("session: a name that is not there is a negative entry the kernel keeps", async () => {
+  const { base, src, mnt } = await sourceAndMountpoint();
+  let lookups = 0;
+  class Counting extends LoopbackFs {
+    override lookup(req: Request<"LOOKUP">) {
+      if (req.name === "nope") lookups++;
+      return super.lookup(req);
+    }
+  }
+  const fs = new Counting({ root: utf8ByteString(src), entryTimeout: 3600 });
+  const mount = mountFuse(mnt, { subtype: "outrun" });
+  const session = new FuseSession(mount.fd, fs, { idleWaitMs: 0 });
+  const serving = session.serve();
+  try {
+    // A PATH-like search: the same missing name asked for again and again.
+    const out = await shOk(
+      `for i in 1 2 3 4 5; do test -e '${mnt}/nope' && echo there; done; echo done`,
+    );
+    assert.equal(out, "done\n");
+    assert.equal(lookups, 1, "asked once, then kept by the kernel");
+    // Made through the mount, it is there at once (the kernel replaces the entry).
+    await shOk(`touch '${mnt}/nope'`);
+    assert.equal(await shOk(`test -e '${mnt}/nope' && echo there`), "there\n");
+  } finally {
+    unmountFuse(mount);
+    await serving;
+    await removeTree(base);
+  }
+});

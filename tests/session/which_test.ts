@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { resolveCommand } from "../../lib/session/which.ts";
+import { aheadPaths, BIND_DIRS } from "../../lib/session/protocol.ts";
 import { removeTree } from "../remove_tree.ts";
 
 Deno.test("resolveCommand: as a shell finds argv[0], as a plain absolute path", async () => {
@@ -25,4 +26,22 @@ Deno.test("resolveCommand: as a shell finds argv[0], as a plain absolute path", 
   } finally {
     await removeTree(dir);
   }
+});
+
+Deno.test("ahead: bind points, cwd, the command, and argv[0] along PATH when it is a bare name", () => {
+  const req = {
+    cwd: "/home/u/src",
+    exe: "/usr/bin/gcc",
+    argv: ["gcc", "-c", "x.c"],
+    env: { PATH: "/home/u/.cargo/bin:relative:/usr/bin/:/home/u/.cargo/bin" },
+  };
+  assert.deepEqual(aheadPaths(req), [
+    ...BIND_DIRS,
+    "/home/u/src",
+    "/usr/bin/gcc",
+    "/home/u/.cargo/bin/gcc",
+    "/usr/bin/gcc",
+  ]);
+  assert.deepEqual(aheadPaths({ ...req, argv: ["./gcc"] }), [...BIND_DIRS, req.cwd, req.exe]);
+  assert.deepEqual(aheadPaths({ ...req, exe: null, env: {} }), [...BIND_DIRS, req.cwd]);
 });

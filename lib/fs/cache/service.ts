@@ -20,6 +20,7 @@ import { resolveClosure } from "../../elf/mod.ts";
 import type { LazyBytes, RpcPeer, Value } from "../../rpc/mod.ts";
 import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
 import { libc, O, SysError } from "../../sys/libc.ts";
+import { Errno } from "../../sys/errno.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import type { ContentIndex } from "./content_index.ts";
 import { ChunkBitmap, chunkHashesOf, contentHash, defaultCodec, hex, sha256 } from "./chunks.ts";
@@ -441,7 +442,7 @@ export class CacheService {
         if (entry instanceof Promise) break;
         out.push([nodeid, name, entry]);
         seen.set(at, entry.nodeid);
-        if ((entry.attr.mode & S_IFMT) !== S_IFDIR) break;
+        if (!entry.nodeid || (entry.attr.mode & S_IFMT) !== S_IFDIR) break;
         nodeid = entry.nodeid;
       }
     }
@@ -500,6 +501,8 @@ export class CacheService {
       const e = fs.lookup!(req);
       if (e instanceof Promise) throw new Error("lookupPath needs a synchronous filesystem");
       if (nodeid !== 1) fs.forget?.(nodeid, 1);
+      // Not there (a negative entry): as a failed lookup.
+      if (!e.nodeid) throw new SysError("lookup", Errno.ENOENT, path);
       nodeid = e.nodeid;
       entry = e as unknown as Value;
     }
