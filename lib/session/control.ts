@@ -32,6 +32,9 @@ export interface Control {
 export interface RunHeader {
   exe: string | null;
   cwd: string;
+  /** argv[0] and PATH: the lookups along PATH go with the revalidation (`aheadPaths`). */
+  argv0?: string;
+  path?: string;
 }
 
 /** The socket for this destination, if ssh_config or -o asks for a shared session. */
@@ -125,9 +128,12 @@ export async function attachMaster(
   log: (line: string) => void,
 ): Promise<Attached | null> {
   const cwd = Deno.cwd();
+  const path = Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin";
   const header: RunHeader = {
-    exe: resolveCommand(o.command[0], cwd, Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin"),
+    exe: resolveCommand(o.command[0], cwd, path),
     cwd,
+    argv0: o.command[0],
+    path,
   };
   let conn: Deno.UnixConn | null;
   try {

@@ -12,7 +12,7 @@
 import type { CliOptions } from "../cli.ts";
 import { readConfig } from "../config.ts";
 import { Tunnels, type Value } from "../rpc/mod.ts";
-import { BIND_DIRS, type ServeRequest } from "./protocol.ts";
+import { aheadPaths, type ServeRequest } from "./protocol.ts";
 import { readLine, type RunHeader } from "./control.ts";
 import { openSession, type Session } from "./open.ts";
 import { PING, startHeartbeat } from "./heartbeat.ts";
@@ -140,7 +140,12 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
       const check = await r.session.cache?.revalidate({
         exe: header.exe,
         prefetch: !o.noPrefetch,
-        ahead: [...BIND_DIRS, header.cwd, ...(header.exe ? [header.exe] : [])],
+        ahead: aheadPaths({
+          cwd: header.cwd,
+          exe: header.exe,
+          argv: typeof header.argv0 === "string" ? [header.argv0] : [],
+          env: typeof header.path === "string" ? { PATH: header.path } : {},
+        }),
       });
       if (check) {
         log(
