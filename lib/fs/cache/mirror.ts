@@ -182,6 +182,12 @@ export class CachedFs implements Filesystem {
   #arrival = Promise.withResolvers<void>();
   readonly #logTo?: (line: string) => void;
   readonly #invalidate?: (stale: Invalidation[]) => Promise<void>;
+  /**
+   * Paths pushed while a validation's answer is awaited: the local side pushes what
+   * changed of the profile before answering, and its answer then lists those paths as
+   * stale (what the store held of them); the fresh pushes are kept.
+   */
+  #pushedSince: Set<string> | null = null;
   /** The validation's answer, when the local side sends it unasked (an empty store). */
   readonly #answered = Promise.withResolvers<ValidateReply>();
   /** Resolves when the kernel has dropped what the last validation found stale. */
@@ -236,6 +242,7 @@ export class CachedFs implements Filesystem {
     for (const r of rows) if (r.hash) this.#hashes.set(r.path, r.hash);
     // Holding something after all (another session filled the store meanwhile): that
     // must be checked, so asked as usual (the answer sent ahead is then not used).
+    const pushed = this.#pushedSince = new Set<string>();
     const answer = answeredAhead && !rows.length
       ? Promise.race([
         this.#answered.promise,
@@ -246,9 +253,14 @@ export class CachedFs implements Filesystem {
     for (const { path, meta } of this.#store.heldMetas(this.#client)) {
       if (!this.#metas.has(path)) this.#stored.set(path, meta);
     }
-    const reply = await answer as unknown as ValidateReply;
+    let reply: ValidateReply;
+    try {
+      reply = await answer as unknown as ValidateReply;
+    } finally {
+      this.#pushedSince = null;
+    }
     this.validation.held = rows.length;
-    this.#apply(reply);
+    this.#apply(reply, pushed);
     for (const { hash, indices } of reply.incoming ?? []) {
       let set = this.#incoming.get(hash);
       if (!set) this.#incoming.set(hash, set = new Set());
@@ -260,8 +272,12 @@ export class CachedFs implements Filesystem {
     return { held: rows.length, stale: reply.stale.length };
   }
 
-  /** A validation's answer, asked for (validate) or sent ahead of a command (revalidated). */
-  #apply(reply: ValidateReply): void {
+  /**
+   * A validation's answer, asked for (validate) or sent ahead of a command (revalidated).
+   * `pushed`: paths pushed since it was asked for, whose fresh metas and content ids
+   * stand (what is stale is what the store held of them).
+   */
+  #apply(reply: ValidateReply, pushed?: Set<string>): void {
     // Answers ahead are for the command they came with: the local side's lookups
     // an earlier one left unused are given back.
     for (const entry of this.#ahead.values()) {
@@ -279,9 +295,11 @@ export class CachedFs implements Filesystem {
       }));
       this.settled = this.#invalidate(stale).catch((e) => this.#log(`cache: invalidate: ${e}`));
     }
-    this.#forgetPaths(reply.stale);
+    const gone = pushed ? reply.stale.filter((p) => !pushed.has(p)) : reply.stale;
+    this.#forgetPaths(gone);
     for (const p of reply.stale) this.#ids.delete(p);
-    this.#drop(reply.stale);
+    // A fresh push's row is written over the stale one (putMetas) at the end.
+    this.#drop(gone);
   }
 
   /** What this session used of the cached paths (the executable's next profile). */
@@ -360,6 +378,7 @@ export class CachedFs implements Filesystem {
   #onPush(p: Push): void {
     for (const packed of p.metas ?? []) {
       const m = unpackMeta(packed);
+      this.#pushedSince?.add(m.path);
       const old = this.#known(m.path);
       // A listing arrives with a directory asked for; the same directory pushed again as
       // some other directory's child comes without one: keep the listing.
@@ -379,6 +398,7 @@ export class CachedFs implements Filesystem {
         this.#store.putContents(this.#client, p.contents, false).forEach((error, i) => {
           if (error) return this.#log(`cache: ${error}`);
           this.#hashes.set(p.contents![i].path, p.contents![i].hash);
+          this.#pushedSince?.add(p.contents![i].path);
           this.#pendingLinks.push(p.contents![i]);
         });
       } catch (e) {

@@ -8,6 +8,17 @@ import assert from "node:assert/strict";
 import { mountsAt } from "../../../lib/fuse/mount.ts";
 import { fuseMounted, waitFor } from "../loopback_helper.ts";
 import { removeTree } from "../../remove_tree.ts";
+import { pipePair } from "../../rpc/pipe.ts";
+import { CachedFs } from "../../../lib/fs/cache/mirror.ts";
+import { CacheStore } from "../../../lib/fs/cache/store.ts";
+import {
+  CACHE_CALLS,
+  CACHE_EVENTS,
+  type MetaRecord,
+  packMeta,
+} from "../../../lib/fs/cache/protocol.ts";
+import type { Request } from "../../../lib/fuse/mod.ts";
+import { RpcPeer, type Value } from "../../../lib/rpc/mod.ts";
 
 const MAIN = new URL("../../../main.ts", import.meta.url).pathname;
 
@@ -280,5 +291,65 @@ Deno.test("cache mirror: a session killed mid-read, and two sessions at once, le
   } finally {
     await removeTree(mnt2);
     await b.cleanup();
+  }
+});
+
+Deno.test("cache mirror: what changed here comes before the validation's answer and is kept, not asked again", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-stale-" });
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  const store = new CacheStore(dir);
+  const attr = (size: number, mode = 0o100644) => ({
+    ino: 9n,
+    size: BigInt(size),
+    blocks: 0n,
+    atimeSec: 0n,
+    atimeNsec: 0,
+    mtimeSec: BigInt(size),
+    mtimeNsec: 0,
+    ctimeSec: 0n,
+    ctimeNsec: 0,
+    mode,
+    nlink: 1,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 4096,
+  });
+  const usr: MetaRecord = { path: "/usr", attr: attr(0, 0o40755), children: ["f"] };
+  const old: MetaRecord = { path: "/usr/f", attr: attr(10) };
+  const changed: MetaRecord = { path: "/usr/f", attr: attr(20) };
+  // Held from an earlier session: /usr (listed) and /usr/f as it was.
+  store.putMetas("c", [usr, old]);
+  let asked = 0;
+  local.handle(CACHE_CALLS.meta, () => {
+    asked++;
+    local.event(CACHE_EVENTS.push, { metas: [packMeta(changed)] } as unknown as Value);
+    return null;
+  });
+  // As the local side answers: what changed of the profile is pushed, then the answer.
+  local.handle(CACHE_CALLS.validate, () => {
+    local.event(CACHE_EVENTS.push, { metas: [packMeta(changed)] } as unknown as Value);
+    return { stale: ["/usr/f"], ahead: [], root: null, incoming: [] } as unknown as Value;
+  });
+  const fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+  try {
+    assert.deepEqual(await fs.validate({ exe: null, prefetch: false, ahead: [] }), {
+      held: 2,
+      stale: 1,
+    });
+    const lookup = (nodeid: number, name: string) =>
+      fs.lookup({ header: { nodeid }, name } as unknown as Request<"LOOKUP">);
+    const dirEntry = await lookup(1, "usr");
+    const entry = await lookup(dirEntry.nodeid, "f");
+    assert.equal(entry.attr.size, 20n, "the fresh meta");
+    assert.equal(asked, 0, "not asked for again");
+  } finally {
+    fs.end();
+    store.close();
+    await local.close();
+    await remote.close();
+    await removeTree(dir);
   }
 });
