@@ -963,7 +963,7 @@ interface PlannedJob {
 }
 
 /** Where the profile of `exe` (a real path) lives in `dir`. */
-function profileFile(dir: string, exe: string): string {
+export function profileFile(dir: string, exe: string): string {
   return `${dir}/${hex(sha256(new TextEncoder().encode(exe))).slice(0, 32)}.json`;
 }
 

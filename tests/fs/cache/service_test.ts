@@ -1,21 +1,29 @@
 /** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
-import { CacheService, ProfileWarmup } from "../../../lib/fs/cache/service.ts";
+import { CacheService, profileFile, ProfileWarmup } from "../../../lib/fs/cache/service.ts";
 import {
   CACHE_EVENTS,
   CHUNK_SIZE,
   fingerprint,
   type HeldEntry,
+  type Profile,
   type Push,
   RUN_CHUNKS,
   unpackMeta,
   type ValidateReply,
 } from "../../../lib/fs/cache/protocol.ts";
-import { decompress, hex, sha256 } from "../../../lib/fs/cache/chunks.ts";
+import { decompress } from "../../../lib/fs/cache/chunks.ts";
 import { LoopbackFs } from "../../../lib/fs/loopback.ts";
 import { RpcPeer } from "../../../lib/rpc/mod.ts";
 import { removeTree } from "../../remove_tree.ts";
 import { pipePair } from "../../rpc/pipe.ts";
+
+/** Writes `exe`'s profile where a service with `dir`/profiles looks for it. */
+async function writeProfile(dir: string, exe: string, profile: Profile): Promise<void> {
+  await Deno.mkdir(`${dir}/profiles`, { recursive: true });
+  const file = profileFile(`${dir}/profiles`, await Deno.realPath(exe));
+  await Deno.writeTextFile(file, JSON.stringify(profile));
+}
 
 /** A service for `prefix` and what it pushes when the remote asks for `path`'s meta. */
 async function pushesFor(prefix: string, path: string): Promise<Push[]> {
@@ -95,7 +103,6 @@ Deno.test("service: a profile's names go before the validation's answer, its chu
   try {
     const prefix = `${dir}/usr`;
     await Deno.mkdir(`${prefix}/bin`, { recursive: true });
-    await Deno.mkdir(`${dir}/profiles`);
     const exe = `${prefix}/bin/tool`;
     // Text in ~45 chunks: the profile's 22 go in two runs; chunk 99 is past the end (a
     // profile of an older, longer version of the file).
@@ -105,11 +112,11 @@ Deno.test("service: a profile's names go before the validation's answer, its chu
     await Deno.writeFile(exe, data);
     const chunks = Math.ceil(data.length / CHUNK_SIZE);
     const wanted = [...Array(20).keys(), 25, 30, 99];
-    const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
-    await Deno.writeTextFile(
-      `${dir}/profiles/${name}.json`,
-      JSON.stringify({ metas: [`${prefix}/bin`, exe], listed: [], chunks: { [exe]: wanted } }),
-    );
+    await writeProfile(dir, exe, {
+      metas: [`${prefix}/bin`, exe],
+      listed: [],
+      chunks: { [exe]: wanted },
+    });
     const pushes: Push[] = [];
     remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
     const { promise: allSent, resolve: sent } = Promise.withResolvers<number>();
@@ -175,16 +182,15 @@ Deno.test("service: a validation sends again only what changed of what the remot
   const lib = `${prefix}/lib`;
   await Deno.mkdir(`${prefix}/bin`, { recursive: true });
   await Deno.mkdir(`${lib}/__pycache__`, { recursive: true });
-  await Deno.mkdir(`${dir}/profiles`);
   await Deno.writeTextFile(exe, "#!/bin/sh\n");
   await Deno.writeTextFile(`${lib}/a.py`, "a = 1\n");
   await Deno.writeTextFile(`${lib}/b.py`, "b = 1\n");
   await Deno.writeFile(`${lib}/__pycache__/a.cpython-311.pyc`, new Uint8Array(500).fill(1));
-  const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
-  await Deno.writeTextFile(
-    `${dir}/profiles/${name}.json`,
-    JSON.stringify({ metas: [exe, `${lib}/a.py`], listed: [lib], chunks: { [exe]: [0] } }),
-  );
+  await writeProfile(dir, exe, {
+    metas: [exe, `${lib}/a.py`],
+    listed: [lib],
+    chunks: { [exe]: [0] },
+  });
   /** One session: validates with `held`, returns its answer and what it pushed. */
   const session = async (held: HeldEntry[]) => {
     const [x, y] = pipePair();
@@ -265,14 +271,9 @@ Deno.test("service: for an empty remote, the validation's answer goes unasked, a
   try {
     const prefix = `${dir}/usr`;
     await Deno.mkdir(`${prefix}/bin`, { recursive: true });
-    await Deno.mkdir(`${dir}/profiles`);
     const exe = `${prefix}/bin/tool`;
     await Deno.writeFile(exe, new Uint8Array(5 * CHUNK_SIZE).map((_, i) => i * 7));
-    const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
-    await Deno.writeTextFile(
-      `${dir}/profiles/${name}.json`,
-      JSON.stringify({ metas: [exe], listed: [], chunks: { [exe]: [0, 1, 4] } }),
-    );
+    await writeProfile(dir, exe, { metas: [exe], listed: [], chunks: { [exe]: [0, 1, 4] } });
     // Everything the remote gets, in order.
     const got: string[] = [];
     let answer: ValidateReply | null = null;
@@ -322,15 +323,14 @@ Deno.test("service: a profile looked at while connecting is what the session's f
     const prefix = `${dir}/usr`;
     await Deno.mkdir(`${prefix}/bin`, { recursive: true });
     await Deno.mkdir(`${prefix}/lib`, { recursive: true });
-    await Deno.mkdir(`${dir}/profiles`);
     const exe = `${prefix}/bin/tool`;
     await Deno.writeTextFile(exe, "#!/bin/sh\n");
     await Deno.writeTextFile(`${prefix}/lib/a`, "a\n");
-    const name = hex(sha256(new TextEncoder().encode(await Deno.realPath(exe)))).slice(0, 32);
-    await Deno.writeTextFile(
-      `${dir}/profiles/${name}.json`,
-      JSON.stringify({ metas: [exe, `${prefix}/lib/a`], listed: [`${prefix}/lib`], chunks: {} }),
-    );
+    await writeProfile(dir, exe, {
+      metas: [exe, `${prefix}/lib/a`],
+      listed: [`${prefix}/lib`],
+      chunks: {},
+    });
     const options = {
       prefixes: [prefix],
       prefetch: true,
