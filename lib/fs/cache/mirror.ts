@@ -52,6 +52,13 @@ import {
 } from "./protocol.ts";
 import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta } from "./store.ts";
 
+/** A first use: a meta, a chunk, a listing (true) or content the kernel read itself (false). */
+type UsedEntry =
+  | [path: string]
+  | [path: string, chunk: number]
+  | [path: string, list: true]
+  | [path: string, whole: false];
+
 /** Node ids and handles of cached paths start here (the local side's stay below). */
 export const CACHE_BASE = 2 ** 40;
 /** Seconds the kernel may keep cached names and attributes: the whole session. */
@@ -152,12 +159,7 @@ export class CachedFs implements Filesystem {
   readonly #usedListings = new Set<string>();
   readonly #usedChunks = new Map<string, Set<number>>();
   /** Each first use, in order: a mount shared by commands tells each its own part. */
-  readonly #usedLog: (
-    | [path: string]
-    | [path: string, chunk: number]
-    | [path: string, list: true]
-    | [path: string, whole: false]
-  )[] = [];
+  readonly #usedLog: UsedEntry[] = [];
   readonly #usedWhole = new Set<string>();
   #nextId = CACHE_BASE;
   /**
@@ -337,16 +339,11 @@ export class CachedFs implements Filesystem {
     return { metas, listed, chunks, whole };
   }
 
-  #useMeta(path: string): void {
-    if (this.#used.has(path)) return;
-    this.#used.add(path);
-    this.#usedLog.push([path]);
-  }
-
-  #useListing(path: string): void {
-    if (this.#usedListings.has(path)) return;
-    this.#usedListings.add(path);
-    this.#usedLog.push([path, true]);
+  /** Logs a first use of a path's meta, listing or whole content (`seen`: those so far). */
+  #useOnce(seen: Set<string>, use: UsedEntry): void {
+    if (seen.has(use[0])) return;
+    seen.add(use[0]);
+    this.#usedLog.push(use);
   }
 
   /** The session is over (its store is about to close): pushes from here on are dropped. */
@@ -488,7 +485,7 @@ export class CachedFs implements Filesystem {
    * synchronous answer at once, without a trip through the event loop.
    */
   #metaNow(path: string): MetaRecord | undefined {
-    this.#useMeta(path);
+    this.#useOnce(this.#used, [path]);
     const m = this.#known(path);
     if (m) {
       this.hits.meta++;
@@ -507,7 +504,7 @@ export class CachedFs implements Filesystem {
    */
   #absentFrom(parent: string, pm: MetaRecord, path: string): MetaRecord | undefined {
     const names = this.#children(pm);
-    if (names) this.#useListing(parent);
+    if (names) this.#useOnce(this.#usedListings, [parent, true]);
     const name = path.slice(parent.length === 1 ? 1 : parent.length + 1);
     if (pm.attr && (!names || names.has(name))) return undefined;
     this.hits.meta++;
@@ -706,9 +703,9 @@ export class CachedFs implements Filesystem {
       count.direct++;
       this.hits.direct++;
       this.#files.set(fh, { path, blob, direct: true });
-      // Its reads are not seen here: the local side keeps what the profile has of it
-      // (or takes all of it, when the profile has none).
-      this.#useWhole(path);
+      // Its reads are not seen here (Profile.whole): the local side keeps what the
+      // profile has of it (or takes all of it, when the profile has none).
+      this.#useOnce(this.#usedWhole, [path, false]);
       return { fh, openFlags: FOPEN.PASSTHROUGH | FOPEN.NOFLUSH, backingId };
     }
     if (count.direct) {
@@ -855,13 +852,6 @@ export class CachedFs implements Filesystem {
     if (fresh) blob.present.bits.set(fresh.present.bits);
   }
 
-  /** `path` was read by the kernel itself, which reads are not known (Profile.whole). */
-  #useWhole(path: string): void {
-    if (this.#usedWhole.has(path)) return;
-    this.#usedWhole.add(path);
-    this.#usedLog.push([path, false]);
-  }
-
   /** Chunks `first`..`last` of `path` were used (the executable's next profile). */
   #useChunks(path: string, first: number, last: number): void {
     let used = this.#usedChunks.get(path);
@@ -896,7 +886,7 @@ export class CachedFs implements Filesystem {
     const path = this.#node(req.header.nodeid).path;
     const m = await this.#withListing(path);
     if (!m.children) return await this.#escape("opendir", req); // too big to list: ask there
-    this.#useListing(path);
+    this.#useOnce(this.#usedListings, [path, true]);
     const entries: DirEntry[] = [];
     const names = [".", "..", ...m.children];
     for (let i = 0; i < names.length; i++) {

@@ -38,12 +38,13 @@ export interface StoreLimits {
 
 export const DEFAULT_LIMITS: StoreLimits = { maxEntries: 4096, maxBytes: 20 * 1024 ** 3 };
 
-/** What the store holds for one path of one client. */
+/**
+ * What the store holds for one path of one client (its encoded meta apart: `heldMetas`,
+ * decoded when used: most held rows are not, in a session).
+ */
 export interface HeldRow {
   path: string;
   fp: string;
-  /** The encoded MetaRecord (decoded when used: most held rows are not, in a session). */
-  meta: Uint8Array;
   /** Whether the meta carries a directory listing. */
   listed: boolean;
   /** The content's id, when its blob is here. */
@@ -139,16 +140,11 @@ export class CacheStore {
     }
   }
 
-  held(client: string): HeldRow[] {
-    const metas = new Map(this.heldMetas(client).map((m) => [m.path, m.meta]));
-    return this.heldState(client).map((r) => ({ ...r, meta: metas.get(r.path)! }));
-  }
-
   /**
    * What a validation sends: each path's fingerprint and content, without its meta
    * (`heldMetas`, read while the answer is on its way: a quarter of the time).
    */
-  heldState(client: string): Omit<HeldRow, "meta">[] {
+  heldState(client: string): HeldRow[] {
     // One query for all: a statement per row's blob cost ~0.1 ms each, thousands a run.
     const rows = this.db.prepare(
       `select e.path, e.fp, e.listed, b.hash, b.present

@@ -7,7 +7,7 @@ import {
   fingerprint,
   type MetaRecord,
 } from "../../../lib/fs/cache/protocol.ts";
-import { CacheCorrupt, CacheStore, decodeMeta } from "../../../lib/fs/cache/store.ts";
+import { CacheCorrupt, CacheStore, decodeMeta, type HeldRow } from "../../../lib/fs/cache/store.ts";
 import { openDatabase } from "../../../lib/fs/cache/sqlite.ts";
 import { libc } from "../../../lib/sys/libc.ts";
 import { removeTree } from "../../remove_tree.ts";
@@ -57,12 +57,18 @@ async function withStore(f: (dir: string) => Promise<void> | void): Promise<void
   }
 }
 
+/** What the store holds for `client`, each row with its encoded meta. */
+function held(store: CacheStore, client: string): (HeldRow & { meta: Uint8Array })[] {
+  const metas = new Map(store.heldMetas(client).map((m) => [m.path, m.meta]));
+  return store.heldState(client).map((r) => ({ ...r, meta: metas.get(r.path)! }));
+}
+
 /** Stores `data` under `path` for `client` the way a session does: meta, content id. */
 function put(store: CacheStore, client: string, path: string, data: Uint8Array): ContentInfo {
   const meta = fileMeta(path, data.length);
   store.putMetas(client, [meta]);
-  const held = store.held(client).find((r) => r.path === path)!;
-  const info = infoOf(path, data, held.fp);
+  const row = held(store, client).find((r) => r.path === path)!;
+  const info = infoOf(path, data, row.fp);
   store.putContent(client, info);
   return info;
 }
@@ -77,16 +83,16 @@ Deno.test("store: metas, listings and content ids per client, across reopening",
     const info = put(store, "a", "/usr/f", data);
     store.close();
     store = new CacheStore(dir);
-    const rows = Object.fromEntries(store.held("a").map((r) => [r.path, r]));
+    const rows = Object.fromEntries(held(store, "a").map((r) => [r.path, r]));
     assert.deepEqual(Object.keys(rows).sort(), ["/usr", "/usr/f", "/usr/nope"]);
     assert.equal(rows["/usr"].listed, true);
     assert.deepEqual(decodeMeta(rows["/usr"].meta).children, ["bin", "lib"]);
     assert.equal(rows["/usr/nope"].fp, "-");
     assert.equal(rows["/usr/f"].hash, info.hash);
-    assert.deepEqual(store.held("b"), [], "another client sees nothing of a's");
+    assert.deepEqual(held(store, "b"), [], "another client sees nothing of a's");
     // A changed meta (new fingerprint) forgets the content id recorded for the old one.
     store.putMetas("a", [fileMeta("/usr/f", 1001)]);
-    assert.equal(store.held("a").find((r) => r.path === "/usr/f")!.hash, null);
+    assert.equal(held(store, "a").find((r) => r.path === "/usr/f")!.hash, null);
     store.close();
   });
 });
@@ -277,7 +283,7 @@ Deno.test("store: LRU eviction by count and by bytes drops blobs and their conte
     }
     assert.equal(store.evict({ maxEntries: 3, maxBytes: 1e12 }), 1);
     assert.equal(store.blob(infos[0].hash), null, "the least recently used went");
-    assert.equal(store.held("a").find((r) => r.path === "/f0")!.hash, null);
+    assert.equal(held(store, "a").find((r) => r.path === "/f0")!.hash, null);
     assert.ok(store.blob(infos[3].hash));
     assert.equal(store.evict({ maxEntries: 100, maxBytes: 2 * CHUNK_SIZE }), 1);
     assert.equal(store.blob(infos[1].hash), null);
@@ -302,9 +308,9 @@ Deno.test("store: an index of another schema version is made anew", async () => 
     db.exec("pragma user_version = 1");
     db.close();
     const store = new CacheStore(dir);
-    assert.deepEqual(store.held("a"), []);
+    assert.deepEqual(held(store, "a"), []);
     put(store, "a", "/f", random(10));
-    assert.equal(store.held("a").length, 1);
+    assert.equal(held(store, "a").length, 1);
     store.close();
   });
 });
@@ -315,7 +321,7 @@ Deno.test("store: many metas at once (several batches), and content ids linked a
     // 150 names: three statements' worth, the last one short.
     const metas = Array.from({ length: 150 }, (_, i) => fileMeta(`/usr/f${i}`, i));
     const data = random(70_000);
-    const held = (path: string) => store.held("a").find((r) => r.path === path);
+    const heldAt = (path: string) => held(store, "a").find((r) => r.path === path);
     // A session stores a content id's blob at once and which path has it with the names,
     // later: linked before its name is there, a path gets none.
     const info = infoOf("/usr/f7", data, fingerprint(metas[7].attr));
@@ -325,13 +331,13 @@ Deno.test("store: many metas at once (several batches), and content ids linked a
       store.putMetas("a", metas);
       store.linkContents("a", [info]);
     });
-    assert.equal(store.held("a").length, 150);
-    for (const m of metas) assert.deepEqual(decodeMeta(held(m.path)!.meta), m, m.path);
-    assert.equal(held("/usr/f7")!.hash, info.hash);
-    assert.equal(held("/usr/f8")!.hash, null);
+    assert.equal(held(store, "a").length, 150);
+    for (const m of metas) assert.deepEqual(decodeMeta(heldAt(m.path)!.meta), m, m.path);
+    assert.equal(heldAt("/usr/f7")!.hash, info.hash);
+    assert.equal(heldAt("/usr/f8")!.hash, null);
     // A fingerprint that is not the name's: not linked.
     store.linkContents("a", [{ ...info, path: "/usr/f9" }]);
-    assert.equal(held("/usr/f9")!.hash, null);
+    assert.equal(heldAt("/usr/f9")!.hash, null);
     store.close();
   });
 });
