@@ -15,7 +15,7 @@
  */
 import { type CliOptions, sshOptions } from "../cli.ts";
 import { outrunHome } from "../home.ts";
-import { resolveCommand } from "./which.ts";
+import { DEFAULT_PATH } from "./which.ts";
 import { RpcPeer } from "../rpc/mod.ts";
 import { loadConfigBlocks, resolveDestination, SshError } from "../ssh/destination.ts";
 import { VERSION } from "../version.ts";
@@ -126,11 +126,13 @@ export async function attachMaster(
   control: Control,
   o: CliOptions,
   log: (line: string) => void,
+  /** argv[0] as found here (`resolveCommand`). */
+  exe: string | null,
 ): Promise<Attached | null> {
   const cwd = Deno.cwd();
-  const path = Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin";
+  const path = Deno.env.get("PATH") ?? DEFAULT_PATH;
   const header: RunHeader = {
-    exe: resolveCommand(o.command[0], cwd, path),
+    exe,
     cwd,
     argv0: o.command[0],
     path,

@@ -23,6 +23,7 @@ import {
 } from "../sys/libc.ts";
 import { Errno, errnoName } from "../sys/errno.ts";
 import type { ExecPlan } from "./protocol.ts";
+import { DEFAULT_PATH } from "./which.ts";
 
 function fail(message: string, code: number): never {
   Deno.stderr.writeSync(new TextEncoder().encode(`outrun: ${message}\n`));
@@ -99,7 +100,7 @@ export function execHelper(plan: ExecPlan): never {
   check("setresgid", lib.setresgid(plan.gid, plan.gid, plan.gid));
   check("setresuid", lib.setresuid(plan.uid, plan.uid, plan.uid));
   const command = plan.argv[0];
-  const path = plan.exe ?? findInPath(command, plan.env.PATH ?? "/usr/local/bin:/usr/bin:/bin");
+  const path = plan.exe ?? findInPath(command, plan.env.PATH ?? DEFAULT_PATH);
   if (path === null) fail(`${command}: command not found`, 127);
   const argv = cStringArray(plan.argv);
   const envp = cStringArray(Object.entries(plan.env).map(([k, v]) => `${k}=${v}`));

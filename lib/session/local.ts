@@ -6,7 +6,7 @@
  */
 import type { CliOptions } from "../cli.ts";
 import type { CacheService } from "../fs/cache/service.ts";
-import { resolveCommand } from "./which.ts";
+import { DEFAULT_PATH, resolveCommand } from "./which.ts";
 import { userEnv } from "../sys/env.ts";
 import { rawOutput } from "../sys/pty.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
@@ -21,9 +21,6 @@ import {
   type RunResult,
 } from "./protocol.ts";
 import { formatStats } from "./stats.ts";
-
-/** Where a command is looked for when the environment has no PATH. */
-const DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin";
 
 export const SIGNAL_NUMBERS: Record<string, number> = {
   SIGHUP: 1,
@@ -69,11 +66,15 @@ export async function runRemote(o: CliOptions): Promise<number> {
     );
     return 0;
   }
+  // The command as found here (the remote sees the same files): its profile is looked
+  // at while a connection is made.
+  const exe = resolveCommand(o.command[0], Deno.cwd(), userEnv().PATH ?? DEFAULT_PATH);
   const control = await controlFor(o, log);
   if (control) {
-    const attached = await attachMaster(control, o, log);
+    const attached = await attachMaster(control, o, log, exe);
     if (attached) {
       return await runOn(attached.peer, o, {
+        exe,
         alias: control.alias,
         cacheSettings: null,
         cache: null,
@@ -91,10 +92,9 @@ export async function runRemote(o: CliOptions): Promise<number> {
   // The run request goes out as soon as the agent is started, not after its hello: it
   // waits in the channel while the agent's runtime starts (~0.2 s), and so can the
   // command's profile when the remote cache is empty.
-  // The command's profile is looked at while the connection is made.
-  const exe = resolveCommand(o.command[0], Deno.cwd(), userEnv().PATH ?? DEFAULT_PATH);
   const session = await openSession(o, config, log, clock.lap, undefined, false, exe);
   return await runOn(session.peer, o, {
+    exe,
     alias: session.resolved.alias,
     cacheSettings: session.cacheSettings,
     cache: session.cache,
@@ -126,6 +126,8 @@ function laps(t0: number): Laps {
 }
 
 interface RunOptions {
+  /** argv[0] as found here (RunRequest.exe). */
+  exe: string | null;
   /** The host as typed, for messages. */
   alias: string;
   cacheSettings: CacheSettings | null;
@@ -186,7 +188,7 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     const cwd = Deno.cwd();
     const req: RunRequest = {
       argv: o.command,
-      exe: resolveCommand(o.command[0], cwd, env.PATH ?? DEFAULT_PATH),
+      exe: r.exe,
       cwd,
       env,
       uid: Deno.uid() ?? 0,

@@ -4,6 +4,9 @@
  */
 import { join, resolveLink } from "../fs/cache/protocol.ts";
 
+/** Where a command is looked for when the environment has no PATH. */
+export const DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin";
+
 /**
  * argv[0] as a shell would find it: a name with a slash as is (made absolute), else
  * the first executable regular file of that name in PATH; null when there is none.
