@@ -360,6 +360,7 @@ export class CachedFs implements Filesystem {
       if (h) hashes.add(h);
     }
     this.#store.touch(this.#client, this.#used, hashes);
+    this.#store.stampChecked();
   }
 
   /** Wakes the reads waiting for announced chunks (each checks whether its came). */

@@ -17,6 +17,7 @@ import { type Database, openDatabase, type SqlValue, type Statement } from "./sq
 import { decodeValue, encodeValue, type Value } from "../../rpc/mod.ts";
 import { check, libc, O, open } from "../../sys/libc.ts";
 import { fstatFd } from "../../sys/files.ts";
+import type { Stat } from "../../sys/stat.ts";
 import { ChunkBitmap, chunkMatches, contentHash } from "./chunks.ts";
 import {
   CHUNK_SIZE,
@@ -62,6 +63,19 @@ export interface BlobRow {
   size: number;
   chunkHashes: Uint8Array;
   present: ChunkBitmap;
+  /**
+   * The blob file's `fileStamp` when all of it was last known to match its hashes
+   * (checked, or written by a process that checked what it wrote), or null.
+   */
+  checked: string | null;
+}
+
+/**
+ * What changes when a file's contents may have: any write or truncation moves its
+ * ctime, which nobody can set back; a new file at the path has another inode.
+ */
+export function fileStamp(st: Stat): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeSec}.${st.mtimeNsec}:${st.ctimeSec}.${st.ctimeNsec}`;
 }
 
 export class CacheCorrupt extends Error {
@@ -72,12 +86,12 @@ export class CacheCorrupt extends Error {
 const PUT_BATCH = 64;
 
 /** Bumped when the tables change: an older store is emptied and made anew (it is a cache). */
-const SCHEMA_VERSION = 3000 + CHUNK_SIZE / 1024;
+const SCHEMA_VERSION = 4000 + CHUNK_SIZE / 1024;
 
 const SCHEMA = `
 create table if not exists blobs(
   hash text primary key, size integer not null, chunk_hashes blob not null,
-  present blob not null, last_used integer not null);
+  present blob not null, checked text, last_used integer not null);
 create table if not exists entries(
   client text not null, path text not null, fp text not null, meta blob not null,
   listed integer not null, hash text, last_used integer not null, primary key (client, path));
@@ -88,8 +102,10 @@ create index if not exists blobs_lru on blobs(last_used);
 export class CacheStore {
   readonly db: Database;
   readonly #fds = new Map<string, number>();
-  /** Chunks this process has checked on read: "hash:index". */
+  /** Chunks this process has checked on read, or written: "hash:index". */
   readonly #verified = new Set<string>();
+  /** Blobs whose files matched their `checked` stamp: none of their chunks is checked again. */
+  readonly #whole = new Set<string>();
   readonly #scratch = new Uint8Array(CHUNK_SIZE);
   readonly #now = Math.floor(Date.now() / 1000);
   #inTx = false;
@@ -268,10 +284,19 @@ export class CacheStore {
   }
 
   blob(hash: string): BlobRow | null {
-    const r = this.db.prepare("select size, chunk_hashes, present from blobs where hash = ?")
-      .get(hash) as { size: number; chunk_hashes: Uint8Array; present: Uint8Array } | undefined;
+    const r = this.db.prepare(
+      "select size, chunk_hashes, present, checked from blobs where hash = ?",
+    ).get(hash) as
+      | { size: number; chunk_hashes: Uint8Array; present: Uint8Array; checked: string | null }
+      | undefined;
     if (!r) return null;
-    return { hash, size: r.size, chunkHashes: r.chunk_hashes, present: new ChunkBitmap(r.present) };
+    return {
+      hash,
+      size: r.size,
+      chunkHashes: r.chunk_hashes,
+      present: new ChunkBitmap(r.present),
+      checked: r.checked,
+    };
   }
 
   #blobPath(hash: string): string {
@@ -376,7 +401,7 @@ export class CacheStore {
     const out = this.#scratch.subarray(0, len);
     const n = Number(libc().pread64(fd, out, BigInt(len), BigInt(index * CHUNK_SIZE)));
     const key = `${blob.hash}:${index}`;
-    if (!this.#verified.has(key)) {
+    if (!this.#whole.has(blob.hash) && !this.#verified.has(key)) {
       if (n !== len || !chunkMatches(blob.chunkHashes, index, out)) {
         this.#changePresent(new Map([[blob.hash, [index]]]), (present, i) => present.delete(i));
         blob.present.delete(index);
@@ -396,8 +421,10 @@ export class CacheStore {
 
   /**
    * A new read-only fd of a complete blob's file for the kernel to read itself
-   * (FUSE passthrough: no process here sees those reads), after checking every
-   * chunk this process has not checked yet, as `readChunk` would have one by one.
+   * (FUSE passthrough: no process here sees those reads). Every chunk this process
+   * has not checked yet is checked first, as `readChunk` would have one by one,
+   * unless the file is as it was when all of it was last known good (its `checked`
+   * stamp): hashing a warm ffmpeg's libraries whole took ~200 ms of each start.
    * null, and nothing open, when the file is not whole or a chunk fails its check
    * (that chunk loses its bit, so it is fetched again).
    */
@@ -405,18 +432,67 @@ export class CacheStore {
     if (!blob.size || !CacheStore.complete(blob)) return null;
     const fd = open(this.#blobPath(blob.hash), O.RDONLY | O.CLOEXEC);
     try {
+      const st = fstatFd(fd);
       // Longer than the blob (a damaged file): the kernel would read past its end.
-      if (Number(fstatFd(fd).size) !== blob.size) return this.#close(fd);
+      if (Number(st.size) !== blob.size) return this.#close(fd);
+      // Taken before the reads: a write meanwhile leaves a stamp that will not match.
+      const stamp = fileStamp(st);
+      if (blob.checked === stamp) {
+        this.#whole.add(blob.hash);
+        return fd;
+      }
       const n = chunkCount(blob.size);
       for (let i = 0; i < n; i++) {
         if (!this.#verified.has(`${blob.hash}:${i}`)) this.#readChecked(fd, blob, i);
       }
+      this.#setChecked(blob, stamp);
       return fd;
     } catch (e) {
       this.#close(fd);
       if (e instanceof CacheCorrupt) return null;
       throw e;
     }
+  }
+
+  #setChecked(blob: BlobRow, stamp: string): void {
+    this.db.prepare("update blobs set checked = ? where hash = ?").run(stamp, blob.hash);
+    blob.checked = stamp;
+    this.#whole.add(blob.hash);
+  }
+
+  /**
+   * Stamps the files of the blobs this process made whole or read whole, each chunk
+   * checked (on arrival or on read), so that later processes need not hash them
+   * again (`backingFd`). At the end of a session: a cold start's blobs are not
+   * handed to the kernel in the session that fills them.
+   */
+  stampChecked(): void {
+    const counts = new Map<string, number>();
+    for (const key of this.#verified) {
+      const hash = key.slice(0, key.indexOf(":"));
+      counts.set(hash, (counts.get(hash) ?? 0) + 1);
+    }
+    const stamps: [string, string][] = [];
+    for (const [hash, count] of counts) {
+      if (this.#whole.has(hash)) continue;
+      const blob = this.blob(hash);
+      if (!blob || count !== chunkCount(blob.size) || !CacheStore.complete(blob)) continue;
+      let st: Stat;
+      try {
+        st = fstatFd(this.#fd(hash));
+      } catch {
+        continue;
+      }
+      if (Number(st.size) !== blob.size) continue;
+      const stamp = fileStamp(st);
+      if (blob.checked !== stamp) stamps.push([stamp, hash]);
+    }
+    if (!stamps.length) return;
+    const set = this.db.prepare("update blobs set checked = ? where hash = ?");
+    this.tx(() => {
+      for (const [stamp, hash] of stamps) set.run(stamp, hash);
+    });
+    for (const [, hash] of stamps) this.#whole.add(hash);
   }
 
   #close(fd: number): null {

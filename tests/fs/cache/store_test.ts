@@ -7,9 +7,16 @@ import {
   fingerprint,
   type MetaRecord,
 } from "../../../lib/fs/cache/protocol.ts";
-import { CacheCorrupt, CacheStore, decodeMeta, type HeldRow } from "../../../lib/fs/cache/store.ts";
+import {
+  CacheCorrupt,
+  CacheStore,
+  decodeMeta,
+  fileStamp,
+  type HeldRow,
+} from "../../../lib/fs/cache/store.ts";
 import { openDatabase } from "../../../lib/fs/cache/sqlite.ts";
-import { libc } from "../../../lib/sys/libc.ts";
+import { libc, O, open } from "../../../lib/sys/libc.ts";
+import { fstatFd } from "../../../lib/sys/files.ts";
 import { removeTree } from "../../remove_tree.ts";
 
 const WRITER = new URL("./store_writer.ts", import.meta.url).pathname;
@@ -196,6 +203,83 @@ Deno.test("store: a whole blob's file is handed out for the kernel to read once 
     store = new CacheStore(dir);
     assert.equal(store.backingFd(store.blob(info.hash)!), null);
     assert.deepEqual(store.blob(info.hash)!.present.missing(3), [1], "dropped in the index too");
+    store.close();
+  });
+});
+
+Deno.test("store: a blob file as it was when last wholly checked is handed out without hashing it again", async () => {
+  await withStore(async (dir) => {
+    let store = new CacheStore(dir);
+    const data = random(CHUNK_SIZE * 3 + 5);
+    const info = put(store, "a", "/f", data);
+    for (let i = 0; i < 4; i++) {
+      store.writeChunk(info.hash, i, data.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE));
+    }
+    assert.equal(store.blob(info.hash)!.checked, null);
+    // The session's end stamps what it wrote (each chunk was checked on arrival).
+    store.stampChecked();
+    const path = `${dir}/blobs/${info.hash.slice(0, 2)}/${info.hash}`;
+    const stampNow = () => {
+      const fd = open(path, O.RDONLY);
+      try {
+        return fileStamp(fstatFd(fd));
+      } finally {
+        libc().close(fd);
+      }
+    };
+    assert.equal(store.blob(info.hash)!.checked, stampNow());
+    store.close();
+
+    // Changed in a way its stamp cannot see (here: the stamp forged after a write):
+    // a new process trusts the stamp, which shows it hashes nothing.
+    const f = await Deno.open(path, { write: true });
+    await f.seek(10, Deno.SeekMode.Start);
+    await f.write(new Uint8Array([1, 2, 3]));
+    f.close();
+    const db = openDatabase(`${dir}/index.sqlite`);
+    db.prepare("update blobs set checked = ? where hash = ?").run(stampNow(), info.hash);
+    db.close();
+    store = new CacheStore(dir);
+    const fd = store.backingFd(store.blob(info.hash)!);
+    assert.ok(fd !== null, "handed out on the stamp's word");
+    libc().close(fd);
+    // Its chunks read through the agent are not checked either (this process trusts the file).
+    assert.equal(store.readChunk(store.blob(info.hash)!, 0)[10], 1);
+    store.close();
+
+    // A write the stamp sees: checked again, caught, the chunk dropped.
+    const g = await Deno.open(path, { write: true });
+    await g.seek(CHUNK_SIZE * 2, Deno.SeekMode.Start);
+    await g.write(new Uint8Array([9]));
+    g.close();
+    store = new CacheStore(dir);
+    assert.equal(store.backingFd(store.blob(info.hash)!), null);
+    assert.deepEqual(store.blob(info.hash)!.present.missing(4), [0], "the first bad chunk");
+    store.close();
+  });
+});
+
+Deno.test("store: a blob checked whole on hand-out is stamped; a blob held in part is not", async () => {
+  await withStore(async (dir) => {
+    let store = new CacheStore(dir);
+    const whole = random(CHUNK_SIZE + 1);
+    const part = random(CHUNK_SIZE + 1);
+    const a = put(store, "a", "/a", whole);
+    const b = put(store, "a", "/b", part);
+    store.writeChunk(a.hash, 0, whole.subarray(0, CHUNK_SIZE));
+    store.writeChunk(a.hash, 1, whole.subarray(CHUNK_SIZE));
+    store.writeChunk(b.hash, 0, part.subarray(0, CHUNK_SIZE));
+    store.close();
+    // A new process: nothing checked yet, nothing stamped (the writer never ended its session).
+    store = new CacheStore(dir);
+    assert.equal(store.blob(a.hash)!.checked, null);
+    const fd = store.backingFd(store.blob(a.hash)!);
+    assert.ok(fd !== null);
+    libc().close(fd);
+    assert.notEqual(store.blob(a.hash)!.checked, null, "stamped once checked");
+    store.readChunk(store.blob(b.hash)!, 0);
+    store.stampChecked();
+    assert.equal(store.blob(b.hash)!.checked, null, "not whole: never stamped");
     store.close();
   });
 });
