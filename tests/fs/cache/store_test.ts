@@ -260,7 +260,7 @@ Deno.test("store: a blob file as it was when last wholly checked is handed out w
 });
 
 Deno.test("store: a blob checked whole on hand-out is stamped; a blob held in part is not", async () => {
-  await withStore(async (dir) => {
+  await withStore((dir) => {
     let store = new CacheStore(dir);
     const whole = random(CHUNK_SIZE + 1);
     const part = random(CHUNK_SIZE + 1);
