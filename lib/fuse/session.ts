@@ -72,6 +72,13 @@ export interface SessionOptions {
    * (the kernel allows one or the other).
    */
   passthrough?: boolean;
+  /**
+   * READDIRPLUS_AUTO (default true): the kernel asks for entries with their attributes
+   * on a listing's first call and when the program looked at entries since; otherwise
+   * without. false: always with them (for a filesystem that has them at hand anyway:
+   * `ls -l` then finds each entry's attributes known rather than asking per entry).
+   */
+  readdirplusAuto?: boolean;
   /** Log each request and the negotiated capabilities to stderr. */
   debug?: boolean;
   /** Where problems (a handler's unexpected exception, a bad request) are reported. */
@@ -417,6 +424,7 @@ export class FuseSession {
     let wanted = WANTED_FLAGS;
     if (this.#options.writebackCache) wanted |= InitFlag.WRITEBACK_CACHE;
     if (this.#options.autoInvalData === false) wanted &= ~InitFlag.AUTO_INVAL_DATA;
+    if (this.#options.readdirplusAuto === false) wanted &= ~InitFlag.READDIRPLUS_AUTO;
     if (this.#options.passthrough && !this.#options.writebackCache) {
       wanted |= InitFlag.PASSTHROUGH;
     }

@@ -382,6 +382,10 @@ class Mirror {
       maxReadahead: CHUNK_SIZE,
       // Whole cached files are read by the kernel from the store (CachedFs decides).
       passthrough: true,
+      // Listings come whole with their attributes (cached ones, and local ones with
+      // their opening: ProxyFs): each page with them, so stats of the entries that
+      // follow (ls -l, find) are the kernel's.
+      readdirplusAuto: false,
       // A command's requests come in bursts (ld.so, imports): waiting a little on this
       // thread for the next one, rather than through a poll() worker, took a warm
       // ffmpeg -version's 2,400 requests from ~0.6 to ~0.5 s on -wan. Other events

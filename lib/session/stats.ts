@@ -1,6 +1,7 @@
 /** The `--stats` report printed on stderr at exit. */
 import type { PushStats } from "../fs/cache/service.ts";
 import type { RemoteStats } from "./protocol.ts";
+import { UNWAITED_CALLS } from "../fs/proxy.ts";
 
 export interface StatsInput {
   /** Local phases in milliseconds: connect, bootstrap, start, command, teardown. */
@@ -16,7 +17,7 @@ function mb(n: number): string {
 }
 
 /** Calls the remote makes without waiting on them (see lib/fs/proxy.ts). */
-const UNWAITED = new Set(["fs.readAhead", "fs.writeBehind"]);
+const UNWAITED = new Set<string>(Object.keys(UNWAITED_CALLS));
 
 /** Blocking calls from the remote (what the command waited a round trip for). */
 export function roundTrips(calls: Record<string, number>): number {

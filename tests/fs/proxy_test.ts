@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { delayedFilesystem, type DelayStats } from "../../lib/fs/delayed.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
-import { AHEAD_BLOCK, ProxyFs, serveFilesystem } from "../../lib/fs/proxy.ts";
-import type { Filesystem, Request } from "../../lib/fuse/mod.ts";
+import { AHEAD_BLOCK, LIST_FIRST, ProxyFs, serveFilesystem } from "../../lib/fs/proxy.ts";
+import { type DirEntry, direntSize, type Filesystem, type Request } from "../../lib/fuse/mod.ts";
 import { RpcError, RpcPeer } from "../../lib/rpc/mod.ts";
 import { pipePair } from "../rpc/pipe.ts";
 
@@ -26,13 +26,17 @@ async function withProxy(
     p: Proxied,
     dir: string,
     open: (name: string) => Promise<[number, number]>,
+    loopback: LoopbackFs,
   ) => Promise<void>,
+  /** The local side's attribute timeout (seconds): how long entries' xattr names hold. */
+  attrTimeout = 1,
 ) {
   const dir = await Deno.makeTempDir({ prefix: "outrun-proxy-" });
   const [a, b] = pipePair();
   const local = new RpcPeer(a, { program: "local" });
   const remote = new RpcPeer(b, { program: "remote" });
-  const delayed = delayedFilesystem(new LoopbackFs({ root: dir }), 5);
+  const loopback = new LoopbackFs({ root: dir, attrTimeout });
+  const delayed = delayedFilesystem(loopback, 5);
   serveFilesystem(local, delayed.fs);
   const late: Error[] = [];
   const proxy = Object.assign(new ProxyFs(remote, (e) => late.push(e)), {
@@ -49,7 +53,7 @@ async function withProxy(
     return [e.nodeid, o.fh];
   };
   try {
-    await body(proxy, dir, open);
+    await body(proxy, dir, open, loopback);
   } finally {
     await local.close();
     await remote.close();
@@ -222,5 +226,131 @@ Deno.test("proxy: a file's lack of capabilities is asked once, until an xattr of
     );
     await assert.rejects(ask(), isNoData);
     assert.equal(calls(), after + 2, "asked again after a change");
+  }, 0); // entries' xattr names not kept: each name is asked for
+});
+
+Deno.test("proxy: an entry's xattr names come with it: other names are not asked for while its attributes hold", async () => {
+  await withProxy(async (proxy, dir, open) => {
+    await Deno.writeTextFile(`${dir}/f`, "x");
+    const [node] = await open("f"); // a LOOKUP: the names come with it
+    const ask = (name: string) =>
+      proxy.getxattr!(
+        { header: header(node), size: 0, name } as unknown as Request<"GETXATTR">,
+      ) as Promise<Uint8Array>;
+    const list = () =>
+      proxy.listxattr!({ header: header(node), size: 0 } as unknown as Request<"LISTXATTR">);
+    const before = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
+    const isNoData = (e: unknown) => e instanceof RpcError && e.errno === 61;
+    await assert.rejects(ask("system.posix_acl_access"), isNoData);
+    await assert.rejects(ask("security.selinux"), isNoData);
+    assert.deepEqual(await list(), new Uint8Array(0));
+    assert.deepEqual(callsSince(proxy, before), {}, "all answered here");
+    // A name set through the mount: known no more, asked; then the next entry tells it.
+    await proxy.setxattr!(
+      {
+        header: header(node),
+        flags: 0,
+        name: "user.x",
+        value: new Uint8Array([7]),
+      } as unknown as Request<"SETXATTR">,
+    );
+    assert.deepEqual(await ask("user.x"), new Uint8Array([7]));
+    assert.equal(callsSince(proxy, before)["fs.getxattr"], 1);
+    await open("f");
+    assert.deepEqual(await ask("user.x"), new Uint8Array([7]), "a name it has is asked for");
+    await assert.rejects(ask("user.y"), isNoData);
+    assert.equal(callsSince(proxy, before)["fs.getxattr"], 2, "only the one it has");
+    assert.deepEqual(
+      new TextDecoder().decode(await list() as Uint8Array),
+      "user.x\0",
+    );
+    // Set here behind the mount's back: seen once the attributes' time is up (1 s here).
+    const xattr = new Deno.Command("setfattr", { args: ["-n", "user.z", "-v", "1", `${dir}/f`] });
+    assert.ok((await xattr.output()).success, "setfattr");
+    await assert.rejects(ask("user.z"), isNoData, "within the second: as the entry said");
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.deepEqual(await ask("user.z"), new TextEncoder().encode("1"));
+  });
+});
+
+/** Calls the proxy made, by method, since `before` (a snapshot of the same). */
+function callsSince(p: Proxied, before: Record<string, number>): Record<string, number> {
+  const now = (p as unknown as ProxyFs).peer.callsByMethod;
+  return Object.fromEntries(
+    Object.entries(now).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => v),
+  );
+}
+
+function list(p: Proxied, fh: number, offset: bigint, plus: boolean, size = 4096) {
+  const req = { header: header(1), fh, offset, size } as unknown as Request<"READDIRPLUS">;
+  return (plus ? p.readdirplus!(req) : p.readdir!(req as unknown as Request<"READDIR">)) as Promise<
+    DirEntry[]
+  >;
+}
+
+/** Reads a directory handle to its end as the kernel does: plus first, then plain pages. */
+async function readAll(p: Proxied, fh: number, from = 0n): Promise<DirEntry[][]> {
+  const pages: DirEntry[][] = [];
+  for (let offset = from, plus = true;; plus = false) {
+    const page = await list(p, fh, offset, plus);
+    if (!page.length) return pages;
+    const bytes = page.reduce((n, e) => n + direntSize(e.name.length, plus), 0);
+    assert.ok(bytes <= 4096, `a page fits the kernel's buffer (${bytes} bytes)`);
+    pages.push(page);
+    offset = page.at(-1)!.nextOffset;
+  }
+}
+
+Deno.test("proxy: a directory comes with its opening; its pages and its end cost no more calls", async () => {
+  await withProxy(async (proxy, dir, _open, loopback) => {
+    for (let i = 0; i < 40; i++) await Deno.writeTextFile(`${dir}/f${i}`, "");
+    const before = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
+    const { fh } = await proxy.opendir!({ header: header(1) } as unknown as Request<"OPENDIR">);
+    const pages = await readAll(proxy, fh);
+    await proxy.releasedir!({ header: header(1), fh } as unknown as Request<"RELEASEDIR">);
+    const names = pages.flat().map((e) => e.name).filter((n) => n !== "." && n !== "..");
+    assert.deepEqual(names.sort(), [...Array(40)].map((_, i) => `f${i}`).sort());
+    assert.ok(pages.length >= 2, "more than one page");
+    assert.ok(pages[0].every((e) => e.entry), "the first page (READDIRPLUS) has lookups");
+    assert.ok(pages[1].every((e) => !e.entry), "plain pages have none");
+    assert.deepEqual(callsSince(proxy, before), { "fs.opendirAhead": 1, "fs.releasedirBehind": 1 });
+    // The lookups given to the kernel stay (it forgets them later); the others went.
+    await new Promise((r) => setTimeout(r, 50)); // forget events are one-way
+    const given = pages[0].filter((e) => e.entry?.nodeid).length;
+    assert.equal(loopback.nodes.size, 1 + given, "root + the first page's entries");
+    for (const e of pages[0]) if (e.entry?.nodeid) proxy.forget!(e.entry.nodeid, 1);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(loopback.nodes.size, 1, "nothing left behind");
+  });
+});
+
+Deno.test("proxy: a large directory is fetched in batches; a rewind asks there; a handle let go early leaves no lookups", async () => {
+  await withProxy(async (proxy, dir, _open, loopback) => {
+    // More entries than LIST_FIRST holds.
+    const n = Math.ceil(LIST_FIRST / direntSize(6, true)) + 300;
+    for (let i = 0; i < n; i++) {
+      await Deno.writeTextFile(`${dir}/${String(i).padStart(6, "0")}`, "");
+    }
+    const before = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
+    const { fh } = await proxy.opendir!({ header: header(1) } as unknown as Request<"OPENDIR">);
+    const pages = await readAll(proxy, fh);
+    assert.equal(pages.flat().filter((e) => e.name !== "." && e.name !== "..").length, n);
+    assert.deepEqual(callsSince(proxy, before), { "fs.opendirAhead": 1, "fs.readdirAhead": 1 });
+    // Back to the start (rewinddir): asked there, the same names.
+    const again = await list(proxy, fh, 0n, true);
+    assert.deepEqual(again.map((e) => e.name), pages[0].map((e) => e.name));
+    assert.equal(callsSince(proxy, before)["fs.readdirplus"], 1);
+    for (const e of [...pages[0], ...again]) if (e.entry?.nodeid) proxy.forget!(e.entry.nodeid, 1);
+    await proxy.releasedir!({ header: header(1), fh } as unknown as Request<"RELEASEDIR">);
+
+    // Opened, one page read, let go: the entries fetched and not given are forgotten.
+    const second = await proxy.opendir!({ header: header(1) } as unknown as Request<"OPENDIR">);
+    const page = await list(proxy, second.fh, 0n, true);
+    await proxy.releasedir!(
+      { header: header(1), fh: second.fh } as unknown as Request<"RELEASEDIR">,
+    );
+    for (const e of page) if (e.entry?.nodeid) proxy.forget!(e.entry.nodeid, 1);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(loopback.nodes.size, 1, "only the root is left");
   });
 });
