@@ -252,7 +252,7 @@ export class CachedFs implements Filesystem {
       ])
       : this.#call(CACHE_CALLS.validate, { ...req, held } as unknown as Value);
     // The metas are read while the answer comes (before it is handled: this turn).
-    for (const { path, meta } of this.#store.heldMetas(this.#client)) {
+    for (const [path, meta] of this.#store.heldMetas(this.#client)) {
       if (!this.#metas.has(path)) this.#stored.set(path, meta);
     }
     let reply: ValidateReply;

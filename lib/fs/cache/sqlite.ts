@@ -11,6 +11,8 @@ export interface Statement {
   run(...params: SqlValue[]): unknown;
   get(...params: SqlValue[]): unknown;
   all(...params: SqlValue[]): unknown[];
+  /** Rows as arrays of column values rather than objects (~4x faster for thousands). */
+  setReturnArrays(enabled: boolean): void;
 }
 
 export interface Database {
@@ -20,5 +22,5 @@ export interface Database {
 }
 
 export function openDatabase(path: string): Database {
-  return new NodeDatabaseSync(path) as Database;
+  return new NodeDatabaseSync(path) as unknown as Database;
 }

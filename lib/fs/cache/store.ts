@@ -161,30 +161,34 @@ export class CacheStore {
    * (`heldMetas`, read while the answer is on its way: a quarter of the time).
    */
   heldState(client: string): HeldRow[] {
-    // One query for all: a statement per row's blob cost ~0.1 ms each, thousands a run.
-    const rows = this.db.prepare(
+    // One query for all: a statement per row's blob cost ~0.1 ms each, thousands a run;
+    // rows as arrays: objects took 4x as long (58 ms for 4,000 rows in a new agent).
+    const query = this.db.prepare(
       `select e.path, e.fp, e.listed, b.hash, b.present
        from entries e left join blobs b on b.hash = e.hash where e.client = ?`,
-    ).all(client) as {
-      path: string;
-      fp: string;
-      listed: number;
-      hash: string | null;
-      present: Uint8Array | null;
-    }[];
-    return rows.map((r) => ({
-      ...r,
-      listed: r.listed !== 0,
-      present: r.present ?? new Uint8Array(0),
+    );
+    query.setReturnArrays(true);
+    const rows = query.all(client) as [
+      string,
+      string,
+      number,
+      string | null,
+      Uint8Array | null,
+    ][];
+    return rows.map(([path, fp, listed, hash, present]) => ({
+      path,
+      fp,
+      listed: listed !== 0,
+      hash,
+      present: present ?? new Uint8Array(0),
     }));
   }
 
   /** Each held path's encoded meta (decodeMeta). */
-  heldMetas(client: string): { path: string; meta: Uint8Array }[] {
-    return this.db.prepare("select path, meta from entries where client = ?").all(client) as {
-      path: string;
-      meta: Uint8Array;
-    }[];
+  heldMetas(client: string): [path: string, meta: Uint8Array][] {
+    const query = this.db.prepare("select path, meta from entries where client = ?");
+    query.setReturnArrays(true);
+    return query.all(client) as [string, Uint8Array][];
   }
 
   putMetas(client: string, metas: MetaRecord[]): void {

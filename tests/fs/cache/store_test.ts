@@ -66,7 +66,7 @@ async function withStore(f: (dir: string) => Promise<void> | void): Promise<void
 
 /** What the store holds for `client`, each row with its encoded meta. */
 function held(store: CacheStore, client: string): (HeldRow & { meta: Uint8Array })[] {
-  const metas = new Map(store.heldMetas(client).map((m) => [m.path, m.meta]));
+  const metas = new Map(store.heldMetas(client));
   return store.heldState(client).map((r) => ({ ...r, meta: metas.get(r.path)! }));
 }
 
