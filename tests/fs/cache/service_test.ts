@@ -370,7 +370,7 @@ Deno.test("service: a profile looked at while connecting is what the session's f
   }
 });
 
-Deno.test("service: a profile takes a file the remote kernel read itself whole, unless it has some of it", async () => {
+Deno.test("service: of a file the remote kernel read itself a profile keeps what it had, or takes its first chunk", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outrun-merge-" });
   const [x, y] = pipePair();
   const local = new RpcPeer(x, { program: "local" });
@@ -396,10 +396,12 @@ Deno.test("service: a profile takes a file the remote kernel read itself whole, 
       whole,
     });
     await service.saveProfile(used({ [a]: [0, 7] }, [b, `${dir}/gone`]), file);
-    assert.deepEqual(read().chunks, { [a]: [0, 7], [b]: [0, 1, 2] }, "b whole: none of it known");
+    assert.deepEqual(read().chunks, { [a]: [0, 7], [b]: [0] }, "b: none of it known, its header");
     assert.equal(read().whole, undefined, "kept as chunks");
-    await service.saveProfile(used({ [a]: [1] }, [a]), file);
-    assert.deepEqual(read().chunks, { [a]: [0, 1, 7], [b]: [0, 1, 2] }, "what it has of a stands");
+    await service.saveProfile(used({ [a]: [1] }, [a, b]), file);
+    assert.deepEqual(read().chunks, { [a]: [0, 1, 7], [b]: [0] }, "what it has stands");
+    await service.saveProfile(used({ [b]: [2] }, []), file);
+    assert.deepEqual(read().chunks[b], [0, 2], "read through the agent: learnt");
   } finally {
     service.close();
     await local.close();
