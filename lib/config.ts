@@ -6,6 +6,7 @@
  *   max_entries = 4096             ; cached files (contents) kept at most
  *   max_size = 20G                 ; bytes of cached contents kept at most
  *   prefixes = /usr,/lib,/lib32,/lib64,/libx32,/bin,/sbin,/etc,/opt
+ *   exe_prefix = yes               ; the command's own tree outside them too (~/.pyenv, ~/.cargo)
  *   complete = no                  ; a ControlMaster completes partly held files when idle
  *   compression = zstd             ; or lz4: how chunks travel (LZ4 if the runtime lacks zstd)
  *
@@ -23,6 +24,8 @@ export interface OutrunConfig {
     maxEntries: number;
     maxBytes: number;
     prefixes: string[];
+    /** Whether the command's install tree, outside the prefixes, is cached too (exePrefix). */
+    exePrefix: boolean;
     /**
      * Whether a ControlMaster completes, while idle, the files the remote holds in part
      * (large files travel in the chunks that are read).
@@ -55,6 +58,7 @@ export function parseConfig(text: string, source = "config"): OutrunConfig {
       maxEntries: DEFAULT_LIMITS.maxEntries,
       maxBytes: DEFAULT_LIMITS.maxBytes,
       prefixes: [...DEFAULT_PREFIXES],
+      exePrefix: true,
       complete: false,
       compression: "zstd",
     },
@@ -87,9 +91,13 @@ export function parseConfig(text: string, source = "config"): OutrunConfig {
         break;
       }
       case "complete":
+      case "exe_prefix": {
         if (!/^(yes|no|true|false)$/i.test(v)) throw bad(key, `not yes or no: '${v}'`);
-        config.cache.complete = /^(yes|true)$/i.test(v);
+        const yes = /^(yes|true)$/i.test(v);
+        if (key === "complete") config.cache.complete = yes;
+        else config.cache.exePrefix = yes;
         break;
+      }
       case "compression":
         if (v !== "zstd" && v !== "lz4") throw bad(key, `not zstd or lz4: '${v}'`);
         config.cache.compression = v;

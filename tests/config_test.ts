@@ -9,19 +9,21 @@ Deno.test("config: defaults when empty", () => {
   assert.equal(c.cache.maxBytes, 20 * 1024 ** 3);
   assert.deepEqual(c.cache.prefixes, DEFAULT_PREFIXES);
   assert.equal(c.cache.complete, false);
+  assert.equal(c.cache.exePrefix, true);
   assert.equal(c.cache.compression, "zstd");
 });
 
 Deno.test("config: the [cache] keys", () => {
   const c = parseConfig(
     "; comment\n[cache]\npath = /srv/outrun\nmax_entries = 1024\nmax_size = 1.5G\n" +
-      "prefixes = /usr, /opt/tools/ ,/nix\ncomplete = yes\ncompression = lz4\n",
+      "prefixes = /usr, /opt/tools/ ,/nix\ncomplete = yes\ncompression = lz4\nexe_prefix = no\n",
   );
   assert.deepEqual(c.cache, {
     path: "/srv/outrun",
     maxEntries: 1024,
     maxBytes: Math.round(1.5 * 1024 ** 3),
     prefixes: ["/usr", "/opt/tools", "/nix"],
+    exePrefix: false,
     complete: true,
     compression: "lz4",
   });
@@ -37,6 +39,7 @@ Deno.test("config: bad values name the key", () => {
       ["[cache]\nprefixes = /usr/../etc", /prefixes/],
       ["[cache]\nmax_entires = 5", /max_entires: unknown key/],
       ["[cache]\ncomplete = later", /complete: not yes or no: 'later'/],
+      ["[cache]\nexe_prefix = maybe", /exe_prefix: not yes or no: 'maybe'/],
       ["[cache]\ncompression = gzip", /compression: not zstd or lz4: 'gzip'/],
     ] as const
   ) {

@@ -6,7 +6,7 @@
  */
 import type { CliOptions } from "../cli.ts";
 import type { CacheService } from "../fs/cache/service.ts";
-import { DEFAULT_PATH, resolveCommand } from "./which.ts";
+import { DEFAULT_PATH, exePrefix, resolveCommand } from "./which.ts";
 import { userEnv } from "../sys/env.ts";
 import { rawOutput } from "../sys/pty.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
@@ -88,6 +88,13 @@ export async function runRemote(o: CliOptions): Promise<number> {
   }
   const { readConfig } = await import("../config.ts");
   const config = readConfig(o.outrunConfig);
+  const tree = config.cache.exePrefix && !o.noCache
+    ? exePrefix(exe, Deno.cwd(), Deno.env.get("HOME"), config.cache.prefixes)
+    : null;
+  if (tree) {
+    config.cache.prefixes = [...config.cache.prefixes, tree];
+    log(`cached too: ${tree} (the command's own tree)`);
+  }
   const { openSession } = await import("./open.ts");
   // The run request goes out as soon as the agent is started, not after its hello: it
   // waits in the channel while the agent's runtime starts (~0.2 s), and so can the

@@ -181,6 +181,43 @@ Deno.test("cache e2e deb: ls -l of a local directory of 300 files is a handful o
   }
 });
 
+Deno.test("cache e2e deb: a command installed outside the cached prefixes has its own tree cached (exe_prefix)", async () => {
+  const b = await bed();
+  const tool = await Deno.makeTempDir({ prefix: "outrun-tool-" });
+  try {
+    await Deno.mkdir(`${tool}/bin`);
+    await Deno.mkdir(`${tool}/share`);
+    for (let i = 0; i < 20; i++) await Deno.writeTextFile(`${tool}/share/part${i}`, `${i}\n`);
+    // As a runtime reads its library: file after file of its own tree.
+    await Deno.writeTextFile(
+      `${tool}/bin/prog`,
+      '#!/bin/sh\nhere=$(dirname "$0")/..\ncat "$here"/share/part* | wc -l\n',
+    );
+    await Deno.chmod(`${tool}/bin/prog`, 0o755);
+    const off = `${b.home}/off.conf`;
+    await Deno.writeTextFile(off, "[cache]\nexe_prefix = no\n");
+    const fsCalls = (r: Run) =>
+      Object.entries(r.stats?.remote.calls ?? {})
+        .filter(([k]) => k === "fs.open" || k === "fs.read")
+        .reduce((n, [, c]) => n + c, 0);
+    await b.run("deb", [`${tool}/bin/prog`]);
+    const warm = await b.run("deb", [`${tool}/bin/prog`]);
+    assert.equal(warm.code, 0, warm.stderr);
+    assert.equal(warm.text.trim(), "20");
+    assert.equal(fsCalls(warm), 0, JSON.stringify(warm.stats?.remote.calls));
+    const uncached = await b.run("deb", [`${tool}/bin/prog`], ["--config", off]);
+    assert.equal(uncached.text.trim(), "20");
+    assert.ok(fsCalls(uncached) >= 21, JSON.stringify(uncached.stats?.remote.calls));
+    // A change here is seen by the next run.
+    await Deno.writeTextFile(`${tool}/share/part20`, "20\n");
+    const changed = await b.run("deb", [`${tool}/bin/prog`]);
+    assert.equal(changed.text.trim(), "21");
+  } finally {
+    await b.cleanup();
+    await removeTree(tool);
+  }
+});
+
 Deno.test("cache e2e deb-wan: ffmpeg's profile makes a cold start a handful of round trips", async () => {
   const b = await bed();
   try {
