@@ -43,6 +43,7 @@ import {
   direntSize,
   type EntryOut,
   type Filesystem,
+  FOPEN,
   type OpenOut,
   type Request,
 } from "../fuse/mod.ts";
@@ -94,6 +95,7 @@ type Proxied = (typeof PROXIED_METHODS)[number];
 export const UNWAITED_CALLS = {
   "fs.readAhead": "read",
   "fs.writeBehind": "write",
+  "fs.releaseBehind": "release",
   "fs.releasedirBehind": "releasedir",
 } as const;
 type AnyMethod = (req: Request, into?: Uint8Array) => unknown;
@@ -201,6 +203,8 @@ export const AHEAD_MAX = 4 * 1024 * 1024;
 const AHEAD_AFTER = 2;
 
 const CAPS = "security.capability";
+const O_ACCMODE = 3;
+const O_RDONLY = 0;
 const ENODATA = 61;
 
 /** Bytes of a handle's writes on their way at most before the next write waits. */
@@ -262,19 +266,30 @@ export class ProxyFs implements Filesystem {
     self.write = (req) => this.#write(req as Request<"WRITE">);
     // Written behind: a handle's writes are there before it is flushed, synced or let go,
     // and a failure among them is the answer.
-    for (const name of ["flush", "fsync", "release"] as const) {
+    for (const name of ["flush", "fsync"] as const) {
       self[name] = async (req) => {
-        const fh = (req as Request<"FLUSH">).fh;
-        const failed = await this.#settle(fh);
-        if (name === "release") {
-          this.#reads.delete(fh);
-          this.#writes.delete(fh);
-        }
+        const failed = await this.#settle((req as Request<"FLUSH">).fh);
         const answer = await call(name, req);
         if (failed) throw failed;
         return answer;
       };
     }
+    // The kernel does not wait for a RELEASE (close() returned at its FLUSH): it goes
+    // unwaited, once the handle's writes are there (a failure was told at the flush).
+    self.release = async (req) => {
+      const fh = (req as Request<"RELEASE">).fh;
+      await this.#settle(fh);
+      this.#reads.delete(fh);
+      this.#writes.delete(fh);
+      this.peer.call("fs.releaseBehind", req as unknown as Value).catch(() => {});
+    };
+    // A handle opened to read has nothing to flush: the kernel is told not to send a
+    // FLUSH at its close(), which waits for the answer (a round trip per file read).
+    self.open = async (req) => {
+      const out = await call("open", req) as unknown as OpenOut;
+      if (((req as Request<"OPEN">).flags & O_ACCMODE) !== O_RDONLY) return out;
+      return { ...out, openFlags: (out.openFlags ?? 0) | FOPEN.NOFLUSH };
+    };
     // A change of a file's bytes drops what was read ahead of it, on every handle (and
     // a chmod may change its ACL).
     for (const name of ["setattr", "fallocate"] as const) {

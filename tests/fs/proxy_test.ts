@@ -6,7 +6,13 @@ import assert from "node:assert/strict";
 import { delayedFilesystem, type DelayStats } from "../../lib/fs/delayed.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
 import { AHEAD_BLOCK, LIST_FIRST, ProxyFs, serveFilesystem } from "../../lib/fs/proxy.ts";
-import { type DirEntry, direntSize, type Filesystem, type Request } from "../../lib/fuse/mod.ts";
+import {
+  type DirEntry,
+  direntSize,
+  type Filesystem,
+  FOPEN,
+  type Request,
+} from "../../lib/fuse/mod.ts";
 import { RpcError, RpcPeer } from "../../lib/rpc/mod.ts";
 import { pipePair } from "../rpc/pipe.ts";
 
@@ -352,5 +358,30 @@ Deno.test("proxy: a large directory is fetched in batches; a rewind asks there; 
     for (const e of page) if (e.entry?.nodeid) proxy.forget!(e.entry.nodeid, 1);
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(loopback.nodes.size, 1, "only the root is left");
+  });
+});
+
+Deno.test("proxy: a handle opened to read asks for no FLUSH; a RELEASE is not waited for", async () => {
+  await withProxy(async (proxy, dir) => {
+    await Deno.writeTextFile(`${dir}/f`, "x");
+    const e = await proxy.lookup!({ header: header(1), name: "f" } as unknown as Request<"LOOKUP">);
+    const open = (flags: number) =>
+      proxy.open!(
+        { header: header(e.nodeid), flags, openFlags: 0 } as unknown as Request<"OPEN">,
+      ) as Promise<{ fh: number; openFlags?: number }>;
+    const reading = await open(0); // O_RDONLY
+    assert.ok((reading.openFlags ?? 0) & FOPEN.NOFLUSH, "read-only: no FLUSH at close");
+    const writing = await open(2); // O_RDWR
+    assert.equal((writing.openFlags ?? 0) & FOPEN.NOFLUSH, 0, "writable: flushed at close");
+    const before = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
+    for (const { fh } of [reading, writing]) {
+      await proxy.release!(
+        { header: header(e.nodeid), fh, flags: 0, releaseFlags: 0 } as unknown as Request<
+          "RELEASE"
+        >,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(callsSince(proxy, before), { "fs.releaseBehind": 2 });
   });
 });
