@@ -116,6 +116,13 @@ export class LoopbackFs implements Filesystem {
     return node;
   }
 
+  /** The path node `id` has now (null: unknown, or removed). */
+  pathOf(id: number): string | null {
+    const node = this.nodes.get(id);
+    const rel = node ? this.nodes.path(node) : null;
+    return rel === null ? null : this.#abs(rel);
+  }
+
   #pathOf(id: number): string {
     const rel = this.nodes.path(this.#node(id));
     if (rel === null) throw new FuseError(Errno.ENOENT, `node ${id} was removed`);

@@ -148,8 +148,15 @@ async function listAhead(fs: Filesystem, req: ListRequest): Promise<Listing> {
   return { entries, end: after.length === 0 };
 }
 
-/** Answers the other side's calls with `fs` (which may be synchronous). */
-export function serveFilesystem(peer: RpcPeer, fs: Filesystem): void {
+/**
+ * Answers the other side's calls with `fs` (which may be synchronous); `onLookup` is
+ * told of each LOOKUP asked (the directory's node and the name).
+ */
+export function serveFilesystem(
+  peer: RpcPeer,
+  fs: Filesystem,
+  onLookup?: (parent: number, name: string) => void,
+): void {
   for (const name of PROXIED_METHODS) {
     const method = fs[name] as AnyMethod | undefined;
     if (!method) continue; // the caller gets ENOSYS, as from a kernel
@@ -163,6 +170,7 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem): void {
         return n instanceof Promise ? n.then(bytes) : bytes(n);
       }
       if (name === "lookup") {
+        onLookup?.(req.header.nodeid, (req as Request<"LOOKUP">).name);
         const entry = method.call(fs, req) as EntryOut | Promise<EntryOut>;
         return (entry instanceof Promise
           ? entry.then((e) => withXattrs(fs, e))

@@ -118,7 +118,9 @@ export async function openSession(
     channel.once("close", () => void peer.close(new Error("the remote agent exited")));
     // This machine's files, as this user: the local kernel decides what may be read.
     const files = new LoopbackFs({ root: "/" });
-    serveFilesystem(peer, files);
+    // What is looked up outside the cached prefixes goes into the command's profile:
+    // the next run's validation answers those lookups ahead.
+    serveFilesystem(peer, files, (parent, name) => cache?.noteLookup(files.pathOf(parent), name));
     const cache = o.noCache ? null : new CacheService(peer, {
       prefixes: config.cache.prefixes,
       prefetch: !o.noPrefetch,

@@ -259,7 +259,18 @@ export interface Profile {
    * the profile keeps what it has of them, or takes them whole.
    */
   whole?: string[];
+  /**
+   * Paths outside the cached prefixes the remote looked up here, the latest runs' first
+   * (LOOKUPS_KEPT at most): the validation's answer brings them (ValidateReply.ahead).
+   */
+  lookups?: string[];
 }
+
+/** Lookups a profile keeps (a run's temporary names come and go among them). */
+export const LOOKUPS_KEPT = 128;
+
+/** Where names are temporary (made and removed by each run): not kept as lookups. */
+export const SCRATCH_DIRS = ["/tmp", "/var/tmp", "/dev/shm", "/run"];
 
 /** What identifies a version of a file without reading it: rsync's quick check plus identity. */
 export function fingerprint(attr: Attr | null, target?: string): string {

@@ -40,11 +40,13 @@ import {
   fingerprint,
   isCachedPath,
   join,
+  LOOKUPS_KEPT,
   type MetaRecord,
   packMeta,
   type Profile,
   type Push,
   resolveLink,
+  SCRATCH_DIRS,
   type UsedReport,
   type ValidateReply,
   type ValidateRequest,
@@ -240,6 +242,10 @@ export class CacheService {
   /** The profile looked at before the session (until the first pass is over). */
   #warm: ProfileWarmup | null;
   #profilePath: string | null = null;
+  /** Paths outside the cached prefixes the remote looked up here since the last profile save. */
+  readonly #lookedUp = new Set<string>();
+  /** Profiles' lookups, by profile file, as read once a session. */
+  readonly #lookupsOf = new Map<string, string[]>();
   readonly #saving = new Map<string, Promise<void>>();
   /** Chunks read for a push answering a call (a fresh buffer each time costs page faults). */
   readonly #scratch = runScratch();
@@ -311,7 +317,7 @@ export class CacheService {
     // The answer goes once the names and content ids are out; the chunks follow it,
     // announced, so that the command starts while they come.
     const incoming = req.prefetch ? this.#prefetchFor(req.exe).incoming : [];
-    const ahead = this.#lookupsAhead(req.ahead);
+    const ahead = this.#lookupsAhead(req.ahead, req.prefetch ? req.exe : null);
     this.#flush();
     return { stale, ahead, root: this.#rootAttr(), incoming };
   }
@@ -338,7 +344,7 @@ export class CacheService {
       }
       const reply: ValidateReply = {
         stale,
-        ahead: this.#lookupsAhead(req.ahead),
+        ahead: this.#lookupsAhead(req.ahead, req.prefetch ? req.exe : null),
         root: this.#rootAttr(),
       };
       this.peer.event(CACHE_EVENTS.revalidated, reply as unknown as Value);
@@ -390,7 +396,7 @@ export class CacheService {
       this.#checked = true;
       const reply: ValidateReply = {
         stale: [],
-        ahead: this.#lookupsAhead(ahead),
+        ahead: this.#lookupsAhead(ahead, this.options.prefetch ? exe : null),
         root: this.#rootAttr(),
         incoming,
       };
@@ -416,7 +422,9 @@ export class CacheService {
    * filesystem (one lookup count each, the remote's to use or to let go with the
    * session), until a cached prefix, a symlink or a missing name.
    */
-  #lookupsAhead(paths: string[]): AheadEntry[] {
+  #lookupsAhead(asked: string[], exe: string | null): AheadEntry[] {
+    // And those the command's earlier runs made (Profile.lookups).
+    const paths = exe ? [...asked, ...this.#profileLookups(exe)] : asked;
     const out: AheadEntry[] = [];
     const seen = new Map<string, number>();
     const fs = this.options.fs;
@@ -509,12 +517,37 @@ export class CacheService {
     return entry;
   }
 
+  /** The lookups `exe`'s profile lists (Profile.lookups). */
+  #profileLookups(exe: string): string[] {
+    const real = this.options.profileDir ? realPath(exe) : null;
+    if (!real) return [];
+    const file = this.#profileFile(real);
+    let lookups = this.#lookupsOf.get(file);
+    if (!lookups) this.#lookupsOf.set(file, lookups = readProfile(file)?.lookups ?? []);
+    return lookups;
+  }
+
+  /**
+   * The remote looked up `name` in the directory at `dir` here (outside the cached
+   * prefixes): kept for the command's profile (Profile.lookups), unless in a scratch
+   * directory, where names are a run's own.
+   */
+  noteLookup(dir: string | null, name: string): void {
+    if (dir === null || this.#lookedUp.size >= LOOKUPS_KEPT) return;
+    const path = join(dir, name);
+    if (isCachedPath(path, this.options.prefixes) || isCachedPath(path, SCRATCH_DIRS)) return;
+    this.#lookedUp.add(path);
+  }
+
   /**
    * Keeps what this run used (as the remote saw it) as the executable's profile,
    * together with what earlier runs used: runs with other arguments use other parts.
+   * The lookups noted since the last save go with it.
    */
   saveProfile(used: Profile, file = this.#profilePath): Promise<void> {
     if (!file) return Promise.resolve();
+    used = { ...used, lookups: [...this.#lookedUp, ...(used.lookups ?? [])] };
+    this.#lookedUp.clear();
     // One at a time per file: commands through a master may end together.
     const saved = (this.#saving.get(file) ?? Promise.resolve())
       .then(() => this.#mergeProfile(file, used));
@@ -567,6 +600,9 @@ export class CacheService {
     const union = (a: string[], b: string[]) => [...new Set([...a, ...b])];
     merged.metas = union(merged.metas, used.metas);
     merged.listed = union(merged.listed, used.listed);
+    // The latest run's first: a name a run no longer looks up here (answered ahead, or
+    // gone) stays until newer ones push it out.
+    merged.lookups = union(used.lookups ?? [], merged.lookups ?? []).slice(0, LOOKUPS_KEPT);
     for (const [path, indices] of Object.entries(used.chunks)) {
       merged.chunks[path] = [...new Set([...(merged.chunks[path] ?? []), ...indices])].sort((
         a,
@@ -977,6 +1013,7 @@ function readProfile(file: string): Profile | null {
       metas: p.metas ?? [],
       listed: p.listed ?? [],
       chunks: p.chunks ?? {},
+      lookups: Array.isArray(p.lookups) ? p.lookups : [],
     };
   } catch {
     return null; // none yet (or unreadable: started afresh)

@@ -409,3 +409,75 @@ Deno.test("service: of a file the remote kernel read itself a profile keeps what
     await removeTree(dir);
   }
 });
+
+Deno.test("service: lookups made here outside the cached prefixes go into the profile and come ahead with the next validation", async () => {
+  // Not under /tmp: names there are a run's own, not kept.
+  const dir = await Deno.makeTempDir({ prefix: "outrun-lookups-", dir: Deno.env.get("HOME") });
+  const prefix = `${dir}/usr`;
+  const exe = `${prefix}/bin/tool`;
+  await Deno.mkdir(`${prefix}/bin`, { recursive: true });
+  await Deno.mkdir(`${dir}/home/.config`, { recursive: true });
+  await Deno.writeTextFile(exe, "#!/bin/sh\n");
+  await Deno.writeTextFile(`${dir}/home/.config/tool.conf`, "x\n");
+  await writeProfile(dir, exe, { metas: [exe], listed: [], chunks: {} });
+  const session = async (
+    f: (service: CacheService, validate: () => Promise<ValidateReply>) => Promise<void>,
+  ) => {
+    const [x, y] = pipePair();
+    const local = new RpcPeer(x, { program: "local" });
+    const remote = new RpcPeer(y, { program: "remote" });
+    const service = new CacheService(local, {
+      prefixes: [prefix],
+      prefetch: true,
+      profileDir: `${dir}/profiles`,
+      env: {},
+      fs: new LoopbackFs({ root: "/" }),
+      contentIndex: null,
+    });
+    const validate = () =>
+      remote.call("cache.validate", {
+        held: [],
+        exe,
+        prefetch: true,
+        ahead: [],
+      }) as unknown as Promise<
+        ValidateReply
+      >;
+    try {
+      await f(service, validate);
+    } finally {
+      service.close();
+      await local.close();
+      await remote.close();
+    }
+  };
+  try {
+    await session(async (service, validate) => {
+      const first = await validate();
+      assert.equal(first.ahead.length, 0, "no lookups known yet");
+      // What the remote asked for here during the run (the kernel's LOOKUPs).
+      service.noteLookup(`${dir}/home/.config`, "tool.conf");
+      service.noteLookup(`${dir}/home`, "missing");
+      service.noteLookup("/tmp", "cc1234.s"); // scratch: a run's own name
+      service.noteLookup(`${prefix}/bin`, "tool"); // cached: the validation has it
+      await service.saveProfile({ metas: [], listed: [], chunks: {} });
+    });
+    const profile = JSON.parse(
+      await Deno.readTextFile(profileFile(`${dir}/profiles`, await Deno.realPath(exe))),
+    );
+    assert.deepEqual(profile.lookups, [`${dir}/home/.config/tool.conf`, `${dir}/home/missing`]);
+    await session(async (_service, validate) => {
+      const next = await validate();
+      const names = next.ahead.map(([, name, entry]) => [name, entry.nodeid !== 0]);
+      // Each component down from "/" (the temp dir's own included), found or not.
+      assert.deepEqual(names.slice(-4), [
+        ["home", true],
+        [".config", true],
+        ["tool.conf", true],
+        ["missing", false],
+      ]);
+    });
+  } finally {
+    await removeTree(dir);
+  }
+});
