@@ -234,6 +234,7 @@ function closeCache(cache: Cache | null, settings: CacheSettings | null): number
         maxEntries: settings.maxEntries,
         maxBytes: settings.maxBytes,
       });
+      cache.store.trimHeld(settings.client);
     }
   } catch (e) {
     trace(`cache: ${e}`);

@@ -40,6 +40,13 @@ export interface StoreLimits {
 export const DEFAULT_LIMITS: StoreLimits = { maxEntries: 4096, maxBytes: 20 * 1024 ** 3 };
 
 /**
+ * Names (paths' metas) one client keeps at most. Each is checked at every session's
+ * start (~50 us a name on the test bed, both sides together): without a bound they
+ * only grew, with every directory listed and every program run.
+ */
+export const MAX_HELD = 16384;
+
+/**
  * What the store holds for one path of one client (its encoded meta apart: `heldMetas`,
  * decoded when used: most held rows are not, in a session).
  */
@@ -512,6 +519,23 @@ export class CacheStore {
       for (const p of paths) e.run(this.#now, client, p);
       for (const h of hashes) b.run(this.#now, h);
     });
+  }
+
+  /**
+   * Drops `client`'s least recently used names beyond `max` (their contents stay, for
+   * other names and clients, until evicted). Returns how many went.
+   */
+  trimHeld(client: string, max = MAX_HELD): number {
+    const { n } = this.db.prepare("select count(*) as n from entries where client = ?")
+      .get(client) as { n: number };
+    if (n <= max) return 0;
+    this.tx(() =>
+      this.db.prepare(
+        `delete from entries where client = ? and path in
+           (select path from entries where client = ? order by last_used asc limit ?)`,
+      ).run(client, client, n - max)
+    );
+    return n - max;
   }
 
   /** Drops least recently used blobs until both limits hold. Returns how many went. */

@@ -383,6 +383,32 @@ Deno.test("store: LRU eviction by count and by bytes drops blobs and their conte
   });
 });
 
+Deno.test("store: a client's least recently used names beyond the bound go; other clients' stay", async () => {
+  await withStore((dir) => {
+    const store = new CacheStore(dir);
+    for (const client of ["a", "b"]) {
+      store.putMetas(client, [...Array(10)].map((_, i) => fileMeta(`/f${i}`, 1)));
+    }
+    // f0..f9 used in that order, long ago; f2 again just now.
+    for (let i = 0; i < 10; i++) {
+      store.db.prepare("update entries set last_used = ? where client = 'a' and path = ?").run(
+        1000 + i,
+        `/f${i}`,
+      );
+    }
+    store.touch("a", ["/f2"], []);
+    assert.equal(store.trimHeld("a", 10), 0, "within the bound");
+    assert.equal(store.trimHeld("a", 4), 6);
+    assert.deepEqual(
+      held(store, "a").map((r) => r.path).sort(),
+      ["/f2", "/f7", "/f8", "/f9"],
+      "the most recently used",
+    );
+    assert.equal(held(store, "b").length, 10, "another client's are its own");
+    store.close();
+  });
+});
+
 Deno.test("store: an index of another schema version is made anew", async () => {
   await withStore((dir) => {
     const db = openDatabase(`${dir}/index.sqlite`);
