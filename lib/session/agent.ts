@@ -19,6 +19,7 @@ import {
   unmountFuse,
 } from "../fuse/mod.ts";
 import { ProxyFs } from "../fs/proxy.ts";
+import { bulkCodec } from "../fs/cache/chunks.ts";
 import { CachedFs, type Invalidation } from "../fs/cache/mirror.ts";
 import { CacheStore } from "../fs/cache/store.ts";
 import { CACHE_EVENTS, CHUNK_SIZE, type UsedReport } from "../fs/cache/protocol.ts";
@@ -193,7 +194,7 @@ function proxyFs(peer: RpcPeer): ProxyFs {
     const line = `outrun: a write failed after write() had returned (${e.message}); ` +
       `the program is told by its next write or close() of the file\n`;
     peer.event(EVENTS.stderr, new TextEncoder().encode(line));
-  });
+  }, bulkCodec());
 }
 
 /** Opens the store; `validate` then says what of it still holds. */

@@ -10,6 +10,7 @@ import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
 import { CacheService, ProfileWarmup } from "../fs/cache/service.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
+import { bulkCodec } from "../fs/cache/chunks.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
 import { localCacheDir } from "../home.ts";
 import { userEnv } from "../sys/env.ts";
@@ -120,7 +121,10 @@ export async function openSession(
     const files = new LoopbackFs({ root: "/" });
     // What is looked up outside the cached prefixes goes into the command's profile:
     // the next run's validation answers those lookups ahead.
-    serveFilesystem(peer, files, (parent, name) => cache?.noteLookup(files.pathOf(parent), name));
+    serveFilesystem(peer, files, {
+      onLookup: (parent, name) => cache?.noteLookup(files.pathOf(parent), name),
+      codec: bulkCodec(config.cache.compression),
+    });
     const cache = o.noCache ? null : new CacheService(peer, {
       prefixes: config.cache.prefixes,
       prefetch: !o.noPrefetch,

@@ -5,7 +5,14 @@
 import assert from "node:assert/strict";
 import { delayedFilesystem, type DelayStats } from "../../lib/fs/delayed.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
-import { AHEAD_BLOCK, LIST_FIRST, ProxyFs, serveFilesystem } from "../../lib/fs/proxy.ts";
+import {
+  AHEAD_BLOCK,
+  type BulkCodec,
+  LIST_FIRST,
+  ProxyFs,
+  serveFilesystem,
+} from "../../lib/fs/proxy.ts";
+import { bulkCodec } from "../../lib/fs/cache/chunks.ts";
 import {
   type DirEntry,
   direntSize,
@@ -36,6 +43,8 @@ async function withProxy(
   ) => Promise<void>,
   /** The local side's attribute timeout (seconds): how long entries' xattr names hold. */
   attrTimeout = 1,
+  /** How bulk data is packed both ways (none: raw). */
+  codec?: BulkCodec,
 ) {
   const dir = await Deno.makeTempDir({ prefix: "outrun-proxy-" });
   const [a, b] = pipePair();
@@ -43,9 +52,9 @@ async function withProxy(
   const remote = new RpcPeer(b, { program: "remote" });
   const loopback = new LoopbackFs({ root: dir, attrTimeout });
   const delayed = delayedFilesystem(loopback, 5);
-  serveFilesystem(local, delayed.fs);
+  serveFilesystem(local, delayed.fs, { codec });
   const late: Error[] = [];
-  const proxy = Object.assign(new ProxyFs(remote, (e) => late.push(e)), {
+  const proxy = Object.assign(new ProxyFs(remote, (e) => late.push(e), codec), {
     late,
     served: delayed.stats,
   }) as unknown as Proxied;
@@ -385,3 +394,82 @@ Deno.test("proxy: a handle opened to read asks for no FLUSH; a RELEASE is not wa
     assert.deepEqual(callsSince(proxy, before), { "fs.releaseBehind": 2 });
   });
 });
+
+/** Reads `size` bytes of a file from its start, 128 KiB at a time, as the kernel would. */
+async function readAllOf(p: Proxied, node: number, fh: number, size: number): Promise<Uint8Array> {
+  const out = new Uint8Array(size);
+  for (let at = 0; at < size;) {
+    const got = await read(p, node, fh, at, 128 * 1024);
+    if (!got.length) break;
+    out.set(got, at);
+    at += got.length;
+  }
+  return out;
+}
+
+Deno.test("proxy: bulk data that packs travels packed both ways; data that does not goes raw, tried less and less", async () => {
+  for (const codec of ["zstd", "lz4"] as const) {
+    await withProxy(
+      async (proxy, dir, open) => {
+        const peer = (proxy as unknown as ProxyFs).peer;
+        const n = 4 * 1024 * 1024;
+        // Text-like data: packs.
+        const text = new TextEncoder().encode("outrun ".repeat(n / 7 + 1)).subarray(0, n);
+        await Deno.writeFile(`${dir}/log`, text);
+        let before = peer.stats.bytesIn;
+        const [node, fh] = await open("log");
+        same(await readAllOf(proxy, node, fh, n), text, "read back");
+        assert.ok(
+          peer.stats.bytesIn - before < n / 10,
+          `${codec}: ${peer.stats.bytesIn - before} in`,
+        );
+        // Random data: raw, the same bytes.
+        const noise = new Uint8Array(n);
+        for (let i = 0; i < n; i += 65536) crypto.getRandomValues(noise.subarray(i, i + 65536));
+        await Deno.writeFile(`${dir}/noise`, noise);
+        before = peer.stats.bytesIn;
+        const triesBefore = tries.count;
+        const [node2, fh2] = await open("noise");
+        same(await readAllOf(proxy, node2, fh2, n), noise, "random read back");
+        assert.ok(peer.stats.bytesIn - before < n * 1.01, "no worse than raw");
+        const blocks = n / AHEAD_BLOCK;
+        assert.ok(tries.count - triesBefore <= blocks / 2, `${tries.count - triesBefore} tries`);
+        // Writes: zeros written behind cross packed and land whole.
+        const outBefore = peer.stats.bytesOut;
+        await Deno.writeFile(`${dir}/out`, new Uint8Array(0));
+        const [node3, fh3] = await open("out");
+        const zeros = new Uint8Array(128 * 1024);
+        for (let at = 0; at < n; at += zeros.length) {
+          await proxy.write!({
+            header: header(node3),
+            fh: fh3,
+            offset: BigInt(at),
+            data: zeros,
+            writeFlags: 0,
+            flags: 0,
+          } as unknown as Request<"WRITE">);
+        }
+        await proxy.flush!({ header: header(node3), fh: fh3 } as unknown as Request<"FLUSH">);
+        assert.ok(
+          peer.stats.bytesOut - outBefore < n / 10,
+          `${codec}: ${peer.stats.bytesOut - outBefore} out`,
+        );
+        same(await Deno.readFile(`${dir}/out`), new Uint8Array(n), "written");
+      },
+      1,
+      counted(bulkCodec(codec)),
+    );
+  }
+});
+
+/** Packing attempts, counted. */
+const tries = { count: 0 };
+function counted(codec: BulkCodec): BulkCodec {
+  return {
+    pack: (data) => {
+      tries.count++;
+      return codec.pack(data);
+    },
+    unpack: (p) => codec.unpack(p),
+  };
+}

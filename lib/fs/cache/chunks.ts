@@ -7,6 +7,7 @@ import process from "node:process";
 import * as lz4 from "lz4-wasm";
 import { CHUNK_SIZE, type ChunkCodec, chunkCount } from "./protocol.ts";
 import { zstdDecompressInto } from "../../sys/zstd.ts";
+import type { BulkCodec } from "../proxy.ts";
 
 type CreateHash = (algorithm: string) => {
   update(b: Uint8Array): { digest(): Uint8Array };
@@ -183,4 +184,23 @@ export class ChunkBitmap {
   count(n: number): number {
     return n - this.missing(n).length;
   }
+}
+
+/**
+ * The proxy's packing of bulk data (blocks read ahead, writes written behind) with
+ * `codec`, or the runtime's own choice, made when first needed (node:zlib loads then,
+ * not as the agent starts).
+ */
+export function bulkCodec(codec?: ChunkCodec): BulkCodec {
+  return {
+    pack(data) {
+      codec ??= defaultCodec();
+      const [packed, rawLength] = maybeCompress(data, codec);
+      return rawLength ? { packed, rawLength, codec } : null;
+    },
+    unpack({ packed, rawLength, codec: c }) {
+      if (c !== "zstd" && c !== "lz4") throw new Error(`unknown codec ${c}`);
+      return decompress(packed, rawLength, c);
+    },
+  };
 }
