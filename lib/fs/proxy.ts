@@ -178,6 +178,9 @@ export interface OpenedDir extends Listing {
 /** `fs.readdirAhead`'s arguments: a READDIRPLUS of `size` bytes, told apart from the kernel's. */
 type ListRequest = Request<"READDIRPLUS">;
 
+/** Methods whose answer is an entry (CREATE's: with its handle): it carries xattr names. */
+const ENTRY_METHODS = new Set<string>(["lookup", "mknod", "mkdir", "symlink", "link", "create"]);
+
 /** An entry as it travels: with its node's extended attributes' names (see withXattrs). */
 type EntryWithXattrs = EntryOut & { xattrs?: Uint8Array };
 
@@ -228,12 +231,16 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
         const n = method.call(fs, req, into) as Uint8Array | number | Promise<Uint8Array | number>;
         return n instanceof Promise ? n.then(bytes) : bytes(n);
       }
-      if (name === "lookup") {
-        onLookup?.(req.header.nodeid, (req as Request<"LOOKUP">).name);
-        const entry = method.call(fs, req) as EntryOut | Promise<EntryOut>;
-        return (entry instanceof Promise
-          ? entry.then((e) => withXattrs(fs, e))
-          : withXattrs(fs, entry)) as unknown as Value | Promise<Value>;
+      if (name === "lookup") onLookup?.(req.header.nodeid, (req as Request<"LOOKUP">).name);
+      if (ENTRY_METHODS.has(name)) {
+        // The entry with its xattr names (a new file's "none" saves the GETXATTR of
+        // security.capability the kernel makes before its first write).
+        const add = (r: EntryOut | { entry: EntryOut }) => {
+          withXattrs(fs, "entry" in r ? r.entry : r);
+          return r as unknown as Value;
+        };
+        const r = method.call(fs, req) as EntryOut | { entry: EntryOut } | Promise<EntryOut>;
+        return r instanceof Promise ? r.then(add) : add(r);
       }
       const result = method.call(fs, req) as Value | Promise<Value>;
       return result === undefined ? null : result;
@@ -397,6 +404,14 @@ export class ProxyFs implements Filesystem {
       };
     }
     self.lookup = async (req) => this.#learn(await call("lookup", req) as unknown as EntryOut);
+    for (const name of ["mknod", "mkdir", "symlink", "link"] as const) {
+      self[name] = async (req) => this.#learn(await call(name, req) as unknown as EntryOut);
+    }
+    self.create = async (req) => {
+      const made = await call("create", req) as unknown as { entry: EntryOut; open: OpenOut };
+      this.#learn(made.entry);
+      return made;
+    };
     self.listxattr = (req) => {
       const known = this.#xattrsOf(req.header.nodeid);
       return known ? known.slice() : call("listxattr", req);

@@ -473,3 +473,35 @@ function counted(codec: BulkCodec): BulkCodec {
     unpack: (p) => codec.unpack(p),
   };
 }
+
+Deno.test("proxy: what CREATE and MKDIR make comes with its xattr names: the kernel's capability check before a first write is answered here", async () => {
+  await withProxy(async (proxy) => {
+    const before = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
+    const made = await proxy.create!(
+      {
+        header: header(1),
+        name: "new",
+        flags: 0o1 | 0o100, // O_WRONLY | O_CREAT
+        mode: 0o100644,
+        umask: 0o022,
+        openFlags: 0,
+      } as unknown as Request<"CREATE">,
+    );
+    const dir = await proxy.mkdir!(
+      { header: header(1), name: "sub", mode: 0o755, umask: 0o022 } as unknown as Request<"MKDIR">,
+    );
+    const isNoData = (e: unknown) => e instanceof RpcError && e.errno === 61;
+    for (const node of [made.entry.nodeid, dir.nodeid]) {
+      await assert.rejects(
+        proxy.getxattr!(
+          { header: header(node), size: 0, name: "security.capability" } as unknown as Request<
+            "GETXATTR"
+          >,
+        ) as Promise<unknown>,
+        isNoData,
+      );
+    }
+    assert.equal(callsSince(proxy, before)["fs.getxattr"], undefined, "answered here");
+    assert.ok(!("xattrs" in made.entry) && !("xattrs" in dir), "the names do not reach the kernel");
+  });
+});

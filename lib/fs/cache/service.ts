@@ -535,7 +535,8 @@ export class CacheService {
   noteLookup(dir: string | null, name: string): void {
     if (dir === null || this.#lookedUp.size >= LOOKUPS_KEPT) return;
     const path = join(dir, name);
-    if (isCachedPath(path, this.options.prefixes) || isCachedPath(path, SCRATCH_DIRS)) return;
+    // A name in a scratch directory (not the directory itself) is a run's own.
+    if (isCachedPath(path, this.options.prefixes) || isCachedPath(dir, SCRATCH_DIRS)) return;
     this.#lookedUp.add(path);
   }
 

@@ -459,22 +459,28 @@ Deno.test("service: lookups made here outside the cached prefixes go into the pr
       service.noteLookup(`${dir}/home/.config`, "tool.conf");
       service.noteLookup(`${dir}/home`, "missing");
       service.noteLookup("/tmp", "cc1234.s"); // scratch: a run's own name
+      service.noteLookup("/", "tmp"); // the scratch directory itself stays
       service.noteLookup(`${prefix}/bin`, "tool"); // cached: the validation has it
       await service.saveProfile({ metas: [], listed: [], chunks: {} });
     });
     const profile = JSON.parse(
       await Deno.readTextFile(profileFile(`${dir}/profiles`, await Deno.realPath(exe))),
     );
-    assert.deepEqual(profile.lookups, [`${dir}/home/.config/tool.conf`, `${dir}/home/missing`]);
+    assert.deepEqual(profile.lookups, [
+      `${dir}/home/.config/tool.conf`,
+      `${dir}/home/missing`,
+      "/tmp",
+    ]);
     await session(async (_service, validate) => {
       const next = await validate();
       const names = next.ahead.map(([, name, entry]) => [name, entry.nodeid !== 0]);
       // Each component down from "/" (the temp dir's own included), found or not.
-      assert.deepEqual(names.slice(-4), [
+      assert.deepEqual(names.slice(-5), [
         ["home", true],
         [".config", true],
         ["tool.conf", true],
         ["missing", false],
+        ["tmp", true],
       ]);
     });
   } finally {
