@@ -100,6 +100,8 @@ class Elf {
   rpath: string | null = null;
   runpath: string | null = null;
   needed: string[] = [];
+  /** PT_LOAD segments: "offset:filesz:flags" (decimal; flags PF_X 1, PF_W 2, PF_R 4). */
+  loads: string[] = [];
 }
 
 /**
@@ -137,6 +139,10 @@ function readElf(h: i32): Elf {
     const type = rd32(phdrs, ph);
     const offset = rd64(phdrs, ph + 8);
     const filesz = rd64(phdrs, ph + 32);
+    if (type == 1) {
+      const flags = rd32(phdrs, ph + 4);
+      e.loads.push(offset.toString() + ":" + filesz.toString() + ":" + flags.toString());
+    }
     if (type != 2 && type != 3) continue;
     const bytes = offset <= size && filesz <= size - offset ? readAt(h, offset, filesz) : null;
     if (bytes == null || (type == 3 && filesz == 0)) {
@@ -196,8 +202,8 @@ function readElf(h: i32): Elf {
 
 /**
  * Parses the ELF file behind host handle `h`. Records: C class, A machine (decimal),
- * then I interp, S soname, R rpath, U runpath, N needed (each only when present).
- * Returns the status of `readElf`.
+ * then I interp, S soname, R rpath, U runpath, N needed (each only when present), G
+ * each PT_LOAD segment ("offset:filesz:flags"). Returns the status of `readElf`.
  */
 export function parse(h: i32): i32 {
   out = new Array<u8>();
@@ -214,6 +220,7 @@ export function parse(h: i32): i32 {
   const runpath = e.runpath;
   if (runpath != null) emit("U", runpath);
   for (let i = 0; i < e.needed.length; i++) emit("N", e.needed[i]);
+  for (let i = 0; i < e.loads.length; i++) emit("G", e.loads[i]);
   return 0;
 }
 

@@ -18,6 +18,31 @@ export interface ElfInfo {
   rpath: string | null;
   runpath: string | null;
   soname: string | null;
+  /** PT_LOAD segments, in file order as the headers list them. */
+  loads: LoadSegment[];
+}
+
+/** A PT_LOAD segment's bytes in the file, and its PF_* flags (PF_X 1, PF_W 2, PF_R 4). */
+export interface LoadSegment {
+  offset: number;
+  size: number;
+  flags: number;
+}
+
+export const PF_X = 1;
+export const PF_W = 2;
+
+/**
+ * The byte ranges of an ELF file ld.so reads to load and relocate it: the segments
+ * before its first executable one (headers, symbol and string tables, hash tables,
+ * relocations) and its writable ones (what relocation writes: .data.rel.ro, the GOT,
+ * .data). Code is read as it runs, and read-only data after the code as it is used.
+ */
+export function loaderRanges(info: Pick<ElfInfo, "loads">): [start: number, end: number][] {
+  const firstCode = info.loads.findIndex((l) => l.flags & PF_X);
+  return info.loads
+    .filter((l, i) => l.size > 0 && ((firstCode >= 0 && i < firstCode) || (l.flags & PF_W)))
+    .map((l) => [l.offset, l.offset + l.size]);
 }
 
 export class ElfError extends Error {
@@ -143,6 +168,10 @@ export function parseElf(bytes: Uint8Array): ElfInfo {
     rpath: one("R"),
     runpath: one("U"),
     soname: one("S"),
+    loads: recs.filter(([t]) => t === "G").map(([, v]) => {
+      const [offset, size, flags] = v.split(":").map(Number);
+      return { offset, size, flags };
+    }),
   };
 }
 

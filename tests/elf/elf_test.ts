@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ElfError, EM_X86_64, parseElf, resolveClosure } from "../../lib/elf/mod.ts";
+import { ElfError, EM_X86_64, loaderRanges, parseElf, resolveClosure } from "../../lib/elf/mod.ts";
 
 /** What binutils' readelf says of the same file: the reference. */
 async function readelf(path: string) {
@@ -10,8 +10,15 @@ async function readelf(path: string) {
   const dyn = await run("-d");
   const pick = (tag: string) =>
     [...dyn.matchAll(new RegExp(`\\(${tag}\\)\\s+.*?\\[(.*)\\]`, "g"))].map((m) => m[1]);
-  const interp = /Requesting program interpreter: (.*)\]/.exec(await run("-l"))?.[1] ?? null;
+  const phdrs = await run("-l");
+  const interp = /Requesting program interpreter: (.*)\]/.exec(phdrs)?.[1] ?? null;
+  const flagBits = (f: string) =>
+    (f.includes("R") ? 4 : 0) | (f.includes("W") ? 2 : 0) | (f.includes("E") ? 1 : 0);
+  const loads = [...phdrs.matchAll(
+    /^\s*LOAD\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+\s+0x[0-9a-f]+\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+\s+([RWE ]+?)\s+0x/gm,
+  )].map((m) => ({ offset: Number(m[1]), size: Number(m[2]), flags: flagBits(m[3]) }));
   return {
+    loads,
     interp,
     needed: pick("NEEDED"),
     rpath: pick("RPATH")[0] ?? null,
@@ -35,10 +42,24 @@ for (const path of FILES) {
     const info = parseElf(await Deno.readFile(path));
     assert.equal(info.machine, EM_X86_64);
     assert.equal(info.elfClass, 2);
-    const { interp, needed, rpath, runpath, soname } = info;
-    assert.deepEqual({ interp, needed, rpath, runpath, soname }, await readelf(path));
+    const { interp, needed, rpath, runpath, soname, loads } = info;
+    assert.deepEqual({ loads, interp, needed, rpath, runpath, soname }, await readelf(path));
   });
 }
+
+Deno.test("elf: what ld.so reads of a library to load it: the tables before the code, the writable segments", () => {
+  const R = 4, W = 2, X = 1;
+  const loads = [
+    { offset: 0, size: 0xe49e0, flags: R }, // headers, .dynsym, .dynstr, .rela.dyn
+    { offset: 0xe5000, size: 0x8555b5, flags: R | X }, // code
+    { offset: 0x93b000, size: 0x1ea068, flags: R }, // .rodata, .eh_frame
+    { offset: 0xb25318, size: 0xde448, flags: R | W }, // .data.rel.ro, .got, .data
+  ];
+  assert.deepEqual(loaderRanges({ loads }), [[0, 0xe49e0], [0xb25318, 0xb25318 + 0xde448]]);
+  assert.deepEqual(loaderRanges({ loads: [] }), []);
+  // No code at all (a data-only object): its writable segments only.
+  assert.deepEqual(loaderRanges({ loads: [loads[0], loads[3]] }), [[0xb25318, 0xc03760]]);
+});
 
 Deno.test("elf: a binary with RUNPATH", async () => {
   // deno's npm packages are plain; build one with gcc instead.

@@ -16,7 +16,7 @@
  * pushes go out, so nothing is sent twice in a session.
  */
 import type { AttrOut, Filesystem, Request } from "../../fuse/mod.ts";
-import { resolveClosure } from "../../elf/mod.ts";
+import { loaderRanges, parseElfFile, resolveClosure } from "../../elf/mod.ts";
 import type { LazyBytes, RpcPeer, Value } from "../../rpc/mod.ts";
 import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
 import { libc, O, SysError } from "../../sys/libc.ts";
@@ -473,7 +473,7 @@ export class CacheService {
     this.stats.asked++;
     this.#forgetHeld(path);
     this.#heldContent.delete(path);
-    this.#pushContent(path, firstChunks(this.#info(path)));
+    this.#pushContent(path, firstChunks(path, this.#info(path)));
     if (this.options.prefetch && !this.#closures.has(path) && isElf(path)) {
       this.#closures.add(path);
       this.#pushClosure(path);
@@ -806,7 +806,7 @@ export class CacheService {
     if (bytes > BYTECODE_WHOLE) return;
     for (const file of files) {
       try {
-        this.#pushContent(file, firstChunks(this.#info(file)), true);
+        this.#pushContent(file, firstChunks(file, this.#info(file)), true);
       } catch { /* gone since */ }
     }
   }
@@ -859,7 +859,7 @@ export class CacheService {
       const real = this.#pushChain(file);
       if (!real || !isCachedPath(real, this.options.prefixes)) continue;
       try {
-        this.#pushContent(real, firstChunks(this.#info(real)), true);
+        this.#pushContent(real, firstChunks(real, this.#info(real)), true);
       } catch { /* unreadable: the loader will say */ }
     }
   }
@@ -971,10 +971,25 @@ function chunkHashesAt(all: Uint8Array, indices: number[]): Uint8Array {
   return out;
 }
 
-/** What travels on a file's first open: a small file whole, a large one's first chunk (ELF headers). */
-function firstChunks(info: ContentInfo): number[] {
+/**
+ * What travels on a file's first open: a small file whole; of a large ELF file what
+ * ld.so reads to load and relocate it (`loaderRanges`: its tables and writable
+ * segments; a first `ffmpeg -version` asked for them one round trip at a time, 200 in
+ * all); of another large file, its first chunk.
+ */
+function firstChunks(path: string, info: ContentInfo): number[] {
   const n = chunkCount(info.size);
-  return info.size <= WHOLE_FILE_LIMIT ? range(0, n) : range(0, Math.min(n, 1));
+  if (info.size <= WHOLE_FILE_LIMIT) return range(0, n);
+  const chunks = new Set([0]);
+  if (isElf(path)) {
+    try {
+      for (const [start, end] of loaderRanges(parseElfFile(path))) {
+        const last = Math.min(n - 1, Math.floor((end - 1) / CHUNK_SIZE));
+        for (let i = Math.floor(start / CHUNK_SIZE); i <= last; i++) chunks.add(i);
+      }
+    } catch { /* not one ld.so loads: its header */ }
+  }
+  return [...chunks].sort((a, b) => a - b);
 }
 
 function range(from: number, to: number): number[] {
