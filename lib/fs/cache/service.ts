@@ -7,7 +7,7 @@
  * - a symlink with its target's path resolved the same way;
  * - an ELF file's content with its whole library closure (resolved in
  *   WebAssembly by lib/elf the way ld.so does): the metadata of every path on the
- *   way, small files whole and the first chunk of large ones;
+ *   way, small files whole, of large ones what ld.so reads (loaderRanges);
  * - a chunk with the chunks after it (readahead);
  * - at session start, everything the same executable used last time (its
  *   profile, kept under ~/.outrun/profiles), minus what the remote already holds.
