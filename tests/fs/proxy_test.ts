@@ -231,14 +231,7 @@ Deno.test("proxy: a file's lack of capabilities is asked once, until an xattr of
     assert.equal(calls(), after, "answered here");
     await assert.rejects(ask("user.other"), isNoData);
     assert.equal(calls(), after + 1, "other names are asked each time");
-    await proxy.setxattr!(
-      {
-        header: header(node),
-        flags: 0,
-        name: "user.x",
-        value: new Uint8Array([1]),
-      } as unknown as Request<"SETXATTR">,
-    );
+    await setxattr(proxy, node, "user.x", new Uint8Array([1]));
     await assert.rejects(ask(), isNoData);
     assert.equal(calls(), after + 2, "asked again after a change");
   }, 0); // entries' xattr names not kept: each name is asked for
@@ -261,14 +254,7 @@ Deno.test("proxy: an entry's xattr names come with it: other names are not asked
     assert.deepEqual(await list(), new Uint8Array(0));
     assert.deepEqual(callsSince(proxy, before), {}, "all answered here");
     // A name set through the mount: known no more, asked; then the next entry tells it.
-    await proxy.setxattr!(
-      {
-        header: header(node),
-        flags: 0,
-        name: "user.x",
-        value: new Uint8Array([7]),
-      } as unknown as Request<"SETXATTR">,
-    );
+    await setxattr(proxy, node, "user.x", new Uint8Array([7]));
     assert.deepEqual(await ask("user.x"), new Uint8Array([7]));
     assert.equal(callsSince(proxy, before)["fs.getxattr"], 1);
     await open("f");
@@ -287,6 +273,13 @@ Deno.test("proxy: an entry's xattr names come with it: other names are not asked
     assert.deepEqual(await ask("user.z"), new TextEncoder().encode("1"));
   });
 });
+
+/** Sets extended attribute `name` of `node` through the proxy. */
+function setxattr(p: Proxied, node: number, name: string, value: Uint8Array) {
+  return p.setxattr!(
+    { header: header(node), flags: 0, name, value } as unknown as Request<"SETXATTR">,
+  );
+}
 
 /** Calls the proxy made, by method, since `before` (a snapshot of the same). */
 function callsSince(p: Proxied, before: Record<string, number>): Record<string, number> {

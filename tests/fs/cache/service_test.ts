@@ -1,6 +1,11 @@
 /** CacheService's prefetch decisions, seen as the pushes a remote would get. */
 import assert from "node:assert/strict";
-import { CacheService, profileFile, ProfileWarmup } from "../../../lib/fs/cache/service.ts";
+import {
+  CacheService,
+  type CacheServiceOptions,
+  profileFile,
+  ProfileWarmup,
+} from "../../../lib/fs/cache/service.ts";
 import {
   CACHE_EVENTS,
   CHUNK_SIZE,
@@ -25,21 +30,30 @@ async function writeProfile(dir: string, exe: string, profile: Profile): Promise
   await Deno.writeTextFile(file, JSON.stringify(profile));
 }
 
-/** A service for `prefix` and what it pushes when the remote asks for `path`'s meta. */
-async function pushesFor(prefix: string, path: string): Promise<Push[]> {
+/** Two RPC ends joined by a pipe: this machine's side and the remote's. */
+function rpcPair(): [local: RpcPeer, remote: RpcPeer] {
   const [x, y] = pipePair();
-  const local = new RpcPeer(x, { program: "local" });
-  const remote = new RpcPeer(y, { program: "remote" });
-  const pushes: Push[] = [];
-  remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
-  new CacheService(local, {
+  return [new RpcPeer(x, { program: "local" }), new RpcPeer(y, { program: "remote" })];
+}
+
+/** A service's options for files under `prefix`, profiles under `dir`/profiles (null: none). */
+function serviceOptions(prefix: string, dir: string | null): CacheServiceOptions {
+  return {
     prefixes: [prefix],
     prefetch: true,
-    profileDir: null,
+    profileDir: dir === null ? null : `${dir}/profiles`,
     env: {},
     fs: new LoopbackFs({ root: "/" }),
     contentIndex: null,
-  });
+  };
+}
+
+/** A service for `prefix` and what it pushes when the remote asks for `path`'s meta. */
+async function pushesFor(prefix: string, path: string): Promise<Push[]> {
+  const [local, remote] = rpcPair();
+  const pushes: Push[] = [];
+  remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+  new CacheService(local, serviceOptions(prefix, null));
   await remote.call("cache.meta", { path });
   await local.close();
   await remote.close();
@@ -96,9 +110,7 @@ Deno.test("service: a listed directory of Python modules brings its __pycache__ 
 
 Deno.test("service: a profile's names go before the validation's answer, its chunks after it, announced", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outrun-replay-" });
-  const [x, y] = pipePair();
-  const local = new RpcPeer(x, { program: "local" });
-  const remote = new RpcPeer(y, { program: "remote" });
+  const [local, remote] = rpcPair();
   let service: CacheService | null = null;
   try {
     const prefix = `${dir}/usr`;
@@ -121,14 +133,7 @@ Deno.test("service: a profile's names go before the validation's answer, its chu
     remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
     const { promise: allSent, resolve: sent } = Promise.withResolvers<number>();
     remote.onEvent(CACHE_EVENTS.pushed, () => sent(pushes.length));
-    service = new CacheService(local, {
-      prefixes: [prefix],
-      prefetch: true,
-      profileDir: `${dir}/profiles`,
-      env: {},
-      fs: new LoopbackFs({ root: "/" }),
-      contentIndex: null,
-    });
+    service = new CacheService(local, serviceOptions(prefix, dir));
     const reply = await remote.call("cache.validate", {
       held: [],
       exe,
@@ -193,21 +198,12 @@ Deno.test("service: a validation sends again only what changed of what the remot
   });
   /** One session: validates with `held`, returns its answer and what it pushed. */
   const session = async (held: HeldEntry[]) => {
-    const [x, y] = pipePair();
-    const local = new RpcPeer(x, { program: "local" });
-    const remote = new RpcPeer(y, { program: "remote" });
+    const [local, remote] = rpcPair();
     const pushes: Push[] = [];
     remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
     const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
     remote.onEvent(CACHE_EVENTS.pushed, () => sent());
-    const service = new CacheService(local, {
-      prefixes: [prefix],
-      prefetch: true,
-      profileDir: `${dir}/profiles`,
-      env: {},
-      fs: new LoopbackFs({ root: "/" }),
-      contentIndex: null,
-    });
+    const service = new CacheService(local, serviceOptions(prefix, dir));
     try {
       const reply = await remote.call("cache.validate", {
         held,
@@ -264,9 +260,7 @@ Deno.test("service: a validation sends again only what changed of what the remot
 
 Deno.test("service: for an empty remote, the validation's answer goes unasked, after the names, before the chunks", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outrun-ahead-" });
-  const [x, y] = pipePair();
-  const local = new RpcPeer(x, { program: "local" });
-  const remote = new RpcPeer(y, { program: "remote" });
+  const [local, remote] = rpcPair();
   let service: CacheService | null = null;
   try {
     const prefix = `${dir}/usr`;
@@ -289,14 +283,7 @@ Deno.test("service: for an empty remote, the validation's answer goes unasked, a
     });
     const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
     remote.onEvent(CACHE_EVENTS.pushed, () => sent());
-    service = new CacheService(local, {
-      prefixes: [prefix],
-      prefetch: true,
-      profileDir: `${dir}/profiles`,
-      env: {},
-      fs: new LoopbackFs({ root: "/" }),
-      contentIndex: null,
-    });
+    service = new CacheService(local, serviceOptions(prefix, dir));
     service.pushAhead(exe, ["/dev", dir]);
     await allSent;
     assert.deepEqual([...new Set(got)], ["names", "contents", "answer", "chunks"]);
@@ -315,9 +302,7 @@ Deno.test("service: for an empty remote, the validation's answer goes unasked, a
 
 Deno.test("service: a profile looked at while connecting is what the session's first replay sends", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outrun-warmup-" });
-  const [x, y] = pipePair();
-  const local = new RpcPeer(x, { program: "local" });
-  const remote = new RpcPeer(y, { program: "remote" });
+  const [local, remote] = rpcPair();
   let service: CacheService | null = null;
   try {
     const prefix = `${dir}/usr`;
@@ -331,14 +316,7 @@ Deno.test("service: a profile looked at while connecting is what the session's f
       listed: [`${prefix}/lib`],
       chunks: {},
     });
-    const options = {
-      prefixes: [prefix],
-      prefetch: true,
-      profileDir: `${dir}/profiles`,
-      env: {},
-      fs: new LoopbackFs({ root: "/" }),
-      contentIndex: null,
-    };
+    const options = serviceOptions(prefix, dir);
     const warmup = new ProfileWarmup(exe, options);
     await warmup.done;
     assert.ok(warmup.metas.get(`${prefix}/lib/a`)?.attr, "looked at");
@@ -372,17 +350,8 @@ Deno.test("service: a profile looked at while connecting is what the session's f
 
 Deno.test("service: of a file the remote kernel read itself a profile keeps what it had, or takes its first chunk", async () => {
   const dir = await Deno.makeTempDir({ prefix: "outrun-merge-" });
-  const [x, y] = pipePair();
-  const local = new RpcPeer(x, { program: "local" });
-  const remote = new RpcPeer(y, { program: "remote" });
-  const service = new CacheService(local, {
-    prefixes: [dir],
-    prefetch: true,
-    profileDir: `${dir}/profiles`,
-    env: {},
-    fs: new LoopbackFs({ root: "/" }),
-    contentIndex: null,
-  });
+  const [local, remote] = rpcPair();
+  const service = new CacheService(local, serviceOptions(dir, dir));
   try {
     const [a, b] = [`${dir}/a`, `${dir}/b`];
     await Deno.writeFile(a, new Uint8Array(8 * CHUNK_SIZE));
@@ -423,17 +392,8 @@ Deno.test("service: lookups made here outside the cached prefixes go into the pr
   const session = async (
     f: (service: CacheService, validate: () => Promise<ValidateReply>) => Promise<void>,
   ) => {
-    const [x, y] = pipePair();
-    const local = new RpcPeer(x, { program: "local" });
-    const remote = new RpcPeer(y, { program: "remote" });
-    const service = new CacheService(local, {
-      prefixes: [prefix],
-      prefetch: true,
-      profileDir: `${dir}/profiles`,
-      env: {},
-      fs: new LoopbackFs({ root: "/" }),
-      contentIndex: null,
-    });
+    const [local, remote] = rpcPair();
+    const service = new CacheService(local, serviceOptions(prefix, dir));
     const validate = () =>
       remote.call("cache.validate", {
         held: [],
