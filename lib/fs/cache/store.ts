@@ -113,6 +113,8 @@ export class CacheStore {
   readonly #verified = new Set<string>();
   /** Blobs whose files matched their `checked` stamp: none of their chunks is checked again. */
   readonly #whole = new Set<string>();
+  /** Chunks of a blob this process had checked when `stampChecked` last looked at it. */
+  readonly #stampLooked = new Map<string, number>();
   readonly #scratch = new Uint8Array(CHUNK_SIZE);
   readonly #now = Math.floor(Date.now() / 1000);
   #inTx = false;
@@ -488,7 +490,9 @@ export class CacheStore {
     }
     const stamps: [string, string][] = [];
     for (const [hash, count] of counts) {
-      if (this.#whole.has(hash)) continue;
+      // Whole already, or looked at with as many chunks (a master ends many commands).
+      if (this.#whole.has(hash) || this.#stampLooked.get(hash) === count) continue;
+      this.#stampLooked.set(hash, count);
       const blob = this.blob(hash);
       if (!blob || count !== chunkCount(blob.size) || !CacheStore.complete(blob)) continue;
       let st: Stat;
