@@ -34,6 +34,12 @@
  * LZ4 from the session), each handle trying again less often while its data does not
  * pack (video, archives): `dd` of 50 MB of zeros crossed as 53 MB, now as 0.9 MB.
  *
+ * The kernel asks for a node's attributes again after each READ and READDIR (it
+ * drops their atime): attributes told here (an entry, a GETATTR) are answered again
+ * for as long as they were given for (attrTimeout), until anything changes through
+ * the mount (any write, create, rename, chmod ... drops them all). Python's stat of
+ * its cwd after listing it was a round trip at every start.
+ *
  * Entries (of a LOOKUP, and of a directory's listing) come with the names of the
  * node's extended attributes, good for as long as its attributes are (attrTimeout):
  * meanwhile a GETXATTR of another name is ENODATA and LISTXATTR is known, without
@@ -42,6 +48,7 @@
  */
 import { RpcError } from "../rpc/mod.ts";
 import {
+  type AttrOut,
   byteString,
   type DirEntry,
   direntSize,
@@ -170,13 +177,34 @@ export interface Listing {
   end: boolean;
 }
 
-/** `fs.opendirAhead`: the handle, and the first of its entries. */
+/** `fs.opendirAhead`: the handle, the first of its entries, the directory's attributes. */
 export interface OpenedDir extends Listing {
   open: OpenOut;
+  /** As at its opening (null: not known): the kernel asks for them again after a READDIR. */
+  attr: AttrOut | null;
 }
 
 /** `fs.readdirAhead`'s arguments: a READDIRPLUS of `size` bytes, told apart from the kernel's. */
 type ListRequest = Request<"READDIRPLUS">;
+
+/** Calls that may change a local node's attributes (and so drop those kept here). */
+const CHANGING_METHODS = [
+  "setattr",
+  "write",
+  "mknod",
+  "mkdir",
+  "unlink",
+  "rmdir",
+  "rename",
+  "link",
+  "symlink",
+  "create",
+  "setxattr",
+  "removexattr",
+  "fallocate",
+  "copyFileRange",
+] as const satisfies readonly Proxied[];
+const O_TRUNC = 0o1000;
 
 /** Methods whose answer is an entry (CREATE's: with its handle): it carries xattr names. */
 const ENTRY_METHODS = new Set<string>(["lookup", "mknod", "mkdir", "symlink", "link", "create"]);
@@ -283,7 +311,9 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
       const open = await fs.opendir!(req);
       const list = { ...req, fh: open.fh, offset: 0n, size } as unknown as ListRequest;
       const listing = await listAhead(fs, list).catch(() => ({ entries: [], end: false }));
-      return { open, ...listing } satisfies OpenedDir as unknown as Value;
+      const attr = await Promise.resolve(fs.getattr?.(req as unknown as Request<"GETATTR">))
+        .catch(() => null) ?? null;
+      return { open, ...listing, attr } satisfies OpenedDir as unknown as Value;
     });
     peer.handle(
       "fs.readdirAhead",
@@ -346,6 +376,10 @@ export class ProxyFs implements Filesystem {
   readonly #writes = new Map<number, WriteState>();
   /** Nodes known to have no security.capability (the kernel asks before every write). */
   readonly #noCaps = new Set<number>();
+  /** Local nodes' attributes as last told (an entry, a GETATTR), and until when they hold. */
+  readonly #attrs = new Map<number, { attr: AttrOut["attr"]; until: number }>();
+  /** Counts changes through the mount: an answer asked for before one is not kept. */
+  #attrGen = 0;
   /** Nodes' extended attributes' names (LISTXATTR's answer), as told with an entry, and until when. */
   readonly #xattrs = new Map<number, { names: Uint8Array; until: number }>();
   /** Reads answered from blocks read ahead, and blocks fetched (for tests and -v). */
@@ -403,13 +437,20 @@ export class ProxyFs implements Filesystem {
         return call(name, req);
       };
     }
-    self.lookup = async (req) => this.#learn(await call("lookup", req) as unknown as EntryOut);
+    self.lookup = async (req) => {
+      const gen = this.#attrGen;
+      return this.#learn(await call("lookup", req) as unknown as EntryOut, gen);
+    };
     for (const name of ["mknod", "mkdir", "symlink", "link"] as const) {
-      self[name] = async (req) => this.#learn(await call(name, req) as unknown as EntryOut);
+      self[name] = async (req) => {
+        const gen = this.#attrGen;
+        return this.#learn(await call(name, req) as unknown as EntryOut, gen);
+      };
     }
     self.create = async (req) => {
+      const gen = this.#attrGen;
       const made = await call("create", req) as unknown as { entry: EntryOut; open: OpenOut };
-      this.#learn(made.entry);
+      this.#learn(made.entry, gen);
       return made;
     };
     self.listxattr = (req) => {
@@ -442,13 +483,38 @@ export class ProxyFs implements Filesystem {
       this.#forgetNode((req as Request<"COPY_FILE_RANGE">).nodeidOut);
       return call("copyFileRange", req);
     };
+    self.getattr = async (req) => {
+      const known = this.#attrs.get(req.header.nodeid);
+      const left = known ? known.until - performance.now() : 0;
+      if (known && left > 0) return { attr: known.attr, attrTimeout: left / 1000 };
+      const gen = this.#attrGen;
+      const out = await call("getattr", req) as unknown as AttrOut;
+      this.#keepAttr(req.header.nodeid, out.attr, out.attrTimeout, gen);
+      return out;
+    };
+    // Anything that may change a node drops every node's attributes kept here (a
+    // rename or an unlink changes others' too).
+    for (const name of CHANGING_METHODS) {
+      const inner = self[name];
+      self[name] = (req, into) => {
+        this.#attrsChanged();
+        return inner(req, into);
+      };
+    }
+    const open = self.open;
+    self.open = (req) => {
+      if ((req as Request<"OPEN">).flags & O_TRUNC) this.#attrsChanged();
+      return open(req);
+    };
     self.opendir = async (req) => {
       const args = { ...req, size: LIST_FIRST } as unknown as Value;
-      const { open, entries, end } = await this.peer.call(
+      const gen = this.#attrGen;
+      const { open, entries, end, attr } = await this.peer.call(
         "fs.opendirAhead",
         args,
       ) as unknown as OpenedDir;
-      for (const e of entries) if (e.entry) this.#learn(e.entry);
+      if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
+      for (const e of entries) if (e.entry) this.#learn(e.entry, gen);
       this.#dirs.set(open.fh, { from: 0n, entries, end });
       return open;
     };
@@ -481,13 +547,14 @@ export class ProxyFs implements Filesystem {
     }
     if (!dir.entries.length && !dir.end) {
       const more = { ...req, op: "READDIRPLUS", size: LIST_MORE } as unknown as Value;
+      const gen = this.#attrGen;
       const next = await this.peer.call("fs.readdirAhead", more) as unknown as Listing;
       // Let go meanwhile (or asked elsewhere): nobody takes these.
       if (this.#dirs.get(req.fh) !== dir || dir.from !== req.offset) {
         this.#forgetEntries(next.entries);
         return await this.#readdir(req, plus);
       }
-      for (const e of next.entries) if (e.entry) this.#learn(e.entry);
+      for (const e of next.entries) if (e.entry) this.#learn(e.entry, gen);
       dir.entries = next.entries;
       dir.end = next.end || !next.entries.length;
     }
@@ -506,8 +573,22 @@ export class ProxyFs implements Filesystem {
     return out.map(({ entry: _, ...e }) => e);
   }
 
-  /** Keeps the xattr names an entry came with (and takes them off it). */
-  #learn(entry: EntryOut): EntryOut {
+  /** Something changed through the mount: no attributes told before it are answered again. */
+  #attrsChanged(): void {
+    this.#attrs.clear();
+    this.#attrGen++;
+  }
+
+  /** Keeps attributes told by an answer to a call made in generation `gen`, if still current. */
+  #keepAttr(nodeid: number, attr: AttrOut["attr"], attrTimeout: number, gen: number): void {
+    if (nodeid && attrTimeout > 0 && gen === this.#attrGen) {
+      this.#attrs.set(nodeid, { attr, until: performance.now() + attrTimeout * 1000 });
+    }
+  }
+
+  /** Keeps the attributes and xattr names an entry came with (and takes the names off it). */
+  #learn(entry: EntryOut, gen: number): EntryOut {
+    this.#keepAttr(entry.nodeid, entry.attr, entry.attrTimeout, gen);
     const e = entry as EntryWithXattrs;
     if (e.xattrs) {
       if (e.nodeid) {
@@ -542,6 +623,7 @@ export class ProxyFs implements Filesystem {
   }
 
   forget(nodeid: number, nlookup: number): void {
+    this.#attrs.delete(nodeid);
     this.#noCaps.delete(nodeid); // the id may name another file later
     this.#xattrs.delete(nodeid);
     this.peer.event("fs.forget", [nodeid, nlookup]);

@@ -315,6 +315,8 @@ Deno.test("proxy: a directory comes with its opening; its pages and its end cost
     const before = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
     const { fh } = await proxy.opendir!({ header: header(1) } as unknown as Request<"OPENDIR">);
     const pages = await readAll(proxy, fh);
+    // The stat that follows a listing (the kernel dropped the atime): as at the opening.
+    await proxy.getattr!({ header: header(1) } as unknown as Request<"GETATTR">);
     await proxy.releasedir!({ header: header(1), fh } as unknown as Request<"RELEASEDIR">);
     const names = pages.flat().map((e) => e.name).filter((n) => n !== "." && n !== "..");
     assert.deepEqual(names.sort(), [...Array(40)].map((_, i) => `f${i}`).sort());
@@ -496,5 +498,60 @@ Deno.test("proxy: what CREATE and MKDIR make comes with its xattr names: the ker
     }
     assert.equal(callsSince(proxy, before)["fs.getxattr"], undefined, "answered here");
     assert.ok(!("xattrs" in made.entry) && !("xattrs" in dir), "the names do not reach the kernel");
+  });
+});
+
+Deno.test("proxy: attributes told are answered again while they hold, until anything changes through the mount", async () => {
+  await withProxy(async (proxy, dir, open) => {
+    await Deno.writeTextFile(`${dir}/f`, "abc");
+    const [node, fh] = await open("f"); // a LOOKUP: its entry has the attributes
+    const getattr = (n = node) =>
+      proxy.getattr!({ header: header(n), getattrFlags: 0, fh: 0 } as unknown as Request<
+        "GETATTR"
+      >) as Promise<{ attr: { size: bigint }; attrTimeout: number }>;
+    const asked = () => (proxy as unknown as ProxyFs).peer.callsByMethod["fs.getattr"] ?? 0;
+    const before = asked();
+    const a = await getattr();
+    assert.equal(a.attr.size, 3n);
+    assert.ok(a.attrTimeout > 0 && a.attrTimeout <= 1, "for what is left of the second");
+    await read(proxy, node, fh, 0, 3); // the kernel asks again after a read (atime)
+    await getattr();
+    assert.equal(asked(), before, "answered here");
+    // A write through the mount: asked again, the new size.
+    await proxy.write!({
+      header: header(node),
+      fh,
+      offset: 3n,
+      data: new TextEncoder().encode("de"),
+      writeFlags: 0,
+      flags: 0,
+    } as unknown as Request<"WRITE">);
+    assert.equal((await getattr()).attr.size, 5n);
+    assert.equal(asked(), before + 1);
+    // Changed here behind the mount's back: seen once the second is over.
+    await Deno.writeTextFile(`${dir}/f`, "abcdefgh");
+    assert.equal((await getattr()).attr.size, 5n, "within the second: as told");
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await getattr()).attr.size, 8n);
+    // An answer asked for before a change is not kept past it.
+    const inFlight = getattr();
+    await proxy.setattr!({
+      header: header(node),
+      valid: 1 << 3, // FATTR_SIZE
+      size: 2n,
+      fh: 0,
+      lockOwner: 0n,
+      atime: 0n,
+      mtime: 0n,
+      ctime: 0n,
+      atimeNsec: 0,
+      mtimeNsec: 0,
+      ctimeNsec: 0,
+      mode: 0,
+      uid: 0,
+      gid: 0,
+    } as unknown as Request<"SETATTR">);
+    await inFlight;
+    assert.equal((await getattr()).attr.size, 2n, "the size after the truncate");
   });
 });
