@@ -40,6 +40,10 @@
  * the mount (any write, create, rename, chmod ... drops them all). Python's stat of
  * its cwd after listing it was a round trip at every start.
  *
+ * A regular file opened to read comes with its first OPEN_AHEAD bytes (`fs.openAhead`):
+ * the reads they hold are answered on the remote (a script, a source file, a config:
+ * open and read were two round trips).
+ *
  * Entries (of a LOOKUP, and of a directory's listing) come with the names of the
  * node's extended attributes, good for as long as its attributes are (attrTimeout):
  * meanwhile a GETXATTR of another name is ENODATA and LISTXATTR is known, without
@@ -124,6 +128,16 @@ export interface BulkCodec {
   pack(data: Uint8Array): PackedBytes | null;
   /** The bytes again; throws on data that does not unpack to its length. */
   unpack(p: PackedBytes): Uint8Array;
+}
+
+/** Bytes of a regular file that come with its opening to read (`fs.openAhead`). */
+export const OPEN_AHEAD = 128 * 1024;
+
+/** `fs.openAhead`'s answer: the handle, and the file's first bytes (all, when fewer). */
+export interface OpenedFile {
+  open: OpenOut;
+  /** null: not a regular file (nothing read ahead). */
+  head: Uint8Array | PackedBytes | null;
 }
 
 /** Bytes below which data goes as it is. */
@@ -282,6 +296,24 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
   // writes written behind come packed so.
   const packings = new Map<number, Packing>();
   const read = peer.handlerOf("fs.read");
+  if (read && fs.open && fs.getattr) {
+    peer.handle("fs.openAhead", async (args) => {
+      const { size, ...req } = args as unknown as Request<"OPEN"> & { size: number };
+      const open = await fs.open!(req);
+      // Only a regular file: reading a FIFO or a device here would take its data, or wait.
+      const attr = await Promise.resolve(fs.getattr!(req as unknown as Request<"GETATTR">))
+        .catch(() => null);
+      let head: Uint8Array | PackedBytes | null = null;
+      if (attr && (attr.attr.mode & S_IFMT) === S_IFREG) {
+        const ask = { ...req, op: "READ", fh: open.fh, offset: 0n, size, readFlags: 0 };
+        const bytes = await Promise.resolve(read!(ask as unknown as Value)).catch(() => null) as
+          | Uint8Array
+          | null;
+        if (bytes) head = (bytes.length >= PACK_MIN && codec?.pack(bytes)) || bytes;
+      }
+      return { open, head } satisfies OpenedFile as unknown as Value;
+    });
+  }
   if (read && codec) {
     peer.handle("fs.readAhead", async (args) => {
       const fh = (args as unknown as Request<"READ">).fh;
@@ -335,6 +367,8 @@ const AHEAD_AFTER = 2;
 
 const CAPS = "security.capability";
 const O_ACCMODE = 3;
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
 const O_RDONLY = 0;
 const ENODATA = 61;
 
@@ -372,6 +406,8 @@ interface DirAhead extends Listing {
 /** The FUSE side: each request goes to the other end and its answer comes back. */
 export class ProxyFs implements Filesystem {
   readonly #reads = new Map<number, ReadState>();
+  /** Read-only handles' first bytes, as at their opening (`whole`: all of the file). */
+  readonly #heads = new Map<number, { nodeid: number; data: Uint8Array; whole: boolean }>();
   readonly #dirs = new Map<number, DirAhead>();
   readonly #writes = new Map<number, WriteState>();
   /** Nodes known to have no security.capability (the kernel asks before every write). */
@@ -419,14 +455,24 @@ export class ProxyFs implements Filesystem {
       await this.#settle(fh);
       this.#reads.delete(fh);
       this.#writes.delete(fh);
+      this.#heads.delete(fh);
       this.peer.call("fs.releaseBehind", req as unknown as Value).catch(() => {});
     };
     // A handle opened to read has nothing to flush: the kernel is told not to send a
     // FLUSH at its close(), which waits for the answer (a round trip per file read).
     self.open = async (req) => {
-      const out = await call("open", req) as unknown as OpenOut;
-      if (((req as Request<"OPEN">).flags & O_ACCMODE) !== O_RDONLY) return out;
-      return { ...out, openFlags: (out.openFlags ?? 0) | FOPEN.NOFLUSH };
+      if (((req as Request<"OPEN">).flags & O_ACCMODE) !== O_RDONLY) return await call("open", req);
+      const args = { ...req, size: OPEN_AHEAD } as unknown as Value;
+      const { open, head } = await this.peer.call("fs.openAhead", args) as unknown as OpenedFile;
+      if (head) {
+        const data = unpacked(this.codec, head);
+        this.#heads.set(open.fh, {
+          nodeid: req.header.nodeid,
+          data,
+          whole: data.length < OPEN_AHEAD,
+        });
+      }
+      return { ...open, openFlags: (open.openFlags ?? 0) | FOPEN.NOFLUSH };
     };
     // A change of a file's bytes drops what was read ahead of it, on every handle (and
     // a chmod may change its ACL).
@@ -681,6 +727,7 @@ export class ProxyFs implements Filesystem {
 
   #forgetNode(nodeid: number): void {
     for (const [fh, s] of this.#reads) if (s.nodeid === nodeid) this.#reads.delete(fh);
+    for (const [fh, h] of this.#heads) if (h.nodeid === nodeid) this.#heads.delete(fh);
   }
 
   async #read(req: Request<"READ">): Promise<Uint8Array> {
@@ -699,6 +746,14 @@ export class ProxyFs implements Filesystem {
       s.window = 0;
       s.blocks.clear();
     } else s.streak++;
+    // Within what came with the opening.
+    const head = this.#heads.get(req.fh);
+    if (head && head.nodeid === req.header.nodeid) {
+      const end = offset + req.size;
+      if (end <= head.data.length || (head.whole && offset <= head.data.length)) {
+        return head.data.subarray(offset, Math.min(end, head.data.length));
+      }
+    }
     if (s.streak < AHEAD_AFTER) {
       return await this.peer.call("fs.read", req as unknown as Value) as Uint8Array;
     }

@@ -9,6 +9,7 @@ import {
   AHEAD_BLOCK,
   type BulkCodec,
   LIST_FIRST,
+  OPEN_AHEAD,
   ProxyFs,
   serveFilesystem,
 } from "../../lib/fs/proxy.ts";
@@ -553,5 +554,53 @@ Deno.test("proxy: attributes told are answered again while they hold, until anyt
     } as unknown as Request<"SETATTR">);
     await inFlight;
     assert.equal((await getattr()).attr.size, 2n, "the size after the truncate");
+  });
+});
+
+Deno.test("proxy: a regular file opened to read comes with its first bytes; reads within them cost no call", async () => {
+  await withProxy(async (proxy, dir) => {
+    const openRead = async (name: string, flags = 0) => {
+      const e = await proxy.lookup!({ header: header(1), name } as unknown as Request<"LOOKUP">);
+      const o = await proxy.open!(
+        { header: header(e.nodeid), flags, openFlags: 0 } as unknown as Request<"OPEN">,
+      );
+      return [e.nodeid, o.fh] as const;
+    };
+    const calls = () => {
+      const c = (proxy as unknown as ProxyFs).peer.callsByMethod;
+      return (c["fs.read"] ?? 0) + (c["fs.readAhead"] ?? 0);
+    };
+    // A small file: all of it.
+    await Deno.writeTextFile(`${dir}/s.py`, "print(42)\n");
+    const [small, fh] = await openRead("s.py");
+    let before = calls();
+    assert.equal(new TextDecoder().decode(await read(proxy, small, fh, 0, 4096)), "print(42)\n");
+    assert.equal((await read(proxy, small, fh, 10, 4096)).length, 0, "its end");
+    assert.equal(calls(), before, "no read crossed");
+    // A large one: its head here, the rest asked for; the bytes as in the file.
+    const big = new Uint8Array(OPEN_AHEAD * 3 + 100);
+    for (let i = 0; i < big.length; i += 65536) {
+      crypto.getRandomValues(big.subarray(i, Math.min(i + 65536, big.length)));
+    }
+    await Deno.writeFile(`${dir}/big`, big);
+    const [node, fh2] = await openRead("big");
+    before = calls();
+    same(await read(proxy, node, fh2, 0, 65536), big.subarray(0, 65536), "head");
+    same(await read(proxy, node, fh2, 65536, 65536), big.subarray(65536, 131072), "head");
+    assert.equal(calls(), before, "the head answered here");
+    const out = new Uint8Array(big.length);
+    for (let at = 0; at < big.length; at += 65536) {
+      out.set(await read(proxy, node, fh2, at, 65536), at);
+    }
+    same(out, big, "the whole file");
+    assert.ok(calls() > before, "the rest crossed");
+    // A device (or a FIFO) is not read at its opening: that would take its data, or wait.
+    const mknod = await new Deno.Command("mknod", { args: [`${dir}/zero`, "c", "1", "5"] })
+      .output();
+    assert.ok(mknod.success, "mknod (the tests run as root)");
+    const inBefore = (proxy as unknown as ProxyFs).peer.stats.bytesIn;
+    await openRead("zero");
+    const came = (proxy as unknown as ProxyFs).peer.stats.bytesIn - inBefore;
+    assert.ok(came < 4096, `${came} bytes came with a device's opening`);
   });
 });
