@@ -138,6 +138,8 @@ export interface OpenedFile {
   open: OpenOut;
   /** null: not a regular file (nothing read ahead). */
   head: Uint8Array | PackedBytes | null;
+  /** Its attributes at the opening (the kernel asks for them next, for fstat). */
+  attr: AttrOut | null;
 }
 
 /** Bytes below which data goes as it is. */
@@ -311,7 +313,7 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
           | null;
         if (bytes) head = (bytes.length >= PACK_MIN && codec?.pack(bytes)) || bytes;
       }
-      return { open, head } satisfies OpenedFile as unknown as Value;
+      return { open, head, attr } satisfies OpenedFile as unknown as Value;
     });
   }
   if (read && codec) {
@@ -463,7 +465,12 @@ export class ProxyFs implements Filesystem {
     self.open = async (req) => {
       if (((req as Request<"OPEN">).flags & O_ACCMODE) !== O_RDONLY) return await call("open", req);
       const args = { ...req, size: OPEN_AHEAD } as unknown as Value;
-      const { open, head } = await this.peer.call("fs.openAhead", args) as unknown as OpenedFile;
+      const gen = this.#attrGen;
+      const { open, head, attr } = await this.peer.call(
+        "fs.openAhead",
+        args,
+      ) as unknown as OpenedFile;
+      if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
       if (head) {
         const data = unpacked(this.codec, head);
         this.#heads.set(open.fh, {

@@ -577,6 +577,10 @@ Deno.test("proxy: a regular file opened to read comes with its first bytes; read
     assert.equal(new TextDecoder().decode(await read(proxy, small, fh, 0, 4096)), "print(42)\n");
     assert.equal((await read(proxy, small, fh, 10, 4096)).length, 0, "its end");
     assert.equal(calls(), before, "no read crossed");
+    // Its attributes came too (the kernel asks for them after the open, for fstat).
+    const getattrs = (proxy as unknown as ProxyFs).peer.callsByMethod["fs.getattr"] ?? 0;
+    await proxy.getattr!({ header: header(small) } as unknown as Request<"GETATTR">);
+    assert.equal((proxy as unknown as ProxyFs).peer.callsByMethod["fs.getattr"] ?? 0, getattrs);
     // A large one: its head here, the rest asked for; the bytes as in the file.
     const big = new Uint8Array(OPEN_AHEAD * 3 + 100);
     for (let i = 0; i < big.length; i += 65536) {
