@@ -198,7 +198,7 @@ Deno.test("cache e2e deb: a command installed outside the cached prefixes has it
     await Deno.writeTextFile(off, "[cache]\nexe_prefix = no\n");
     const fsCalls = (r: Run) =>
       Object.entries(r.stats?.remote.calls ?? {})
-        .filter(([k]) => k === "fs.open" || k === "fs.read")
+        .filter(([k]) => ["fs.open", "fs.openAhead", "fs.read"].includes(k))
         .reduce((n, [, c]) => n + c, 0);
     await b.run("deb", [`${tool}/bin/prog`]);
     const warm = await b.run("deb", [`${tool}/bin/prog`]);
