@@ -263,6 +263,10 @@ export interface ServeOptions {
 /** Answers the other side's calls with `fs` (which may be synchronous). */
 export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOptions = {}): void {
   const { onLookup, codec } = options;
+  /** The attributes of the node `req` is about, or null. */
+  const attrOf = async (req: Request): Promise<AttrOut | null> =>
+    await Promise.resolve(fs.getattr?.(req as unknown as Request<"GETATTR">)).catch(() => null) ??
+      null;
   for (const name of PROXIED_METHODS) {
     const method = fs[name] as AnyMethod | undefined;
     if (!method) continue; // the caller gets ENOSYS, as from a kernel
@@ -303,8 +307,7 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
       const { size, ...req } = args as unknown as Request<"OPEN"> & { size: number };
       const open = await fs.open!(req);
       // Only a regular file: reading a FIFO or a device here would take its data, or wait.
-      const attr = await Promise.resolve(fs.getattr!(req as unknown as Request<"GETATTR">))
-        .catch(() => null);
+      const attr = await attrOf(req);
       let head: Uint8Array | PackedBytes | null = null;
       if (attr && (attr.attr.mode & S_IFMT) === S_IFREG) {
         const ask = { ...req, op: "READ", fh: open.fh, offset: 0n, size, readFlags: 0 };
@@ -345,8 +348,7 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
       const open = await fs.opendir!(req);
       const list = { ...req, fh: open.fh, offset: 0n, size } as unknown as ListRequest;
       const listing = await listAhead(fs, list).catch(() => ({ entries: [], end: false }));
-      const attr = await Promise.resolve(fs.getattr?.(req as unknown as Request<"GETATTR">))
-        .catch(() => null) ?? null;
+      const attr = await attrOf(req);
       return { open, ...listing, attr } satisfies OpenedDir as unknown as Value;
     });
     peer.handle(
@@ -463,7 +465,9 @@ export class ProxyFs implements Filesystem {
     // A handle opened to read has nothing to flush: the kernel is told not to send a
     // FLUSH at its close(), which waits for the answer (a round trip per file read).
     self.open = async (req) => {
-      if (((req as Request<"OPEN">).flags & O_ACCMODE) !== O_RDONLY) return await call("open", req);
+      const flags = (req as Request<"OPEN">).flags;
+      if (flags & O_TRUNC) this.#attrsChanged();
+      if ((flags & O_ACCMODE) !== O_RDONLY) return await call("open", req);
       const args = { ...req, size: OPEN_AHEAD } as unknown as Value;
       const gen = this.#attrGen;
       const { open, head, attr } = await this.peer.call(
@@ -490,11 +494,7 @@ export class ProxyFs implements Filesystem {
         return call(name, req);
       };
     }
-    self.lookup = async (req) => {
-      const gen = this.#attrGen;
-      return this.#learn(await call("lookup", req) as unknown as EntryOut, gen);
-    };
-    for (const name of ["mknod", "mkdir", "symlink", "link"] as const) {
+    for (const name of ["lookup", "mknod", "mkdir", "symlink", "link"] as const) {
       self[name] = async (req) => {
         const gen = this.#attrGen;
         return this.#learn(await call(name, req) as unknown as EntryOut, gen);
@@ -554,11 +554,6 @@ export class ProxyFs implements Filesystem {
         return inner(req, into);
       };
     }
-    const open = self.open;
-    self.open = (req) => {
-      if ((req as Request<"OPEN">).flags & O_TRUNC) this.#attrsChanged();
-      return open(req);
-    };
     self.opendir = async (req) => {
       const args = { ...req, size: LIST_FIRST } as unknown as Value;
       const gen = this.#attrGen;

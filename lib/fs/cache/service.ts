@@ -244,8 +244,8 @@ export class CacheService {
   #profilePath: string | null = null;
   /** Paths outside the cached prefixes the remote looked up here since the last profile save. */
   readonly #lookedUp = new Set<string>();
-  /** Profiles' lookups, by profile file, as read once a session. */
-  readonly #lookupsOf = new Map<string, string[]>();
+  /** Profiles as read once a session, by file (the replay and the lookups ahead share it). */
+  readonly #profilesRead = new Map<string, Profile | null>();
   readonly #saving = new Map<string, Promise<void>>();
   /** Chunks read for a push answering a call (a fresh buffer each time costs page faults). */
   readonly #scratch = runScratch();
@@ -521,10 +521,13 @@ export class CacheService {
   #profileLookups(exe: string): string[] {
     const real = this.options.profileDir ? realPath(exe) : null;
     if (!real) return [];
-    const file = this.#profileFile(real);
-    let lookups = this.#lookupsOf.get(file);
-    if (!lookups) this.#lookupsOf.set(file, lookups = readProfile(file)?.lookups ?? []);
-    return lookups;
+    return this.#profileRead(this.#profileFile(real))?.lookups ?? [];
+  }
+
+  /** The profile in `file` as this session first read it. */
+  #profileRead(file: string): Profile | null {
+    if (!this.#profilesRead.has(file)) this.#profilesRead.set(file, readProfile(file));
+    return this.#profilesRead.get(file)!;
   }
 
   /**
@@ -642,7 +645,7 @@ export class CacheService {
    */
   #replayProfile(unasked: boolean): Replay {
     const plan: { path: string; info: ContentInfo; missing: number[] }[] = [];
-    const saved = readProfile(this.#profilePath!);
+    const saved = this.#profileRead(this.#profilePath!);
     if (saved) {
       for (const path of saved.listed) this.#pushMeta(path, true, true);
       for (const path of saved.metas) this.#pushMeta(path, false, true);
@@ -981,14 +984,12 @@ function firstChunks(path: string, info: ContentInfo): number[] {
   const n = chunkCount(info.size);
   if (info.size <= WHOLE_FILE_LIMIT) return range(0, n);
   const chunks = new Set([0]);
-  if (isElf(path)) {
-    try {
-      for (const [start, end] of loaderRanges(parseElfFile(path))) {
-        const last = Math.min(n - 1, Math.floor((end - 1) / CHUNK_SIZE));
-        for (let i = Math.floor(start / CHUNK_SIZE); i <= last; i++) chunks.add(i);
-      }
-    } catch { /* not one ld.so loads: its header */ }
-  }
+  try {
+    for (const [start, end] of loaderRanges(parseElfFile(path))) {
+      const last = Math.min(n - 1, Math.floor((end - 1) / CHUNK_SIZE));
+      for (let i = Math.floor(start / CHUNK_SIZE); i <= last; i++) chunks.add(i);
+    }
+  } catch { /* not ELF, or not one ld.so loads: its first chunk */ }
   return [...chunks].sort((a, b) => a - b);
 }
 
