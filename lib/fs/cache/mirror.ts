@@ -773,26 +773,13 @@ export class CachedFs implements Filesystem {
     if (present) {
       try {
         this.hits.chunk += last - first + 1;
-        return this.#copy(blob, start, end, into);
+        return this.#store.readRange(blob, start, end, into);
       } catch (e) {
         if (!(e instanceof CacheCorrupt)) throw e;
         this.#log(`cache: ${e.message}: fetching it again`);
       }
     }
     return this.#readSlow(file.path, blob, start, end, into);
-  }
-
-  /** Bytes [start, end) of a blob whose chunks are all here, into `into`. */
-  #copy(blob: BlobRow, start: number, end: number, into: Uint8Array): number {
-    const first = Math.floor(start / CHUNK_SIZE);
-    const last = Math.floor((end - 1) / CHUNK_SIZE);
-    for (let i = first; i <= last; i++) {
-      const chunk = this.#store.readChunk(blob, i);
-      const from = Math.max(start, i * CHUNK_SIZE);
-      const to = Math.min(end, (i + 1) * CHUNK_SIZE);
-      into.set(chunk.subarray(from - i * CHUNK_SIZE, to - i * CHUNK_SIZE), from - start);
-    }
-    return end - start;
   }
 
   async #readSlow(
@@ -810,7 +797,7 @@ export class CachedFs implements Filesystem {
     if (now) blob.present.bits.set(now.present.bits);
     let missing: number[] = [];
     for (let i = first; i <= last; i++) if (!blob.present.has(i)) missing.push(i);
-    if (!missing.length) return this.#copy(blob, start, end, into);
+    if (!missing.length) return this.#store.readRange(blob, start, end, into);
     // Announced and on the way (the command started before its profile's chunks came):
     // waited for, not asked for.
     while (missing.some((i) => this.#incoming.get(blob.hash)?.has(i))) {
@@ -819,13 +806,13 @@ export class CachedFs implements Filesystem {
       if (fresh) blob.present.bits.set(fresh.present.bits);
       missing = missing.filter((i) => !blob.present.has(i));
     }
-    if (!missing.length) return this.#copy(blob, start, end, into);
+    if (!missing.length) return this.#store.readRange(blob, start, end, into);
     this.misses.chunk += missing.length;
     await this.#fetchChunks(path, blob, missing);
     if (missing.some((i) => !blob.present.has(i))) {
       throw new FuseError(Errno.EIO, `cache: chunks of ${path} did not arrive`);
     }
-    return this.#copy(blob, start, end, into);
+    return this.#store.readRange(blob, start, end, into);
   }
 
   async #fetchChunks(path: string, blob: BlobRow, indices: number[]): Promise<void> {

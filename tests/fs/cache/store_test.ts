@@ -259,16 +259,17 @@ Deno.test("store: a blob file as it was when last wholly checked is handed out w
   });
 });
 
-Deno.test("store: a blob checked whole on hand-out is stamped; a blob held in part is not", async () => {
+Deno.test("store: a blob checked whole on hand-out is stamped; one held in part is stamped once all it holds is checked", async () => {
   await withStore((dir) => {
     let store = new CacheStore(dir);
     const whole = random(CHUNK_SIZE + 1);
-    const part = random(CHUNK_SIZE + 1);
+    const part = random(CHUNK_SIZE * 3);
     const a = put(store, "a", "/a", whole);
     const b = put(store, "a", "/b", part);
     store.writeChunk(a.hash, 0, whole.subarray(0, CHUNK_SIZE));
     store.writeChunk(a.hash, 1, whole.subarray(CHUNK_SIZE));
     store.writeChunk(b.hash, 0, part.subarray(0, CHUNK_SIZE));
+    store.writeChunk(b.hash, 2, part.subarray(2 * CHUNK_SIZE));
     store.close();
     // A new process: nothing checked yet, nothing stamped (the writer never ended its session).
     store = new CacheStore(dir);
@@ -277,9 +278,83 @@ Deno.test("store: a blob checked whole on hand-out is stamped; a blob held in pa
     assert.ok(fd !== null);
     libc().close(fd);
     assert.notEqual(store.blob(a.hash)!.checked, null, "stamped once checked");
+    assert.equal(store.backingFd(store.blob(b.hash)!), null, "not whole: not handed out");
     store.readChunk(store.blob(b.hash)!, 0);
     store.stampChecked();
-    assert.equal(store.blob(b.hash)!.checked, null, "not whole: never stamped");
+    assert.equal(store.blob(b.hash)!.checked, null, "chunk 2 held and not checked here");
+    store.readChunk(store.blob(b.hash)!, 2);
+    store.stampChecked();
+    assert.notEqual(store.blob(b.hash)!.checked, null, "all it holds checked: stamped");
+    store.close();
+  });
+});
+
+Deno.test("store: ranges of a blob held in part: checked chunk by chunk, then read on the stamp's word, then checked again once the file changes", async () => {
+  await withStore(async (dir) => {
+    const data = random(CHUNK_SIZE * 4);
+    let store = new CacheStore(dir);
+    const info = put(store, "a", "/f", data);
+    for (const i of [0, 1, 3]) {
+      store.writeChunk(info.hash, i, data.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE));
+    }
+    store.close();
+    const path = `${dir}/blobs/${info.hash.slice(0, 2)}/${info.hash}`;
+    const poke = async (at: number, byte: number) => {
+      const f = await Deno.open(path, { write: true });
+      await f.seek(at, Deno.SeekMode.Start);
+      await f.write(new Uint8Array([byte]));
+      f.close();
+    };
+    const range = (s: CacheStore, start: number, end: number) => {
+      const into = new Uint8Array(end - start + 7);
+      assert.equal(s.readRange(s.blob(info.hash)!, start, end, into), end - start);
+      return into.subarray(0, end - start);
+    };
+    // Unstamped: a range across chunks 0 and 1 is checked; a damaged chunk 3 is caught.
+    await poke(3 * CHUNK_SIZE + 5, data[3 * CHUNK_SIZE + 5] ^ 0xff);
+    store = new CacheStore(dir);
+    assert.deepEqual(range(store, 100, CHUNK_SIZE + 100), data.subarray(100, CHUNK_SIZE + 100));
+    assert.throws(() => range(store, 3 * CHUNK_SIZE, 3 * CHUNK_SIZE + 10), CacheCorrupt);
+    assert.deepEqual(store.blob(info.hash)!.present.missing(4), [2, 3]);
+    // What it holds now (0 and 1) is checked: stamped at the session's end.
+    store.stampChecked();
+    assert.notEqual(store.blob(info.hash)!.checked, null);
+    // A chunk that arrives afterwards (checked on its way in) leaves the stamp stale
+    // for others; this process stamps the file anew at its next end.
+    const before = store.blob(info.hash)!.checked;
+    store.writeChunk(info.hash, 2, data.subarray(2 * CHUNK_SIZE, 3 * CHUNK_SIZE));
+    store.stampChecked();
+    const after = store.blob(info.hash)!.checked;
+    assert.ok(after !== null && after !== before, "stamped again after its write");
+    store.close();
+
+    // Changed in a way its stamp cannot see (the stamp forged after a write): a new
+    // process reads on the stamp's word, which shows it hashes nothing.
+    await poke(10, data[10] ^ 0xff);
+    const stampNow = () => {
+      const fd = open(path, O.RDONLY);
+      try {
+        return fileStamp(fstatFd(fd));
+      } finally {
+        libc().close(fd);
+      }
+    };
+    const db = openDatabase(`${dir}/index.sqlite`);
+    db.prepare("update blobs set checked = ? where hash = ?").run(stampNow(), info.hash);
+    db.close();
+    store = new CacheStore(dir);
+    assert.equal(range(store, 0, 3 * CHUNK_SIZE)[10], data[10] ^ 0xff, "trusted");
+    store.close();
+
+    // A write the stamp sees: checked again, caught, the chunk dropped.
+    await poke(11, data[11]);
+    store = new CacheStore(dir);
+    assert.throws(() => range(store, 0, 20), CacheCorrupt);
+    assert.deepEqual(store.blob(info.hash)!.present.missing(4), [0, 3]);
+    assert.deepEqual(
+      range(store, CHUNK_SIZE, 3 * CHUNK_SIZE),
+      data.subarray(CHUNK_SIZE, 3 * CHUNK_SIZE),
+    );
     store.close();
   });
 });
