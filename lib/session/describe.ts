@@ -17,7 +17,9 @@ export function describeArgs(args: Value): string {
     typeof a.path === "string" ? a.path : "",
     typeof a.name === "string" ? JSON.stringify(a.name) : "",
     Array.isArray(a.indices) ? `chunks ${a.indices.join(",")}` : "",
-    Array.isArray(a.held) ? `${a.held.length} held` : "",
+    typeof (a.held as { count?: unknown })?.count === "number"
+      ? `${(a.held as { count: number }).count} held`
+      : "",
   ];
   return parts.filter(Boolean).join(" ");
 }

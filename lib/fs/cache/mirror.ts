@@ -44,6 +44,7 @@ import {
   isCachedPath,
   join,
   type MetaRecord,
+  packHeld,
   type Profile,
   type Push,
   unpackMeta,
@@ -250,7 +251,7 @@ export class CachedFs implements Filesystem {
         this.#answered.promise,
         this.#peer.closed.then((e) => Promise.reject(e)),
       ])
-      : this.#call(CACHE_CALLS.validate, { ...req, held } as unknown as Value);
+      : this.#call(CACHE_CALLS.validate, { ...req, held: packHeld(held) } as unknown as Value);
     // The metas are read while the answer comes (before it is handled: this turn).
     for (const [path, meta] of this.#store.heldMetas(this.#client)) {
       if (!this.#metas.has(path)) this.#stored.set(path, meta);

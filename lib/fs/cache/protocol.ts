@@ -200,8 +200,109 @@ export interface Push {
  */
 export type HeldEntry = [string, string, string, Uint8Array, boolean];
 
+/**
+ * What the remote holds as the validation sends it: column by column, a row per path
+ * in the same order in each. As a list of rows (five values each, the content id in
+ * hex) 2,600 rows took a new agent ~27 ms to encode and this side ~33 ms to decode,
+ * and 30% more bytes.
+ */
+export interface HeldColumns {
+  count: number;
+  /** The paths, separated by "\0" (which no path holds). */
+  paths: string;
+  /** Their fingerprints, separated by "\0". */
+  fps: string;
+  /** The rows whose directory listing is held: indices, u32 little-endian. */
+  listed: Uint8Array;
+  /** The rows with content: indices, u32 little-endian. */
+  content: Uint8Array;
+  /** Those rows' content ids, 32 bytes each. */
+  hashes: Uint8Array;
+  /** Those rows' present-chunk bitmaps, each after its length (u32 little-endian). */
+  present: Uint8Array;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+function u32s(values: number[]): Uint8Array {
+  return new Uint8Array(Uint32Array.from(values).buffer);
+}
+
+function readU32s(bytes: Uint8Array): number[] {
+  if (bytes.length % 4) throw new Error("held: a u32 column of odd length");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const out: number[] = new Array(bytes.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = view.getUint32(i * 4, true);
+  return out;
+}
+
+export function packHeld(rows: readonly HeldEntry[]): HeldColumns {
+  const listed: number[] = [];
+  const content: number[] = [];
+  let presentBytes = 0;
+  rows.forEach(([, , hash, present, isListed], i) => {
+    if (isListed) listed.push(i);
+    if (hash) {
+      if (!/^[0-9a-f]{64}$/.test(hash)) throw new Error(`held: bad content id ${hash}`);
+      content.push(i);
+      presentBytes += 4 + present.length;
+    }
+  });
+  const hashes = new Uint8Array(content.length * 32);
+  const present = new Uint8Array(presentBytes);
+  const view = new DataView(present.buffer);
+  let at = 0;
+  content.forEach((row, k) => {
+    const [, , hash, bits] = rows[row];
+    for (let j = 0; j < 32; j++) hashes[k * 32 + j] = parseInt(hash.slice(j * 2, j * 2 + 2), 16);
+    view.setUint32(at, bits.length, true);
+    present.set(bits, at + 4);
+    at += 4 + bits.length;
+  });
+  return {
+    count: rows.length,
+    paths: rows.map((r) => r[0]).join("\0"),
+    fps: rows.map((r) => r[1]).join("\0"),
+    listed: u32s(listed),
+    content: u32s(content),
+    hashes,
+    present,
+  };
+}
+
+/** The rows again; throws on columns that do not fit together. */
+export function unpackHeld(c: HeldColumns): HeldEntry[] {
+  const n = c.count;
+  const paths = n ? c.paths.split("\0") : [];
+  const fps = n ? c.fps.split("\0") : [];
+  if (paths.length !== n || fps.length !== n) throw new Error("held: columns of other lengths");
+  const rows: HeldEntry[] = new Array(n);
+  for (let i = 0; i < n; i++) rows[i] = [paths[i], fps[i], "", EMPTY, false];
+  for (const i of readU32s(c.listed)) {
+    if (i >= n) throw new Error("held: a listed row out of range");
+    rows[i][4] = true;
+  }
+  const content = readU32s(c.content);
+  if (c.hashes.length !== content.length * 32) throw new Error("held: content ids missing");
+  const view = new DataView(c.present.buffer, c.present.byteOffset, c.present.length);
+  let at = 0;
+  content.forEach((i, k) => {
+    if (i >= n || at + 4 > c.present.length) throw new Error("held: a content row out of range");
+    let hash = "";
+    for (let j = k * 32; j < k * 32 + 32; j++) hash += HEX[c.hashes[j]];
+    const length = view.getUint32(at, true);
+    if (at + 4 + length > c.present.length) throw new Error("held: a bitmap past the end");
+    rows[i][2] = hash;
+    rows[i][3] = c.present.subarray(at + 4, at + 4 + length);
+    at += 4 + length;
+  });
+  return rows;
+}
+
+const EMPTY = new Uint8Array(0);
+
 export interface ValidateRequest {
-  held: HeldEntry[];
+  held: HeldColumns;
   /**
    * The command about to run, as the local side found it through its PATH
    * (RunRequest.exe): its profile is pushed. null: not found there.

@@ -47,6 +47,7 @@ import {
   type Push,
   resolveLink,
   SCRATCH_DIRS,
+  unpackHeld,
   type UsedReport,
   type ValidateReply,
   type ValidateRequest,
@@ -302,7 +303,7 @@ export class CacheService {
   #validate(req: ValidateRequest): ValidateReply {
     const stale: string[] = [];
     this.#checked = true;
-    for (const [path, fp, hash, present, listed] of req.held) {
+    for (const [path, fp, hash, present, listed] of unpackHeld(req.held)) {
       if (this.#fingerprintNow(path) !== fp) {
         stale.push(path);
         continue;

@@ -129,6 +129,8 @@ export class CacheStore {
   #inTx = false;
   /** Upserts of `n` entries at once, by n (a statement per row cost ~3x as much). */
   readonly #putEntries = new Map<number, Statement>();
+  /** `blob`'s query, made once: every open of a cached file asks it. */
+  #blobQuery: Statement | null = null;
 
   constructor(readonly dir: string) {
     Deno.mkdirSync(`${dir}/blobs`, { recursive: true, mode: 0o700 });
@@ -309,9 +311,10 @@ export class CacheStore {
   }
 
   blob(hash: string): BlobRow | null {
-    const r = this.db.prepare(
+    this.#blobQuery ??= this.db.prepare(
       "select size, chunk_hashes, present, checked from blobs where hash = ?",
-    ).get(hash) as
+    );
+    const r = this.#blobQuery.get(hash) as
       | { size: number; chunk_hashes: Uint8Array; present: Uint8Array; checked: string | null }
       | undefined;
     if (!r) return null;

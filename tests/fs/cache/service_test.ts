@@ -11,6 +11,7 @@ import {
   CHUNK_SIZE,
   fingerprint,
   type HeldEntry,
+  packHeld,
   type Profile,
   type Push,
   RUN_CHUNKS,
@@ -19,7 +20,7 @@ import {
 } from "../../../lib/fs/cache/protocol.ts";
 import { decompress } from "../../../lib/fs/cache/chunks.ts";
 import { LoopbackFs } from "../../../lib/fs/loopback.ts";
-import { RpcPeer } from "../../../lib/rpc/mod.ts";
+import { RpcPeer, type Value } from "../../../lib/rpc/mod.ts";
 import { removeTree } from "../../remove_tree.ts";
 import { pipePair } from "../../rpc/pipe.ts";
 
@@ -58,6 +59,11 @@ async function pushesFor(prefix: string, path: string): Promise<Push[]> {
   await local.close();
   await remote.close();
   return pushes;
+}
+
+/** A validation's arguments as the remote sends them: `held`, then the command. */
+function validateArgs(held: HeldEntry[], exe: string): Value {
+  return { held: packHeld(held), exe, prefetch: true, ahead: [] } as unknown as Value;
 }
 
 Deno.test("service: a listed directory of Python modules brings its __pycache__ along", async () => {
@@ -134,12 +140,10 @@ Deno.test("service: a profile's names go before the validation's answer, its chu
     const { promise: allSent, resolve: sent } = Promise.withResolvers<number>();
     remote.onEvent(CACHE_EVENTS.pushed, () => sent(pushes.length));
     service = new CacheService(local, serviceOptions(prefix, dir));
-    const reply = await remote.call("cache.validate", {
-      held: [],
-      exe,
-      prefetch: true,
-      ahead: [],
-    }) as unknown as ValidateReply;
+    const reply = await remote.call(
+      "cache.validate",
+      validateArgs([], exe),
+    ) as unknown as ValidateReply;
     // Taken as the answer came: the names and the content id are there, and the answer
     // announces the chunks that follow it (the command starts meanwhile).
     const before = pushes.slice();
@@ -205,12 +209,10 @@ Deno.test("service: a validation sends again only what changed of what the remot
     remote.onEvent(CACHE_EVENTS.pushed, () => sent());
     const service = new CacheService(local, serviceOptions(prefix, dir));
     try {
-      const reply = await remote.call("cache.validate", {
-        held,
-        exe,
-        prefetch: true,
-        ahead: [],
-      }) as unknown as ValidateReply;
+      const reply = await remote.call(
+        "cache.validate",
+        validateArgs(held, exe),
+      ) as unknown as ValidateReply;
       await allSent;
       return { reply, pushes };
     } finally {
@@ -395,12 +397,7 @@ Deno.test("service: lookups made here outside the cached prefixes go into the pr
     const [local, remote] = rpcPair();
     const service = new CacheService(local, serviceOptions(prefix, dir));
     const validate = () =>
-      remote.call("cache.validate", {
-        held: [],
-        exe,
-        prefetch: true,
-        ahead: [],
-      }) as unknown as Promise<
+      remote.call("cache.validate", validateArgs([], exe)) as unknown as Promise<
         ValidateReply
       >;
     try {
