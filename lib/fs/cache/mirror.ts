@@ -31,7 +31,7 @@ import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
 import { libc } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFMT, S_IFREG } from "../../sys/stat.ts";
-import { decompressInto } from "./chunks.ts";
+import { bulkCodec, decompressInto } from "./chunks.ts";
 import {
   CACHE_CALLS,
   CACHE_EVENTS,
@@ -251,7 +251,10 @@ export class CachedFs implements Filesystem {
         this.#answered.promise,
         this.#peer.closed.then((e) => Promise.reject(e)),
       ])
-      : this.#call(CACHE_CALLS.validate, { ...req, held: packHeld(held) } as unknown as Value);
+      : this.#call(
+        CACHE_CALLS.validate,
+        { ...req, held: packHeld(held, bulkCodec()) } as unknown as Value,
+      );
     // The metas are read while the answer comes (before it is handled: this turn).
     for (const [path, meta] of this.#store.heldMetas(this.#client)) {
       if (!this.#metas.has(path)) this.#stored.set(path, meta);

@@ -23,7 +23,15 @@ import { libc, O, SysError } from "../../sys/libc.ts";
 import { Errno } from "../../sys/errno.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import type { ContentIndex } from "./content_index.ts";
-import { ChunkBitmap, chunkHashesOf, contentHash, defaultCodec, hex, sha256 } from "./chunks.ts";
+import {
+  bulkCodec,
+  ChunkBitmap,
+  chunkHashesOf,
+  contentHash,
+  defaultCodec,
+  hex,
+  sha256,
+} from "./chunks.ts";
 import { ChunkPacker, closeUnreadKept, packChunks, type PackedRun, runScratch } from "./packer.ts";
 import {
   type AheadEntry,
@@ -303,7 +311,7 @@ export class CacheService {
   #validate(req: ValidateRequest): ValidateReply {
     const stale: string[] = [];
     this.#checked = true;
-    for (const [path, fp, hash, present, listed] of unpackHeld(req.held)) {
+    for (const [path, fp, hash, present, listed] of unpackHeld(req.held, bulkCodec())) {
       if (this.#fingerprintNow(path) !== fp) {
         stale.push(path);
         continue;
