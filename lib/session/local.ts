@@ -4,13 +4,14 @@
  * then the command: its run request, stdin/stdout/stderr, terminal and signals, and
  * its exit status.
  */
-import type { CliOptions } from "../cli.ts";
+import { type CliOptions, sshOptions } from "../cli.ts";
 import type { CacheService } from "../fs/cache/service.ts";
 import { DEFAULT_PATH, exePrefix, resolveCommand } from "./which.ts";
 import { userEnv } from "../sys/env.ts";
 import { rawOutput } from "../sys/pty.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
+import { connectEarly } from "../ssh/tcp.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
 import {
   aheadPaths,
@@ -70,6 +71,8 @@ export async function runRemote(o: CliOptions): Promise<number> {
   // at while a connection is made.
   const exe = resolveCommand(o.command[0], Deno.cwd(), userEnv().PATH ?? DEFAULT_PATH);
   const control = await controlFor(o, log);
+  // No master: this process connects, and begins to now, before the SSH library loads.
+  const socket = control ? null : connectEarly(sshOptions(o));
   if (control) {
     const attached = await attachMaster(control, o, log, exe);
     if (attached) {
@@ -99,7 +102,7 @@ export async function runRemote(o: CliOptions): Promise<number> {
   // The run request goes out as soon as the agent is started, not after its hello: it
   // waits in the channel while the agent's runtime starts (~0.2 s), and so can the
   // command's profile when the remote cache is empty.
-  const session = await openSession(o, config, log, clock.lap, undefined, false, exe);
+  const session = await openSession(o, config, log, clock.lap, undefined, false, exe, socket);
   return await runOn(session.peer, o, {
     exe,
     alias: session.resolved.alias,

@@ -5,6 +5,7 @@
  * the usual way) or many (the ControlMaster, master.ts).
  */
 import type { Client, ClientChannel } from "ssh2";
+import type { Socket } from "node:net";
 import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { serveFilesystem } from "../fs/proxy.ts";
@@ -61,6 +62,8 @@ export async function openSession(
   waitForAgent = true,
   /** The command's executable here: its profile is looked at while connecting. */
   exe: string | null = null,
+  /** A TCP connection to the destination begun before (connectEarly). */
+  socket: Promise<Socket> | null = null,
 ): Promise<Session> {
   // The payload's digests (the agent bundle's, ~30 ms) are taken while the handshake
   // waits on the network, and so is the command's profile (its paths' metas).
@@ -73,7 +76,11 @@ export async function openSession(
     prefixes: config.cache.prefixes,
     contentIndex,
   });
-  const { client, resolved } = await connect({ ...sshOptions(o), log }).catch((err) => {
+  const { client, resolved } = await connect({
+    ...sshOptions(o),
+    log,
+    ...(socket ? { socket } : {}),
+  }).catch((err) => {
     warmup?.stop();
     throw err;
   });

@@ -10,7 +10,7 @@ import { Client, type ClientChannel, type ConnectConfig, utils } from "ssh2";
 import { askTerminal, promptWait } from "./prompt.ts";
 import { expandPath } from "./config.ts";
 import { checkHostKey, knownHostsLine, parseKnownHosts } from "./known_hosts.ts";
-import { connect as netConnect, type Socket } from "node:net";
+import { describeConnectError, tcpConnect } from "./tcp.ts";
 
 export {
   loadConfigBlocks,
@@ -182,24 +182,6 @@ function verifyHostKey(
   }
 }
 
-function describeConnectError(r: Resolved, err: Error & { code?: string; level?: string }): string {
-  const where = `connect to host ${r.hostname} port ${r.port}`;
-  if (
-    err.code === "ENOTFOUND" || err.code === "EAI_AGAIN" || /getaddrinfo|lookup/i.test(err.message)
-  ) {
-    return `ssh: Could not resolve hostname ${r.hostname}: Name or service not known`;
-  }
-  if (err.code === "ECONNREFUSED" || /refused/i.test(err.message)) {
-    return `ssh: ${where}: Connection refused`;
-  }
-  if (err.code === "EHOSTUNREACH") return `ssh: ${where}: No route to host`;
-  if (/timed out/i.test(err.message)) return `ssh: ${where}: Connection timed out`;
-  if (err.level === "client-authentication") {
-    return `${r.user}@${r.hostname}: Permission denied (publickey).`;
-  }
-  return `ssh: ${where}: ${err.message}`;
-}
-
 /** Connects (through every ProxyJump hop first); resolves once authenticated. */
 export async function connect(
   options: SshOptions,
@@ -222,6 +204,7 @@ export async function connect(
       user: undefined,
       jump: hops.length ? hops.join(",") : "none",
       identityFiles: options.identityFiles,
+      socket: undefined,
     });
     jumpClient = via.client;
     sock = await new Promise<ClientChannel>((resolve, reject) =>
@@ -237,7 +220,7 @@ export async function connect(
       )
     );
   }
-  if (!sock) sock = await tcpConnect(r) as unknown as ClientChannel;
+  if (!sock) sock = await (options.socket ?? tcpConnect(r)) as unknown as ClientChannel;
   coalesceWrites(sock as unknown as WriteEnd);
   const keys = identityKeys(r, options);
   const agent = !r.config.identitiesOnly ? Deno.env.get("SSH_AUTH_SOCK") : undefined;
@@ -301,7 +284,8 @@ export async function connect(
       );
     }
     addKnownHost(knownHostsFiles(r), r, key.type, key.blob, (line) => console.error(line));
-    return await connect(options);
+    // On a new connection: the first one (an early one too) went with its handshake.
+    return await connect({ ...options, socket: undefined });
   }
   if (jumpClient) client.once("close", () => jumpClient!.end());
   return { client, resolved: r };
@@ -341,31 +325,6 @@ function handshake(
       reject(new SshError(hostKeyProblem() ?? describeConnectError(r, err)));
     });
     client.connect(config);
-  });
-}
-
-/**
- * The TCP connection, with Nagle's algorithm off: RPC frames are small and many are
- * in flight, and Nagle plus the peer's delayed ACKs stalled each call by ~40 ms.
- */
-function tcpConnect(r: Resolved): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect({ host: r.hostname, port: r.port });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(
-        new SshError(`ssh: connect to host ${r.hostname} port ${r.port}: Connection timed out`),
-      );
-    }, (r.config.connectTimeout ?? 20) * 1000);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.setNoDelay(true);
-      resolve(socket);
-    });
-    socket.once("error", (err: Error & { code?: string }) => {
-      clearTimeout(timer);
-      reject(new SshError(describeConnectError(r, err)));
-    });
   });
 }
 

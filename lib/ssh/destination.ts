@@ -4,6 +4,7 @@
  * /etc/ssh/ssh_config). Kept apart from connect.ts so that what only needs a
  * host's settings (a ControlMaster client) does not load the SSH library.
  */
+import type { Socket } from "node:net";
 import { type ConfigBlock, type HostConfig, parseSshConfig, resolveHost } from "./config.ts";
 
 export class SshError extends Error {
@@ -22,6 +23,8 @@ export interface SshOptions {
   jump?: string;
   verbose?: number;
   log?: (line: string) => void;
+  /** A TCP connection to the destination begun before (tcp.ts connectEarly). */
+  socket?: Promise<Socket>;
 }
 
 export interface Resolved {

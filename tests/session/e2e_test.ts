@@ -299,6 +299,15 @@ Deno.test("e2e: a host that does not resolve fails fast with exit 255", async ()
   assert.ok(performance.now() - t0 < 10_000);
 });
 
+Deno.test("e2e: a port nobody listens on is one line as ssh says it, exit 255", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = l.addr as Deno.NetAddr;
+  l.close();
+  const r = await outrun(["-p", String(port), "root@127.0.0.1", "true"]);
+  assert.equal(r.code, 255);
+  assert.equal(r.stderr, `outrun: connect to host 127.0.0.1 port ${port}: Connection refused\n`);
+});
+
 Deno.test("e2e: bad usage is a usage message and exit 255", async () => {
   for (
     const args of [[], ["deb"], ["-p"], ["--bogus", "deb", "true"], ["-p", "99999", "deb", "true"]]
