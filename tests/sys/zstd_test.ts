@@ -1,10 +1,13 @@
 /** libzstd through FFI: the same bytes as node:zlib's zstd, into the caller's buffer. */
 import assert from "node:assert/strict";
 import * as zlib from "node:zlib";
-import { zstdDecompressInto } from "../../lib/sys/zstd.ts";
+import { zstdCompress, zstdDecompressInto } from "../../lib/sys/zstd.ts";
 import { decompressInto, maybeCompress } from "../../lib/fs/cache/chunks.ts";
 
-const zstd = zlib as unknown as { zstdCompressSync(b: Uint8Array): Uint8Array };
+const zstd = zlib as unknown as {
+  zstdCompressSync(b: Uint8Array): Uint8Array;
+  zstdDecompressSync(b: Uint8Array): Uint8Array;
+};
 
 function sample(n: number): Uint8Array {
   const text = new TextEncoder().encode("outrun moves the bytes that are used ".repeat(n / 30 + 1));
@@ -45,4 +48,18 @@ Deno.test("zstd: decompressInto gives a view of the buffer when it can, fresh by
   const [lz, lzLength] = maybeCompress(raw, "lz4");
   assert.deepEqual(decompressInto(lz, lzLength, "lz4", arena), raw);
   assert.equal(decompressInto(raw, 0, "zstd", arena), raw, "stored as is");
+});
+
+Deno.test("zstd: libzstd's frames are node:zlib's to decode, and the other way round", () => {
+  for (const n of [0, 1, 4095, 65_536, 300_000]) {
+    const raw = sample(n);
+    const frame = zstdCompress(raw, 3)!;
+    assert.ok(frame, "libzstd is here");
+    assert.deepEqual(new Uint8Array(zstd.zstdDecompressSync(frame)), raw, `n=${n}`);
+    if (n > 10_000) assert.ok(frame.length < n / 2, "text packs");
+    const theirs = new Uint8Array(zstd.zstdCompressSync(raw));
+    const back = new Uint8Array(n);
+    assert.equal(zstdDecompressInto(theirs, back), n);
+    assert.deepEqual(back, raw);
+  }
 });

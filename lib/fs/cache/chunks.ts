@@ -3,10 +3,9 @@
  * from them, chunk bitmaps, and compression applied only where it pays: zstd
  * (node:zlib, native) where the runtime has it, else LZ4 (npm:lz4-wasm).
  */
-import process from "node:process";
 import * as lz4 from "lz4-wasm";
 import { CHUNK_SIZE, type ChunkCodec, chunkCount } from "./protocol.ts";
-import { zstdDecompressInto } from "../../sys/zstd.ts";
+import { hasLibzstd, zstdCompress, zstdDecompressInto } from "../../sys/zstd.ts";
 import type { BulkCodec } from "../proxy.ts";
 
 type CreateHash = (algorithm: string) => {
@@ -15,12 +14,14 @@ type CreateHash = (algorithm: string) => {
 let createHash: CreateHash | null = null;
 
 /**
- * node:crypto and node:zlib are loaded when first needed, not as the agent starts:
- * together they were ~50 ms of its start (node's stream machinery), before it read
- * its first byte, while sshd held what the local side had sent.
+ * node:crypto and node:zlib are loaded when first needed, not as the agent starts,
+ * through the runtime's `process` (touching it loads the runtime's Node layer: ~45 ms
+ * of a new agent's start when node:process was imported). zstd goes through libzstd
+ * where it is here, so that a warm start needs none of them.
  */
 function builtin<T>(id: string): T {
-  return (process as unknown as { getBuiltinModule(id: string): T }).getBuiltinModule(id);
+  return (globalThis as unknown as { process: { getBuiltinModule(id: string): T } }).process
+    .getBuiltinModule(id);
 }
 
 export function sha256(bytes: Uint8Array): Uint8Array {
@@ -80,15 +81,18 @@ function zstd(): NodeZstd {
  * Fresh memory is dear (on this test bed's VMs a page's first touch costs ~10 us,
  * 2.8 ms a MiB): a decompressed run paid for two megabytes where it needs one.
  */
+const ZSTD_LEVEL = 3;
+
 function zstdOptions(bound: number) {
   // zstd level 3: on the chunks a cold `ffmpeg -version` needs (64 MB), 24 MB in
   // ~0.25 s on one core here, where LZ4 makes 33.5 MB in about the same time.
   const level = zstd().constants.ZSTD_c_compressionLevel ?? 100;
-  return { params: { [level]: 3 }, chunkSize: Math.max(bound + 64, 1024) };
+  return { params: { [level]: ZSTD_LEVEL }, chunkSize: Math.max(bound + 64, 1024) };
 }
 
 /** What this runtime compresses with unless told otherwise. */
 export function defaultCodec(): ChunkCodec {
+  if (hasLibzstd()) return "zstd";
   const z = zstd();
   return z.zstdCompressSync && z.zstdDecompressSync ? "zstd" : "lz4";
 }
@@ -103,7 +107,8 @@ export function maybeCompress(
 ): [Uint8Array, number] {
   if (data.length < 512) return [data, 0];
   const block = codec === "zstd"
-    ? new Uint8Array(zstd().zstdCompressSync!(data, zstdOptions(data.length)))
+    ? zstdCompress(data, ZSTD_LEVEL) ??
+      new Uint8Array(zstd().zstdCompressSync!(data, zstdOptions(data.length)))
     : lz4.compress(data);
   if (block.length > data.length * (1 - MIN_SAVING)) return [data, 0];
   return [block, data.length];
@@ -117,6 +122,12 @@ export function decompress(
   if (rawLength === 0) return data;
   let out: Uint8Array;
   if (codec === "zstd") {
+    const fresh = new Uint8Array(rawLength);
+    const n = zstdDecompressInto(data, fresh);
+    if (n !== null) {
+      if (n !== rawLength) throw new Error(`zstd: ${n} bytes, expected ${rawLength}`);
+      return fresh;
+    }
     const z = zstd();
     if (!z.zstdDecompressSync) throw new Error("zstd: not in this runtime");
     const b = z.zstdDecompressSync(data, {
