@@ -180,6 +180,8 @@ function emptyCacheStats(): NonNullable<RemoteStats["cache"]> {
     chunkHits: 0,
     directOpens: 0,
     chunkMisses: 0,
+    checkedFirst: 0,
+    restWaits: 0,
   };
 }
 
@@ -298,6 +300,12 @@ async function runCommand(c: RunContext): Promise<Value> {
         chunkHits: cache.fs.hits.chunk - hitsBefore!.chunk,
         directOpens: cache.fs.hits.direct - hitsBefore!.direct,
         chunkMisses: cache.fs.misses.chunk - missesBefore!.chunk,
+        // One-command sessions: the rest's answer came while the command ran.
+        ...(c.mirror.shared ? {} : {
+          stale: cache.fs.validation.stale,
+          checkedFirst: cache.fs.validation.checkedFirst,
+          restWaits: cache.fs.validation.restWaits,
+        }),
       };
     }
     const used = cache && !c.mirror.shared ? cache.fs.used() : null;

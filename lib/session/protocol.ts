@@ -57,6 +57,10 @@ export interface RemoteStats {
     /** Opens of whole cached files handed to the remote kernel (their reads are not counted). */
     directOpens: number;
     chunkMisses: number;
+    /** Held names checked before the command started (the rest while it ran). */
+    checkedFirst: number;
+    /** Requests that waited for the rest's answer (validateRest). */
+    restWaits: number;
   } | null;
   /** Milliseconds. */
   validateMs: number;

@@ -16,8 +16,12 @@ function mb(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} kB`;
 }
 
-/** Calls the remote makes without waiting on them (see lib/fs/proxy.ts). */
-const UNWAITED = new Set<string>(Object.keys(UNWAITED_CALLS));
+/**
+ * Calls the remote makes without waiting on them (see lib/fs/proxy.ts); and the rest
+ * of a validation, asked for with it (no round trip of its own) and answered while the
+ * command runs (what waited for it is counted: restWaits).
+ */
+const UNWAITED = new Set<string>([...Object.keys(UNWAITED_CALLS), "cache.validateRest"]);
 
 /** Blocking calls from the remote (what the command waited a round trip for). */
 export function roundTrips(calls: Record<string, number>): number {
@@ -52,7 +56,11 @@ export function formatStats(s: StatsInput): string {
   const c = s.remote.cache;
   if (c) {
     lines.push(
-      `  cache: ${c.held} held, ${c.stale} stale, ${c.evicted} evicted; metadata ${c.metaHits} hits / ` +
+      `  cache: ${c.held} held` +
+        (c.checkedFirst
+          ? ` (${c.checkedFirst} checked first, ${c.restWaits} requests waited for the rest)`
+          : "") +
+        `, ${c.stale} stale, ${c.evicted} evicted; metadata ${c.metaHits} hits / ` +
         `${c.metaMisses} misses; chunks ${c.chunkHits} hits / ${c.chunkMisses} misses; ` +
         `${c.directOpens} opens read by the remote kernel`,
     );

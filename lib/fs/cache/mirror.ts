@@ -51,7 +51,7 @@ import {
   type ValidateReply,
   type ValidateRequest,
 } from "./protocol.ts";
-import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta } from "./store.ts";
+import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta, type HeldRow } from "./store.ts";
 
 /** A first use: a meta, a chunk, a listing (true) or content the kernel read itself (false). */
 type UsedEntry =
@@ -118,12 +118,15 @@ function isDir(m: MetaRecord): boolean {
 /** Room to decompress a push's runs into (a push is about 1 MiB compressed). */
 const ARENA_BYTES = 8 * 1024 * 1024;
 
+/** Names a command's start checks first at most (its own and earlier runs'). */
+const HOT_MAX = 8192;
+
 export class CachedFs implements Filesystem {
   /** `direct`: opens handed to the kernel (passthrough), whose reads are not seen. */
   readonly hits = { meta: 0, chunk: 0, direct: 0 };
   readonly misses = { meta: 0, chunk: 0 };
   /** The last validation: paths held (as far as known here) and found stale. */
-  readonly validation = { held: 0, stale: 0 };
+  readonly validation = { held: 0, stale: 0, checkedFirst: 0, restWaits: 0 };
   readonly #peer: RpcPeer;
   readonly #inner: Filesystem;
   readonly #store: CacheStore;
@@ -193,6 +196,17 @@ export class CachedFs implements Filesystem {
   #pushedSince: Set<string> | null = null;
   /** The validation's answer, when the local side sends it unasked (an empty store). */
   readonly #answered = Promise.withResolvers<ValidateReply>();
+  /**
+   * Held names not checked yet: what the command used last time is checked before it
+   * starts, the rest (validateRest) while it runs. Until that answer is here, such a
+   * name, or one the remote does not hold (the command's profile comes with that
+   * answer), waits for it.
+   */
+  #unchecked: Set<string> | null = null;
+  #restChecked: Promise<void> | null = null;
+  /** The command validated for (one-command sessions), and its names checked first. */
+  #exe: string | null = null;
+  #checkedFirst: string[] = [];
   /** Resolves when the kernel has dropped what the last validation found stale. */
   settled: Promise<void> = Promise.resolve();
 
@@ -236,25 +250,60 @@ export class CachedFs implements Filesystem {
    * inode, not the old one's pages.
    */
   async validate(
-    req: Omit<ValidateRequest, "held">,
+    req: Omit<ValidateRequest, "held" | "rest">,
     /** The local side sends the answer for an empty store unasked (RunRequest.validatedAhead). */
     answeredAhead = false,
   ): Promise<{ held: number; stale: number }> {
-    const rows = this.#store.heldState(this.#client);
-    const held: HeldEntry[] = rows.map((r) => [r.path, r.fp, r.hash ?? "", r.present, r.listed]);
-    for (const r of rows) if (r.hash) this.#hashes.set(r.path, r.hash);
-    // Holding something after all (another session filled the store meanwhile): that
-    // must be checked, so asked as usual (the answer sent ahead is then not used).
+    // What this command used in its last runs here is checked before it starts; the
+    // rest is asked for right after and checked while it runs: each held name costs
+    // ~50 us a start, and a client holds thousands (other commands' names).
+    const used = !answeredAhead && req.exe ? this.#store.hotPaths(this.#client, req.exe) : null;
+    const entries = (rows: HeldRow[]): HeldEntry[] =>
+      rows.map((r) => [r.path, r.fp, r.hash ?? "", r.present, r.listed]);
+    const codec = bulkCodec();
     const pushed = this.#pushedSince = new Set<string>();
-    const answer = answeredAhead && !rows.length
-      ? Promise.race([
-        this.#answered.promise,
-        this.#peer.closed.then((e) => Promise.reject(e)),
-      ])
-      : this.#call(
-        CACHE_CALLS.validate,
-        { ...req, held: packHeld(held, bulkCodec()) } as unknown as Value,
-      );
+    let rows: HeldRow[];
+    let answer: Promise<Value>;
+    let restAnswer: Promise<Value> | null = null;
+    let first = 0;
+    const hot = used ? this.#store.heldState(this.#client, used) : null;
+    // All it holds is what the command used: checked at once, as without a record.
+    if (hot && hot.length < this.#store.heldCount(this.#client)) {
+      first = hot.length;
+      answer = this.#call(CACHE_CALLS.validate, {
+        ...req,
+        held: packHeld(entries(hot), codec),
+        rest: true,
+      } as unknown as Value);
+      // A turn, for the request to leave before the rest is read and packed.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      rows = this.#store.heldState(this.#client);
+      const checkedFirst = new Set(used);
+      const cold = rows.filter((r) => !checkedFirst.has(r.path));
+      this.#unchecked = new Set(cold.map((r) => r.path));
+      restAnswer = this.#call(CACHE_CALLS.validateRest, {
+        held: packHeld(entries(cold), codec),
+        exe: req.exe,
+        prefetch: req.prefetch,
+      } as unknown as Value);
+      this.#checkedFirst = hot.map((r) => r.path);
+    } else {
+      rows = this.#store.heldState(this.#client);
+      // Holding something after all (another session filled the store meanwhile): that
+      // must be checked, so asked as usual (the answer sent ahead is then not used).
+      answer = answeredAhead && !rows.length
+        ? Promise.race([
+          this.#answered.promise as unknown as Promise<Value>,
+          this.#peer.closed.then((e) => Promise.reject(e)),
+        ])
+        : this.#call(CACHE_CALLS.validate, {
+          ...req,
+          held: packHeld(entries(rows), codec),
+        } as unknown as Value);
+      this.#checkedFirst = hot?.map((r) => r.path) ?? [];
+    }
+    this.#exe = req.exe;
+    for (const r of rows) if (r.hash) this.#hashes.set(r.path, r.hash);
     // The metas are read while the answer comes (before it is handled: this turn).
     for (const [path, meta] of this.#store.heldMetas(this.#client)) {
       if (!this.#metas.has(path)) this.#stored.set(path, meta);
@@ -263,19 +312,44 @@ export class CachedFs implements Filesystem {
     try {
       reply = await answer as unknown as ValidateReply;
     } finally {
-      this.#pushedSince = null;
+      if (!restAnswer) this.#pushedSince = null;
     }
     this.validation.held = rows.length;
+    this.validation.checkedFirst = first;
+    this.validation.restWaits = 0;
     this.#apply(reply, pushed);
-    for (const { hash, indices } of reply.incoming ?? []) {
+    this.#expect(reply.incoming);
+    this.#log(
+      `cache: validate: ${rows.length} held${restAnswer ? ` (${first} checked first)` : ""}, ` +
+        `${reply.stale.length} stale, ${reply.ahead.length} ahead`,
+    );
+    if (restAnswer) {
+      const others = rows.length - first;
+      this.#restChecked = restAnswer.then(
+        (r) => {
+          const rest = r as unknown as ValidateReply;
+          this.validation.stale += rest.stale.length;
+          this.#dropStale(rest.stale, pushed);
+          this.#expect(rest.incoming);
+          this.#log(`cache: validate: the other ${others}: ${rest.stale.length} stale`);
+        },
+        (e) => this.#log(`cache: validateRest: ${e}`),
+      ).finally(() => {
+        this.#unchecked = null;
+        this.#restChecked = null;
+        this.#pushedSince = null;
+      });
+    }
+    return { held: rows.length, stale: reply.stale.length };
+  }
+
+  /** Chunks announced by an answer: a read that needs one waits for it, not asks. */
+  #expect(incoming: ValidateReply["incoming"]): void {
+    for (const { hash, indices } of incoming ?? []) {
       let set = this.#incoming.get(hash);
       if (!set) this.#incoming.set(hash, set = new Set());
       for (const i of indices) set.add(i);
     }
-    this.#log(
-      `cache: validate: ${rows.length} held, ${reply.stale.length} stale, ${reply.ahead.length} ahead`,
-    );
-    return { held: rows.length, stale: reply.stale.length };
   }
 
   /**
@@ -293,17 +367,25 @@ export class CachedFs implements Filesystem {
     for (const [parent, name, entry] of reply.ahead) this.#ahead.set(`${parent}/${name}`, entry);
     this.#rootAttr = reply.root;
     this.validation.stale = reply.stale.length;
-    if (this.#invalidate && reply.stale.length) {
-      const stale = reply.stale.map((p) => ({
+    this.#dropStale(reply.stale, pushed);
+  }
+
+  /** Forgets what changed there (the kernel too, on a shared mount), but fresh pushes. */
+  #dropStale(staleList: string[], pushed?: Set<string>): void {
+    if (this.#invalidate && staleList.length) {
+      const stale = staleList.map((p) => ({
         parent: this.#nodeOfPath(dirname(p)),
         name: p.slice(p.lastIndexOf("/") + 1),
         node: this.#ids.get(p) ?? null,
       }));
-      this.settled = this.#invalidate(stale).catch((e) => this.#log(`cache: invalidate: ${e}`));
+      const invalidate = this.#invalidate;
+      this.settled = this.settled.then(() => invalidate(stale)).catch((e) =>
+        this.#log(`cache: invalidate: ${e}`)
+      );
     }
-    const gone = pushed ? reply.stale.filter((p) => !pushed.has(p)) : reply.stale;
+    const gone = pushed ? staleList.filter((p) => !pushed.has(p)) : staleList;
     this.#forgetPaths(gone);
-    for (const p of reply.stale) this.#ids.delete(p);
+    for (const p of staleList) this.#ids.delete(p);
     // A fresh push's row is written over the stale one (putMetas) at the end.
     this.#drop(gone);
   }
@@ -365,6 +447,12 @@ export class CachedFs implements Filesystem {
     }
     this.#store.touch(this.#client, this.#used, hashes);
     this.#store.stampChecked();
+    // What the next start of this command checks first: what it used now and before
+    // (its runs differ: another script, other modules), unless that grew too large.
+    if (this.#exe) {
+      const first = new Set([...this.#checkedFirst, ...this.#used]);
+      this.#store.setHot(this.#client, this.#exe, first.size > HOT_MAX ? this.#used : first);
+    }
   }
 
   /** Wakes the reads waiting for announced chunks (each checks whether its came). */
@@ -527,6 +615,11 @@ export class CachedFs implements Filesystem {
   async #meta(path: string): Promise<MetaRecord> {
     let m = this.#metaNow(path);
     if (m) return m;
+    if (this.#restChecked) {
+      this.validation.restWaits++;
+      await this.#restChecked;
+      return await this.#meta(path);
+    }
     const parent = dirname(path);
     if (isCachedPath(parent, this.#prefixes)) {
       const absent = this.#absentFrom(parent, await this.#withListing(parent), path);
@@ -576,6 +669,7 @@ export class CachedFs implements Filesystem {
   #known(path: string): MetaRecord | undefined {
     let m = this.#metas.get(path);
     if (m) return m;
+    if (this.#unchecked?.has(path)) return undefined;
     const bytes = this.#stored.get(path);
     if (!bytes) return undefined;
     this.#stored.delete(path);
@@ -878,6 +972,12 @@ export class CachedFs implements Filesystem {
     const path = this.#node(req.header.nodeid).path;
     const m = await this.#withListing(path);
     if (!m.children) return await this.#escape("opendir", req); // too big to list: ask there
+    // Its entries' types come from their metas: names not checked yet are waited for.
+    const unchecked = this.#unchecked;
+    if (unchecked && m.children.some((name) => unchecked.has(join(path, name)))) {
+      this.validation.restWaits++;
+      await this.#restChecked;
+    }
     this.#useOnce(this.#usedListings, [path, true]);
     const entries: DirEntry[] = [];
     const names = [".", "..", ...m.children];

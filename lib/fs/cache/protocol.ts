@@ -44,6 +44,12 @@ export interface UsedReport {
 export const CACHE_CALLS = {
   /** ValidateRequest -> ValidateReply: the one round trip of a warm start. */
   validate: "cache.validate",
+  /**
+   * ValidateRestRequest -> ValidateReply (its `ahead` empty, its `root` null): the held
+   * names the command did not use last time, asked for right after `validate` and
+   * answered while the command runs.
+   */
+  validateRest: "cache.validateRest",
   /** {path} -> null, after pushing its MetaRecord (and what will be asked next). */
   meta: "cache.meta",
   /** {path} -> null, after pushing its ContentInfo (and what will be asked next). */
@@ -325,6 +331,18 @@ export interface ValidateRequest {
    * points, the cwd, the command): answered ahead, one lookup each.
    */
   ahead: string[];
+  /**
+   * More held names follow (validateRest): `held` is only what this command used last
+   * time, and the profile is pushed with the rest's answer, when all is known of what
+   * the remote holds.
+   */
+  rest?: boolean;
+}
+
+export interface ValidateRestRequest {
+  held: HeldColumns;
+  exe: string | null;
+  prefetch: boolean;
 }
 
 /** A lookup answered ahead: the local parent node, the name, the local answer. */

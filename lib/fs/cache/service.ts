@@ -46,6 +46,7 @@ import {
   type ContentInfo,
   dirname,
   fingerprint,
+  type HeldColumns,
   isCachedPath,
   join,
   LOOKUPS_KEPT,
@@ -59,6 +60,7 @@ import {
   type UsedReport,
   type ValidateReply,
   type ValidateRequest,
+  type ValidateRestRequest,
 } from "./protocol.ts";
 
 /** Files up to this size travel whole the first time they are opened. */
@@ -273,6 +275,10 @@ export class CacheService {
       (a) => this.validate(a as unknown as ValidateRequest) as unknown as Value,
     );
     peer.handle(
+      CACHE_CALLS.validateRest,
+      (a) => this.validateRest(a as unknown as ValidateRestRequest) as unknown as Value,
+    );
+    peer.handle(
       CACHE_CALLS.meta,
       (a) => this.#answer(() => this.meta((a as { path: string }).path)),
     );
@@ -305,13 +311,33 @@ export class CacheService {
   // ---- calls ----
 
   validate(req: ValidateRequest): ValidateReply {
-    return this.#atOnce(() => this.#validate(req));
+    return this.#atOnce(() => {
+      const stale = this.#checkHeld(req.held);
+      // The answer goes once the names and content ids are out; the chunks follow it,
+      // announced, so that the command starts while they come. With more held names
+      // to come, the profile waits for them (what the remote holds decides what goes).
+      const incoming = req.prefetch && !req.rest ? this.#prefetchFor(req.exe).incoming : [];
+      const ahead = this.#lookupsAhead(req.ahead, req.prefetch ? req.exe : null);
+      this.#flush();
+      return { stale, ahead, root: this.#rootAttr(), incoming };
+    }, !req.rest);
   }
 
-  #validate(req: ValidateRequest): ValidateReply {
+  /** The held names `validate` left for later; the command's profile is pushed here. */
+  validateRest(req: ValidateRestRequest): ValidateReply {
+    return this.#atOnce(() => {
+      const stale = this.#checkHeld(req.held);
+      const incoming = req.prefetch ? this.#prefetchFor(req.exe).incoming : [];
+      this.#flush();
+      return { stale, ahead: [], root: null, incoming };
+    });
+  }
+
+  /** Takes what the remote says it holds; returns the names that changed here since. */
+  #checkHeld(held: HeldColumns): string[] {
     const stale: string[] = [];
     this.#checked = true;
-    for (const [path, fp, hash, present, listed] of unpackHeld(req.held, bulkCodec())) {
+    for (const [path, fp, hash, present, listed] of unpackHeld(held, bulkCodec())) {
       if (this.#fingerprintNow(path) !== fp) {
         stale.push(path);
         continue;
@@ -323,12 +349,7 @@ export class CacheService {
         this.#chunks.set(hash, new ChunkBitmap(present));
       }
     }
-    // The answer goes once the names and content ids are out; the chunks follow it,
-    // announced, so that the command starts while they come.
-    const incoming = req.prefetch ? this.#prefetchFor(req.exe).incoming : [];
-    const ahead = this.#lookupsAhead(req.ahead, req.prefetch ? req.exe : null);
-    this.#flush();
-    return { stale, ahead, root: this.#rootAttr(), incoming };
+    return stale;
   }
 
   /**
@@ -734,15 +755,17 @@ export class CacheService {
    * checks every held path, then its profile's replay and the lookups ahead look
    * at many of them again, and the answer is waited for.
    */
-  #atOnce<T>(f: () => T): T {
+  #atOnce<T>(f: () => T, last = true): T {
     this.#seen = new Map();
     try {
       return f();
     } finally {
       this.#seen = null;
       // The session's first look is over: from here on, paths are looked at afresh.
-      this.#warm?.stop();
-      this.#warm = null;
+      if (last) {
+        this.#warm?.stop();
+        this.#warm = null;
+      }
     }
   }
 

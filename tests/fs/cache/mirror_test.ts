@@ -16,8 +16,11 @@ import {
   CACHE_EVENTS,
   type MetaRecord,
   packMeta,
+  unpackHeld,
+  type ValidateRequest,
+  type ValidateRestRequest,
 } from "../../../lib/fs/cache/protocol.ts";
-import type { Request } from "../../../lib/fuse/mod.ts";
+import type { EntryOut, Request } from "../../../lib/fuse/mod.ts";
 import { RpcPeer, type Value } from "../../../lib/rpc/mod.ts";
 
 const MAIN = new URL("../../../main.ts", import.meta.url).pathname;
@@ -345,6 +348,97 @@ Deno.test("cache mirror: what changed here comes before the validation's answer 
     const entry = await lookup(dirEntry.nodeid, "f");
     assert.equal(entry.attr.size, 20n, "the fresh meta");
     assert.equal(asked, 0, "not asked for again");
+  } finally {
+    fs.end();
+    store.close();
+    await local.close();
+    await remote.close();
+    await removeTree(dir);
+  }
+});
+
+Deno.test("cache mirror: a start checks first what its command used last time; the rest is checked while it runs, and its names wait for that", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-rest-" });
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  const store = new CacheStore(dir);
+  const attr = (size: number, mode = 0o100644) => ({
+    ino: 9n,
+    size: BigInt(size),
+    blocks: 0n,
+    atimeSec: 0n,
+    atimeNsec: 0,
+    mtimeSec: BigInt(size),
+    mtimeNsec: 0,
+    ctimeSec: 0n,
+    ctimeNsec: 0,
+    mode,
+    nlink: 1,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 4096,
+  });
+  const usr: MetaRecord = { path: "/usr", attr: attr(0, 0o40755), children: ["a", "b"] };
+  const a: MetaRecord = { path: "/usr/a", attr: attr(10) };
+  const b: MetaRecord = { path: "/usr/b", attr: attr(11) };
+  const bNow: MetaRecord = { path: "/usr/b", attr: attr(22) };
+  store.putMetas("c", [usr, a, b]);
+  store.setHot("c", "/usr/bin/x", ["/usr", "/usr/a"]);
+  const asked: { method: string; paths: string[]; rest?: boolean }[] = [];
+  const restReply = Promise.withResolvers<void>();
+  local.handle(CACHE_CALLS.validate, (args) => {
+    const req = args as unknown as ValidateRequest;
+    asked.push({
+      method: "validate",
+      paths: unpackHeld(req.held).map((r) => r[0]),
+      ...(req.rest ? { rest: true } : {}),
+    });
+    return { stale: [], ahead: [], root: null, incoming: [] } as unknown as Value;
+  });
+  local.handle(CACHE_CALLS.validateRest, async (args) => {
+    const req = args as unknown as ValidateRestRequest;
+    asked.push({ method: "validateRest", paths: unpackHeld(req.held).map((r) => r[0]) });
+    await restReply.promise;
+    // As the local side answers: what changed is pushed, then the answer.
+    local.event(CACHE_EVENTS.push, { metas: [packMeta(bNow)] } as unknown as Value);
+    return { stale: ["/usr/b"], ahead: [], root: null, incoming: [] } as unknown as Value;
+  });
+  const lookup = (fs: CachedFs, nodeid: number, name: string) =>
+    fs.lookup({ header: { nodeid }, name } as unknown as Request<"LOOKUP">);
+  let fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+  try {
+    assert.deepEqual(await fs.validate({ exe: "/usr/bin/x", prefetch: true, ahead: [] }), {
+      held: 3,
+      stale: 0,
+    });
+    await waitFor("the rest asked for", () => asked.length === 2);
+    assert.deepEqual(asked, [
+      { method: "validate", paths: ["/usr", "/usr/a"], rest: true },
+      { method: "validateRest", paths: ["/usr/b"] },
+    ]);
+    // Checked first: answered at once, from the store.
+    const dirEntry = lookup(fs, 1, "usr") as EntryOut;
+    assert.equal((lookup(fs, dirEntry.nodeid, "a") as EntryOut).attr.size, 10n);
+    // Not checked yet: waits for the rest's answer, then has what is there now.
+    let got: EntryOut | null = null;
+    const pending = Promise.resolve(lookup(fs, dirEntry.nodeid, "b")).then((e) => (got = e));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(got, null, "waits");
+    restReply.resolve();
+    await pending;
+    assert.equal(got!.attr.size, 22n, "the fresh meta, not the stale one held");
+    assert.equal(fs.validation.restWaits, 1);
+    assert.equal(fs.validation.stale, 1);
+    fs.finish();
+    fs.end();
+    // What it used is checked first next time; a command never run here checks all at once.
+    assert.deepEqual(store.hotPaths("c", "/usr/bin/x")?.sort(), ["/usr", "/usr/a", "/usr/b"]);
+    asked.length = 0;
+    fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+    await fs.validate({ exe: "/usr/bin/y", prefetch: true, ahead: [] });
+    assert.deepEqual(asked, [{ method: "validate", paths: ["/usr", "/usr/a", "/usr/b"] }]);
   } finally {
     fs.end();
     store.close();

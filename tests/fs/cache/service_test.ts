@@ -255,6 +255,39 @@ Deno.test("service: a validation sends again only what changed of what the remot
       [`${lib}/a.py`],
       "the changed name alone, once",
     );
+
+    // Checked in two parts: the names the command used last time first (its profile
+    // waits: what goes depends on all the remote holds), then the rest with the pushes.
+    await Deno.writeTextFile(`${lib}/a.py`, "a = 3 # changed again\n");
+    const [local, remote] = rpcPair();
+    const pushes: Push[] = [];
+    remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+    const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
+    remote.onEvent(CACHE_EVENTS.pushed, () => sent());
+    const service = new CacheService(local, serviceOptions(prefix, dir));
+    try {
+      const first = await remote.call("cache.validate", {
+        ...validateArgs(held.filter((r) => r[0] === exe), exe) as Record<string, Value>,
+        rest: true,
+      }) as unknown as ValidateReply;
+      assert.deepEqual(first.stale, []);
+      assert.equal(pushes.length, 0, "nothing pushed before the rest is known");
+      const rest = await remote.call("cache.validateRest", {
+        held: packHeld(held.filter((r) => r[0] !== exe)),
+        exe,
+        prefetch: true,
+      } as unknown as Value) as unknown as ValidateReply;
+      await allSent;
+      assert.deepEqual(rest.stale, [`${lib}/a.py`]);
+      assert.deepEqual(
+        pushes.flatMap((p) => (p.metas ?? []).map(unpackMeta)).map((m) => m.path),
+        [`${lib}/a.py`],
+      );
+    } finally {
+      service.close();
+      await local.close();
+      await remote.close();
+    }
   } finally {
     await removeTree(dir);
   }
