@@ -327,14 +327,16 @@ export class CachedFs implements Filesystem {
       const others = rows.length - first;
       this.#restChecked = restAnswer.then(
         (r) => {
+          // After the session's end (a short command) the store is closed: what it found
+          // stale stays held, and the next start finds it stale again before any use.
+          if (this.#finished) return;
           const rest = r as unknown as ValidateReply;
           this.validation.stale += rest.stale.length;
           this.#dropStale(rest.stale, pushed);
           this.#expect(rest.incoming);
           this.#log(`cache: validate: the other ${others}: ${rest.stale.length} stale`);
         },
-        (e) => this.#log(`cache: validateRest: ${e}`),
-      ).finally(() => {
+      ).catch((e) => this.#log(`cache: validateRest: ${e}`)).finally(() => {
         this.#unchecked = null;
         this.#restChecked = null;
         this.#pushedSince = null;
