@@ -154,6 +154,46 @@ async function checkSame(b: Bed, files = FILES): Promise<void> {
   await assert.rejects(Deno.stat(`${b.view}/no-such-file`), Deno.errors.NotFound);
 }
 
+/** Attributes of a file (or, with its mode, a directory) whose size is also its mtime. */
+function attr(size: number, mode = 0o100644) {
+  return {
+    ino: 9n,
+    size: BigInt(size),
+    blocks: 0n,
+    atimeSec: 0n,
+    atimeNsec: 0,
+    mtimeSec: BigInt(size),
+    mtimeNsec: 0,
+    ctimeSec: 0n,
+    ctimeNsec: 0,
+    mode,
+    nlink: 1,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    blksize: 4096,
+  };
+}
+
+/** A store in a temporary directory and an RPC pair whose local end the test answers. */
+async function withPeers(
+  f: (p: { local: RpcPeer; remote: RpcPeer; store: CacheStore }) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-mirror-" });
+  const [x, y] = pipePair();
+  const local = new RpcPeer(x, { program: "local" });
+  const remote = new RpcPeer(y, { program: "remote" });
+  const store = new CacheStore(dir);
+  try {
+    await f({ local, remote, store });
+  } finally {
+    store.close();
+    await local.close();
+    await remote.close();
+    await removeTree(dir);
+  }
+}
+
 function cacheCalls(s: SessionStats): Record<string, number> {
   return Object.fromEntries(Object.entries(s.calls).filter(([k]) => k.startsWith("cache.")));
 }
@@ -298,152 +338,104 @@ Deno.test("cache mirror: a session killed mid-read, and two sessions at once, le
 });
 
 Deno.test("cache mirror: what changed here comes before the validation's answer and is kept, not asked again", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "outrun-stale-" });
-  const [x, y] = pipePair();
-  const local = new RpcPeer(x, { program: "local" });
-  const remote = new RpcPeer(y, { program: "remote" });
-  const store = new CacheStore(dir);
-  const attr = (size: number, mode = 0o100644) => ({
-    ino: 9n,
-    size: BigInt(size),
-    blocks: 0n,
-    atimeSec: 0n,
-    atimeNsec: 0,
-    mtimeSec: BigInt(size),
-    mtimeNsec: 0,
-    ctimeSec: 0n,
-    ctimeNsec: 0,
-    mode,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    blksize: 4096,
-  });
-  const usr: MetaRecord = { path: "/usr", attr: attr(0, 0o40755), children: ["f"] };
-  const old: MetaRecord = { path: "/usr/f", attr: attr(10) };
-  const changed: MetaRecord = { path: "/usr/f", attr: attr(20) };
-  // Held from an earlier session: /usr (listed) and /usr/f as it was.
-  store.putMetas("c", [usr, old]);
-  let asked = 0;
-  local.handle(CACHE_CALLS.meta, () => {
-    asked++;
-    local.event(CACHE_EVENTS.push, { metas: [packMeta(changed)] } as unknown as Value);
-    return null;
-  });
-  // As the local side answers: what changed of the profile is pushed, then the answer.
-  local.handle(CACHE_CALLS.validate, () => {
-    local.event(CACHE_EVENTS.push, { metas: [packMeta(changed)] } as unknown as Value);
-    return { stale: ["/usr/f"], ahead: [], root: null, incoming: [] } as unknown as Value;
-  });
-  const fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
-  try {
-    assert.deepEqual(await fs.validate({ exe: null, prefetch: false, ahead: [] }), {
-      held: 2,
-      stale: 1,
+  await withPeers(async ({ local, remote, store }) => {
+    const usr: MetaRecord = { path: "/usr", attr: attr(0, 0o40755), children: ["f"] };
+    const old: MetaRecord = { path: "/usr/f", attr: attr(10) };
+    const changed: MetaRecord = { path: "/usr/f", attr: attr(20) };
+    // Held from an earlier session: /usr (listed) and /usr/f as it was.
+    store.putMetas("c", [usr, old]);
+    let asked = 0;
+    local.handle(CACHE_CALLS.meta, () => {
+      asked++;
+      local.event(CACHE_EVENTS.push, { metas: [packMeta(changed)] } as unknown as Value);
+      return null;
     });
-    const lookup = (nodeid: number, name: string) =>
-      fs.lookup({ header: { nodeid }, name } as unknown as Request<"LOOKUP">);
-    const dirEntry = await lookup(1, "usr");
-    const entry = await lookup(dirEntry.nodeid, "f");
-    assert.equal(entry.attr.size, 20n, "the fresh meta");
-    assert.equal(asked, 0, "not asked for again");
-  } finally {
-    fs.end();
-    store.close();
-    await local.close();
-    await remote.close();
-    await removeTree(dir);
-  }
+    // As the local side answers: what changed of the profile is pushed, then the answer.
+    local.handle(CACHE_CALLS.validate, () => {
+      local.event(CACHE_EVENTS.push, { metas: [packMeta(changed)] } as unknown as Value);
+      return { stale: ["/usr/f"], ahead: [], root: null, incoming: [] } as unknown as Value;
+    });
+    const fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+    try {
+      assert.deepEqual(await fs.validate({ exe: null, prefetch: false, ahead: [] }), {
+        held: 2,
+        stale: 1,
+      });
+      const lookup = (nodeid: number, name: string) =>
+        fs.lookup({ header: { nodeid }, name } as unknown as Request<"LOOKUP">);
+      const dirEntry = await lookup(1, "usr");
+      const entry = await lookup(dirEntry.nodeid, "f");
+      assert.equal(entry.attr.size, 20n, "the fresh meta");
+      assert.equal(asked, 0, "not asked for again");
+    } finally {
+      fs.end();
+    }
+  });
 });
 
 Deno.test("cache mirror: a start checks first what its command used last time; the rest is checked while it runs, and its names wait for that", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "outrun-rest-" });
-  const [x, y] = pipePair();
-  const local = new RpcPeer(x, { program: "local" });
-  const remote = new RpcPeer(y, { program: "remote" });
-  const store = new CacheStore(dir);
-  const attr = (size: number, mode = 0o100644) => ({
-    ino: 9n,
-    size: BigInt(size),
-    blocks: 0n,
-    atimeSec: 0n,
-    atimeNsec: 0,
-    mtimeSec: BigInt(size),
-    mtimeNsec: 0,
-    ctimeSec: 0n,
-    ctimeNsec: 0,
-    mode,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    blksize: 4096,
-  });
-  const usr: MetaRecord = { path: "/usr", attr: attr(0, 0o40755), children: ["a", "b"] };
-  const a: MetaRecord = { path: "/usr/a", attr: attr(10) };
-  const b: MetaRecord = { path: "/usr/b", attr: attr(11) };
-  const bNow: MetaRecord = { path: "/usr/b", attr: attr(22) };
-  store.putMetas("c", [usr, a, b]);
-  store.setHot("c", "/usr/bin/x", ["/usr", "/usr/a"]);
-  const asked: { method: string; paths: string[]; rest?: boolean }[] = [];
-  const restReply = Promise.withResolvers<void>();
-  local.handle(CACHE_CALLS.validate, (args) => {
-    const req = args as unknown as ValidateRequest;
-    asked.push({
-      method: "validate",
-      paths: unpackHeld(req.held).map((r) => r[0]),
-      ...(req.rest ? { rest: true } : {}),
+  await withPeers(async ({ local, remote, store }) => {
+    const usr: MetaRecord = { path: "/usr", attr: attr(0, 0o40755), children: ["a", "b"] };
+    const a: MetaRecord = { path: "/usr/a", attr: attr(10) };
+    const b: MetaRecord = { path: "/usr/b", attr: attr(11) };
+    const bNow: MetaRecord = { path: "/usr/b", attr: attr(22) };
+    store.putMetas("c", [usr, a, b]);
+    store.setHot("c", "/usr/bin/x", ["/usr", "/usr/a"]);
+    const asked: { method: string; paths: string[]; rest?: boolean }[] = [];
+    const restReply = Promise.withResolvers<void>();
+    local.handle(CACHE_CALLS.validate, (args) => {
+      const req = args as unknown as ValidateRequest;
+      asked.push({
+        method: "validate",
+        paths: unpackHeld(req.held).map((r) => r[0]),
+        ...(req.rest ? { rest: true } : {}),
+      });
+      return { stale: [], ahead: [], root: null, incoming: [] } as unknown as Value;
     });
-    return { stale: [], ahead: [], root: null, incoming: [] } as unknown as Value;
-  });
-  local.handle(CACHE_CALLS.validateRest, async (args) => {
-    const req = args as unknown as ValidateRestRequest;
-    asked.push({ method: "validateRest", paths: unpackHeld(req.held).map((r) => r[0]) });
-    await restReply.promise;
-    // As the local side answers: what changed is pushed, then the answer.
-    local.event(CACHE_EVENTS.push, { metas: [packMeta(bNow)] } as unknown as Value);
-    return { stale: ["/usr/b"], ahead: [], root: null, incoming: [] } as unknown as Value;
-  });
-  const lookup = (fs: CachedFs, nodeid: number, name: string) =>
-    fs.lookup({ header: { nodeid }, name } as unknown as Request<"LOOKUP">);
-  let fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
-  try {
-    assert.deepEqual(await fs.validate({ exe: "/usr/bin/x", prefetch: true, ahead: [] }), {
-      held: 3,
-      stale: 0,
+    local.handle(CACHE_CALLS.validateRest, async (args) => {
+      const req = args as unknown as ValidateRestRequest;
+      asked.push({ method: "validateRest", paths: unpackHeld(req.held).map((r) => r[0]) });
+      await restReply.promise;
+      // As the local side answers: what changed is pushed, then the answer.
+      local.event(CACHE_EVENTS.push, { metas: [packMeta(bNow)] } as unknown as Value);
+      return { stale: ["/usr/b"], ahead: [], root: null, incoming: [] } as unknown as Value;
     });
-    await waitFor("the rest asked for", () => asked.length === 2);
-    assert.deepEqual(asked, [
-      { method: "validate", paths: ["/usr", "/usr/a"], rest: true },
-      { method: "validateRest", paths: ["/usr/b"] },
-    ]);
-    // Checked first: answered at once, from the store.
-    const dirEntry = lookup(fs, 1, "usr") as EntryOut;
-    assert.equal((lookup(fs, dirEntry.nodeid, "a") as EntryOut).attr.size, 10n);
-    // Not checked yet: waits for the rest's answer, then has what is there now.
-    let got: EntryOut | null = null;
-    const pending = Promise.resolve(lookup(fs, dirEntry.nodeid, "b")).then((e) => (got = e));
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(got, null, "waits");
-    restReply.resolve();
-    await pending;
-    assert.equal(got!.attr.size, 22n, "the fresh meta, not the stale one held");
-    assert.equal(fs.validation.restWaits, 1);
-    assert.equal(fs.validation.stale, 1);
-    fs.finish();
-    fs.end();
-    // What it used is checked first next time; a command never run here checks all at once.
-    assert.deepEqual(store.hotPaths("c", "/usr/bin/x")?.sort(), ["/usr", "/usr/a", "/usr/b"]);
-    asked.length = 0;
-    fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
-    await fs.validate({ exe: "/usr/bin/y", prefetch: true, ahead: [] });
-    assert.deepEqual(asked, [{ method: "validate", paths: ["/usr", "/usr/a", "/usr/b"] }]);
-  } finally {
-    fs.end();
-    store.close();
-    await local.close();
-    await remote.close();
-    await removeTree(dir);
-  }
+    const lookup = (fs: CachedFs, nodeid: number, name: string) =>
+      fs.lookup({ header: { nodeid }, name } as unknown as Request<"LOOKUP">);
+    let fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+    try {
+      assert.deepEqual(await fs.validate({ exe: "/usr/bin/x", prefetch: true, ahead: [] }), {
+        held: 3,
+        stale: 0,
+      });
+      await waitFor("the rest asked for", () => asked.length === 2);
+      assert.deepEqual(asked, [
+        { method: "validate", paths: ["/usr", "/usr/a"], rest: true },
+        { method: "validateRest", paths: ["/usr/b"] },
+      ]);
+      // Checked first: answered at once, from the store.
+      const dirEntry = lookup(fs, 1, "usr") as EntryOut;
+      assert.equal((lookup(fs, dirEntry.nodeid, "a") as EntryOut).attr.size, 10n);
+      // Not checked yet: waits for the rest's answer, then has what is there now.
+      let got: EntryOut | null = null;
+      const pending = Promise.resolve(lookup(fs, dirEntry.nodeid, "b")).then((e) => (got = e));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(got, null, "waits");
+      restReply.resolve();
+      await pending;
+      assert.equal(got!.attr.size, 22n, "the fresh meta, not the stale one held");
+      assert.equal(fs.validation.restWaits, 1);
+      assert.equal(fs.validation.stale, 1);
+      fs.finish();
+      fs.end();
+      // What it used is checked first next time; a command never run here checks all at once.
+      assert.deepEqual(store.hotPaths("c", "/usr/bin/x")?.sort(), ["/usr", "/usr/a", "/usr/b"]);
+      asked.length = 0;
+      fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+      await fs.validate({ exe: "/usr/bin/y", prefetch: true, ahead: [] });
+      assert.deepEqual(asked, [{ method: "validate", paths: ["/usr", "/usr/a", "/usr/b"] }]);
+    } finally {
+      fs.end();
+    }
+  });
 });

@@ -61,6 +61,15 @@ async function pushesFor(prefix: string, path: string): Promise<Push[]> {
   return pushes;
 }
 
+/** What the local side pushes to `remote`, and when it says all has gone (how many then). */
+function collectPushes(remote: RpcPeer): { pushes: Push[]; allSent: Promise<number> } {
+  const pushes: Push[] = [];
+  remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
+  const { promise: allSent, resolve } = Promise.withResolvers<number>();
+  remote.onEvent(CACHE_EVENTS.pushed, () => resolve(pushes.length));
+  return { pushes, allSent };
+}
+
 /** A validation's arguments as the remote sends them: `held`, then the command. */
 function validateArgs(held: HeldEntry[], exe: string): Value {
   return { held: packHeld(held), exe, prefetch: true, ahead: [] } as unknown as Value;
@@ -135,10 +144,7 @@ Deno.test("service: a profile's names go before the validation's answer, its chu
       listed: [],
       chunks: { [exe]: wanted },
     });
-    const pushes: Push[] = [];
-    remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
-    const { promise: allSent, resolve: sent } = Promise.withResolvers<number>();
-    remote.onEvent(CACHE_EVENTS.pushed, () => sent(pushes.length));
+    const { pushes, allSent } = collectPushes(remote);
     service = new CacheService(local, serviceOptions(prefix, dir));
     const reply = await remote.call(
       "cache.validate",
@@ -203,10 +209,7 @@ Deno.test("service: a validation sends again only what changed of what the remot
   /** One session: validates with `held`, returns its answer and what it pushed. */
   const session = async (held: HeldEntry[]) => {
     const [local, remote] = rpcPair();
-    const pushes: Push[] = [];
-    remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
-    const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
-    remote.onEvent(CACHE_EVENTS.pushed, () => sent());
+    const { pushes, allSent } = collectPushes(remote);
     const service = new CacheService(local, serviceOptions(prefix, dir));
     try {
       const reply = await remote.call(
@@ -260,10 +263,7 @@ Deno.test("service: a validation sends again only what changed of what the remot
     // waits: what goes depends on all the remote holds), then the rest with the pushes.
     await Deno.writeTextFile(`${lib}/a.py`, "a = 3 # changed again\n");
     const [local, remote] = rpcPair();
-    const pushes: Push[] = [];
-    remote.onEvent(CACHE_EVENTS.push, (p) => pushes.push(p as unknown as Push));
-    const { promise: allSent, resolve: sent } = Promise.withResolvers<void>();
-    remote.onEvent(CACHE_EVENTS.pushed, () => sent());
+    const { pushes, allSent } = collectPushes(remote);
     const service = new CacheService(local, serviceOptions(prefix, dir));
     try {
       const first = await remote.call("cache.validate", {

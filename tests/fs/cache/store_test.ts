@@ -27,6 +27,16 @@ function random(n: number): Uint8Array {
   return out;
 }
 
+/** The `fileStamp` of the file at `path` as it is now. */
+function stampOf(path: string): string {
+  const fd = open(path, O.RDONLY);
+  try {
+    return fileStamp(fstatFd(fd));
+  } finally {
+    libc().close(fd);
+  }
+}
+
 function infoOf(path: string, data: Uint8Array, fp = "fp"): ContentInfo {
   const chunkHashes = chunkHashesOf(data);
   return { path, fp, hash: contentHash(chunkHashes), size: data.length, chunkHashes };
@@ -219,14 +229,7 @@ Deno.test("store: a blob file as it was when last wholly checked is handed out w
     // The session's end stamps what it wrote (each chunk was checked on arrival).
     store.stampChecked();
     const path = `${dir}/blobs/${info.hash.slice(0, 2)}/${info.hash}`;
-    const stampNow = () => {
-      const fd = open(path, O.RDONLY);
-      try {
-        return fileStamp(fstatFd(fd));
-      } finally {
-        libc().close(fd);
-      }
-    };
+    const stampNow = () => stampOf(path);
     assert.equal(store.blob(info.hash)!.checked, stampNow());
     store.close();
 
@@ -331,14 +334,7 @@ Deno.test("store: ranges of a blob held in part: checked chunk by chunk, then re
     // Changed in a way its stamp cannot see (the stamp forged after a write): a new
     // process reads on the stamp's word, which shows it hashes nothing.
     await poke(10, data[10] ^ 0xff);
-    const stampNow = () => {
-      const fd = open(path, O.RDONLY);
-      try {
-        return fileStamp(fstatFd(fd));
-      } finally {
-        libc().close(fd);
-      }
-    };
+    const stampNow = () => stampOf(path);
     const db = openDatabase(`${dir}/index.sqlite`);
     db.prepare("update blobs set checked = ? where hash = ?").run(stampNow(), info.hash);
     db.close();
