@@ -119,7 +119,7 @@ function isDir(m: MetaRecord): boolean {
 const ARENA_BYTES = 8 * 1024 * 1024;
 
 /** Names a command's start checks first at most (its own and earlier runs'). */
-const HOT_MAX = 8192;
+const HOT_MAX = 4096;
 
 export class CachedFs implements Filesystem {
   /** `direct`: opens handed to the kernel (passthrough), whose reads are not seen. */

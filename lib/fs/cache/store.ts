@@ -91,7 +91,7 @@ export class CacheCorrupt extends Error {
 }
 
 /** Commands whose used names a client keeps (hotPaths), least recently run first out. */
-export const HOT_KEPT = 256;
+export const HOT_KEPT = 128;
 
 /** Entries written by one statement at most. */
 const PUT_BATCH = 64;
@@ -250,10 +250,11 @@ export class CacheStore {
         `insert into hot(client, exe, paths, last_used) values (?, ?, ?, ?)
          on conflict(client, exe) do update set paths = excluded.paths, last_used = excluded.last_used`,
       ).run(client, exe, bytes, this.#now);
+      // This one stays, and the others most recently run (seconds: ties are common).
       this.db.prepare(
-        `delete from hot where client = ? and exe not in
-           (select exe from hot where client = ? order by last_used desc, exe limit ?)`,
-      ).run(client, client, HOT_KEPT);
+        `delete from hot where client = ? and exe != ? and exe not in
+           (select exe from hot where client = ? and exe != ? order by last_used desc limit ?)`,
+      ).run(client, exe, client, exe, HOT_KEPT - 1);
     });
   }
 

@@ -13,6 +13,7 @@ import {
   decodeMeta,
   fileStamp,
   type HeldRow,
+  HOT_KEPT,
 } from "../../../lib/fs/cache/store.ts";
 import { openDatabase } from "../../../lib/fs/cache/sqlite.ts";
 import { libc, O, open } from "../../../lib/sys/libc.ts";
@@ -519,6 +520,29 @@ Deno.test("store: many metas at once (several batches), and content ids linked a
     // A fingerprint that is not the name's: not linked.
     store.linkContents("a", [{ ...info, path: "/usr/f9" }]);
     assert.equal(heldAt("/usr/f9")!.hash, null);
+    store.close();
+  });
+});
+
+Deno.test("store: the names each command used, per client; the least recently run beyond the bound go", async () => {
+  await withStore((dir) => {
+    const store = new CacheStore(dir);
+    assert.equal(store.hotPaths("a", "/usr/bin/x"), null, "never run here");
+    store.setHot("a", "/usr/bin/x", ["/usr", "/usr/lib/é n\nx"]);
+    store.setHot("b", "/usr/bin/x", []);
+    assert.deepEqual(store.hotPaths("a", "/usr/bin/x"), ["/usr", "/usr/lib/é n\nx"]);
+    assert.deepEqual(store.hotPaths("b", "/usr/bin/x"), [], "run, and used nothing held");
+    for (let i = 0; i < HOT_KEPT + 5; i++) store.setHot("a", `/bin/c${i}`, [`/c${i}`]);
+    const kept = store.db.prepare("select count(*) as n from hot where client = 'a'").get() as {
+      n: number;
+    };
+    assert.equal(kept.n, HOT_KEPT);
+    assert.deepEqual(
+      store.hotPaths("a", `/bin/c${HOT_KEPT + 4}`),
+      [`/c${HOT_KEPT + 4}`],
+      "the last",
+    );
+    assert.deepEqual(store.hotPaths("b", "/usr/bin/x"), [], "another client's stay");
     store.close();
   });
 });
