@@ -278,7 +278,8 @@ export class CachedFs implements Filesystem {
       // A turn, for the request to leave before the rest is read and packed.
       await new Promise((resolve) => setTimeout(resolve, 0));
       rows = this.#store.heldState(this.#client);
-      const checkedFirst = new Set(used);
+      // The rest is all but what went (a name another session added meanwhile goes too).
+      const checkedFirst = new Set(hot.map((r) => r.path));
       const cold = rows.filter((r) => !checkedFirst.has(r.path));
       this.#unchecked = new Set(cold.map((r) => r.path));
       restAnswer = this.#call(CACHE_CALLS.validateRest, {
