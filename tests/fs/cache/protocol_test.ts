@@ -47,5 +47,7 @@ Deno.test("protocol: held columns that do not fit together are refused", () => {
     { ...good, present: good.present.subarray(0, good.present.length - 1) },
   ];
   for (const c of bad) assert.throws(() => unpackHeld(c), /held:/);
-  assert.throws(() => packHeld([["/a", "fp", "not hex", new Uint8Array(0), false]]), /content id/);
+  for (const bad of ["not hex", "A".repeat(64), "0".repeat(62), "g".repeat(64), "é".repeat(64)]) {
+    assert.throws(() => packHeld([["/a", "fp", bad, new Uint8Array(0), false]]), /content id/);
+  }
 });
