@@ -11,7 +11,6 @@ import { userEnv } from "../sys/env.ts";
 import { rawOutput } from "../sys/pty.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
-import { connectEarly } from "../ssh/tcp.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
 import {
   aheadPaths,
@@ -71,8 +70,9 @@ export async function runRemote(o: CliOptions): Promise<number> {
   // at while a connection is made.
   const exe = resolveCommand(o.command[0], Deno.cwd(), userEnv().PATH ?? DEFAULT_PATH);
   const control = await controlFor(o, log);
-  // No master: this process connects, and begins to now, before the SSH library loads.
-  const socket = control ? null : connectEarly(sshOptions(o));
+  // No master: this process connects, and begins to now, before the SSH library loads
+  // (a master's client loads neither: node:net alone brings the runtime's Node layer).
+  const socket = control ? null : (await import("../ssh/tcp.ts")).connectEarly(sshOptions(o));
   if (control) {
     const attached = await attachMaster(control, o, log, exe);
     if (attached) {
