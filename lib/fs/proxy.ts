@@ -443,15 +443,20 @@ export class ProxyFs implements Filesystem {
     self.read = (req) => this.#read(req as Request<"READ">);
     self.write = (req) => this.#write(req as Request<"WRITE">);
     // Written behind: a handle's writes are there before it is flushed, synced or let go,
-    // and a failure among them is the answer.
-    for (const name of ["flush", "fsync"] as const) {
-      self[name] = async (req) => {
-        const failed = await this.#settle((req as Request<"FLUSH">).fh);
-        const answer = await call(name, req);
-        if (failed) throw failed;
-        return answer;
-      };
-    }
+    // and a failure among them is the answer. A flush is answered here once they are:
+    // the local side's does nothing more (LoopbackFs writes each block with pwrite, whose
+    // failure is told at once; locks are the remote kernel's), and it cost a round trip
+    // at every close() of a file written there.
+    self.flush = async (req) => {
+      const failed = await this.#settle((req as Request<"FLUSH">).fh);
+      if (failed) throw failed;
+    };
+    self.fsync = async (req) => {
+      const failed = await this.#settle((req as Request<"FSYNC">).fh);
+      const answer = await call("fsync", req);
+      if (failed) throw failed;
+      return answer;
+    };
     // The kernel does not wait for a RELEASE (close() returned at its FLUSH): it goes
     // unwaited, once the handle's writes are there (a failure was told at the flush).
     self.release = async (req) => {

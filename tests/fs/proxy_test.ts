@@ -191,6 +191,8 @@ Deno.test("proxy: writes are answered at once, land in order, and a failure is t
     same(await read(proxy, node, fh, 100_000, 5000), want.subarray(100_000, 105_000), "read back");
     await proxy.flush!({ header: header(node), fh, lockOwner: 0n } as unknown as Request<"FLUSH">);
     same(await Deno.readFile(`${dir}/out.mp4`), want, "the local file");
+    const calls = (proxy as unknown as ProxyFs).peer.callsByMethod;
+    assert.equal(calls["fs.flush"], undefined, "a flush waits for the writes, not a round trip");
     // A write that fails there (the handle is read-only): answered here, told at close.
     await Deno.writeTextFile(`${dir}/ro`, "x");
     const e = await proxy.lookup!(
