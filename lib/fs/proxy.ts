@@ -133,10 +133,13 @@ export interface BulkCodec {
 /** Bytes of a regular file that come with its opening to read (`fs.openAhead`). */
 export const OPEN_AHEAD = 128 * 1024;
 
-/** `fs.openAhead`'s answer: the handle, and the file's first bytes (all, when fewer). */
+/**
+ * `fs.openAhead`'s answer: the handle, and the file's first `size` bytes (all, when
+ * fewer; `size` is 0 for an opening to write).
+ */
 export interface OpenedFile {
   open: OpenOut;
-  /** null: not a regular file (nothing read ahead). */
+  /** null: not a regular file, or nothing asked (nothing read ahead). */
   head: Uint8Array | PackedBytes | null;
   /** Its attributes at the opening (the kernel asks for them next, for fstat). */
   attr: AttrOut | null;
@@ -263,10 +266,14 @@ export interface ServeOptions {
 /** Answers the other side's calls with `fs` (which may be synchronous). */
 export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOptions = {}): void {
   const { onLookup, codec } = options;
-  /** The attributes of the node `req` is about, or null. */
-  const attrOf = async (req: Request): Promise<AttrOut | null> =>
-    await Promise.resolve(fs.getattr?.(req as unknown as Request<"GETATTR">)).catch(() => null) ??
-      null;
+  /**
+   * The attributes of the node `req` is about, or null. By its node: an OPEN's flags
+   * are not a GETATTR's (O_WRONLY's bit is GETATTR_FH).
+   */
+  const attrOf = async (req: Request): Promise<AttrOut | null> => {
+    const ask = { header: req.header, flags: 0, fh: 0 } as unknown as Request<"GETATTR">;
+    return await Promise.resolve(fs.getattr?.(ask)).catch(() => null) ?? null;
+  };
   for (const name of PROXIED_METHODS) {
     const method = fs[name] as AnyMethod | undefined;
     if (!method) continue; // the caller gets ENOSYS, as from a kernel
@@ -309,7 +316,7 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
       // Only a regular file: reading a FIFO or a device here would take its data, or wait.
       const attr = await attrOf(req);
       let head: Uint8Array | PackedBytes | null = null;
-      if (attr && (attr.attr.mode & S_IFMT) === S_IFREG) {
+      if (size > 0 && attr && (attr.attr.mode & S_IFMT) === S_IFREG) {
         const ask = { ...req, op: "READ", fh: open.fh, offset: 0n, size, readFlags: 0 };
         const bytes = await Promise.resolve(read!(ask as unknown as Value)).catch(() => null) as
           | Uint8Array
@@ -469,11 +476,13 @@ export class ProxyFs implements Filesystem {
     };
     // A handle opened to read has nothing to flush: the kernel is told not to send a
     // FLUSH at its close(), which waits for the answer (a round trip per file read).
+    // Every open comes with the file's attributes (the fstat after it is answered here),
+    // one opened to read with its first bytes too.
     self.open = async (req) => {
       const flags = (req as Request<"OPEN">).flags;
       if (flags & O_TRUNC) this.#attrsChanged();
-      if ((flags & O_ACCMODE) !== O_RDONLY) return await call("open", req);
-      const args = { ...req, size: OPEN_AHEAD } as unknown as Value;
+      const reading = (flags & O_ACCMODE) === O_RDONLY;
+      const args = { ...req, size: reading ? OPEN_AHEAD : 0 } as unknown as Value;
       const gen = this.#attrGen;
       const { open, head, attr } = await this.peer.call(
         "fs.openAhead",
@@ -488,7 +497,7 @@ export class ProxyFs implements Filesystem {
           whole: data.length < OPEN_AHEAD,
         });
       }
-      return { ...open, openFlags: (open.openFlags ?? 0) | FOPEN.NOFLUSH };
+      return reading ? { ...open, openFlags: (open.openFlags ?? 0) | FOPEN.NOFLUSH } : open;
     };
     // A change of a file's bytes drops what was read ahead of it, on every handle (and
     // a chmod may change its ACL).

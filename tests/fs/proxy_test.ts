@@ -380,6 +380,13 @@ Deno.test("proxy: a handle opened to read asks for no FLUSH; a RELEASE is not wa
     assert.ok((reading.openFlags ?? 0) & FOPEN.NOFLUSH, "read-only: no FLUSH at close");
     const writing = await open(2); // O_RDWR
     assert.equal((writing.openFlags ?? 0) & FOPEN.NOFLUSH, 0, "writable: flushed at close");
+    // Its attributes came with it: the fstat after the opening is answered here.
+    const opened = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
+    const attr = await proxy.getattr!(
+      { header: header(e.nodeid), fh: writing.fh } as unknown as Request<"GETATTR">,
+    );
+    assert.equal(attr.attr.size, 1n);
+    assert.deepEqual(callsSince(proxy, opened), {});
     const before = { ...(proxy as unknown as ProxyFs).peer.callsByMethod };
     for (const { fh } of [reading, writing]) {
       await proxy.release!(
