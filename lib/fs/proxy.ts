@@ -63,6 +63,8 @@ import {
   type Request,
 } from "../fuse/mod.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
+import { O } from "../sys/libc.ts";
+import { S_IFMT, S_IFREG } from "../sys/stat.ts";
 
 /** Every Filesystem method that answers (init, destroy and forget do not travel as calls). */
 export const PROXIED_METHODS = [
@@ -223,7 +225,6 @@ const CHANGING_METHODS = [
   "fallocate",
   "copyFileRange",
 ] as const satisfies readonly Proxied[];
-const O_TRUNC = 0o1000;
 
 /** Methods whose answer is an entry (CREATE's: with its handle): it carries xattr names. */
 const ENTRY_METHODS = new Set<string>(["lookup", "mknod", "mkdir", "symlink", "link", "create"]);
@@ -377,10 +378,6 @@ export const AHEAD_MAX = 4 * 1024 * 1024;
 const AHEAD_AFTER = 2;
 
 const CAPS = "security.capability";
-const O_ACCMODE = 3;
-const S_IFMT = 0o170000;
-const S_IFREG = 0o100000;
-const O_RDONLY = 0;
 const ENODATA = 61;
 
 /** Bytes of a handle's writes on their way at most before the next write waits. */
@@ -480,8 +477,8 @@ export class ProxyFs implements Filesystem {
     // one opened to read with its first bytes too.
     self.open = async (req) => {
       const flags = (req as Request<"OPEN">).flags;
-      if (flags & O_TRUNC) this.#attrsChanged();
-      const reading = (flags & O_ACCMODE) === O_RDONLY;
+      if (flags & O.TRUNC) this.#attrsChanged();
+      const reading = (flags & O.ACCMODE) === O.RDONLY;
       const args = { ...req, size: reading ? OPEN_AHEAD : 0 } as unknown as Value;
       const gen = this.#attrGen;
       const { open, head, attr } = await this.peer.call(

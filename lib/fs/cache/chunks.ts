@@ -4,7 +4,7 @@
  * (node:zlib, native) where the runtime has it, else LZ4 (npm:lz4-wasm).
  */
 import * as lz4 from "lz4-wasm";
-import { CHUNK_SIZE, type ChunkCodec, chunkCount } from "./protocol.ts";
+import { CHUNK_SIZE, type ChunkCodec, chunkCount, hex } from "./protocol.ts";
 import { hasLibzstd, zstdCompress, zstdDecompressInto } from "../../sys/zstd.ts";
 import type { BulkCodec } from "../proxy.ts";
 
@@ -27,10 +27,6 @@ function builtin<T>(id: string): T {
 export function sha256(bytes: Uint8Array): Uint8Array {
   createHash ??= builtin<{ createHash: CreateHash }>("node:crypto").createHash;
   return new Uint8Array(createHash("sha256").update(bytes).digest());
-}
-
-export function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** The sha256 of each CHUNK_SIZE piece of `content`, concatenated. */
@@ -122,12 +118,7 @@ export function decompress(
   if (rawLength === 0) return data;
   let out: Uint8Array;
   if (codec === "zstd") {
-    const fresh = new Uint8Array(rawLength);
-    const n = zstdDecompressInto(data, fresh);
-    if (n !== null) {
-      if (n !== rawLength) throw new Error(`zstd: ${n} bytes, expected ${rawLength}`);
-      return fresh;
-    }
+    if (hasLibzstd()) return libzstdInto(data, new Uint8Array(rawLength));
     const z = zstd();
     if (!z.zstdDecompressSync) throw new Error("zstd: not in this runtime");
     const b = z.zstdDecompressSync(data, {
@@ -154,15 +145,17 @@ export function decompressInto(
   codec: ChunkCodec,
   into: Uint8Array,
 ): Uint8Array {
-  if (rawLength > 0 && codec === "zstd" && into.length >= rawLength) {
-    const out = into.subarray(0, rawLength);
-    const n = zstdDecompressInto(data, out);
-    if (n !== null) {
-      if (n !== rawLength) throw new Error(`zstd: ${n} bytes, expected ${rawLength}`);
-      return out;
-    }
+  if (rawLength > 0 && codec === "zstd" && into.length >= rawLength && hasLibzstd()) {
+    return libzstdInto(data, into.subarray(0, rawLength));
   }
   return decompress(data, rawLength, codec);
+}
+
+/** The zstd frame `data` decompressed by libzstd into all of `out` (it must be here). */
+function libzstdInto(data: Uint8Array, out: Uint8Array): Uint8Array {
+  const n = zstdDecompressInto(data, out);
+  if (n !== out.length) throw new Error(`zstd: ${n} bytes, expected ${out.length}`);
+  return out;
 }
 
 /** A set of chunk indices as bits. */

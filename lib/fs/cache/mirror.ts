@@ -29,7 +29,7 @@ import {
 } from "../../fuse/mod.ts";
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
-import { libc } from "../../sys/libc.ts";
+import { libc, O } from "../../sys/libc.ts";
 import { S_IFDIR, S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import { bulkCodec, decompressInto } from "./chunks.ts";
 import {
@@ -65,9 +65,7 @@ export const CACHE_BASE = 2 ** 40;
 /** Seconds the kernel may keep cached names and attributes: the whole session. */
 const LONG = 24 * 3600;
 
-const O_ACCMODE = 3;
 const RENAME_EXCHANGE = 2;
-const O_TRUNC = 0o1000;
 
 interface CacheNode {
   id: number;
@@ -265,11 +263,10 @@ export class CachedFs implements Filesystem {
     let rows: HeldRow[];
     let answer: Promise<Value>;
     let restAnswer: Promise<Value> | null = null;
-    let first = 0;
     const hot = used ? this.#store.heldState(this.#client, used) : null;
+    this.#checkedFirst = hot?.map((r) => r.path) ?? [];
     // All it holds is what the command used: checked at once, as without a record.
     if (hot && hot.length < this.#store.heldCount(this.#client)) {
-      first = hot.length;
       answer = this.#call(CACHE_CALLS.validate, {
         ...req,
         held: packHeld(entries(hot), codec),
@@ -279,7 +276,7 @@ export class CachedFs implements Filesystem {
       await new Promise((resolve) => setTimeout(resolve, 0));
       rows = this.#store.heldState(this.#client);
       // The rest is all but what went (a name another session added meanwhile goes too).
-      const checkedFirst = new Set(hot.map((r) => r.path));
+      const checkedFirst = new Set(this.#checkedFirst);
       const cold = rows.filter((r) => !checkedFirst.has(r.path));
       this.#unchecked = new Set(cold.map((r) => r.path));
       restAnswer = this.#call(CACHE_CALLS.validateRest, {
@@ -287,7 +284,6 @@ export class CachedFs implements Filesystem {
         exe: req.exe,
         prefetch: req.prefetch,
       } as unknown as Value);
-      this.#checkedFirst = hot.map((r) => r.path);
     } else {
       rows = this.#store.heldState(this.#client);
       // Holding something after all (another session filled the store meanwhile): that
@@ -301,7 +297,6 @@ export class CachedFs implements Filesystem {
           ...req,
           held: packHeld(entries(rows), codec),
         } as unknown as Value);
-      this.#checkedFirst = hot?.map((r) => r.path) ?? [];
     }
     this.#exe = req.exe;
     for (const r of rows) if (r.hash) this.#hashes.set(r.path, r.hash);
@@ -315,6 +310,7 @@ export class CachedFs implements Filesystem {
     } finally {
       if (!restAnswer) this.#pushedSince = null;
     }
+    const first = restAnswer ? this.#checkedFirst.length : 0;
     this.validation.held = rows.length;
     this.validation.checkedFirst = first;
     this.validation.restWaits = 0;
@@ -766,7 +762,7 @@ export class CachedFs implements Filesystem {
 
   open(req: Request<"OPEN">): OpenOut | Promise<OpenOut> {
     if (req.header.nodeid < CACHE_BASE) return this.#inner.open!(req);
-    if ((req.flags & O_ACCMODE) !== 0 || (req.flags & O_TRUNC)) return this.#escapeOpen(req);
+    if ((req.flags & O.ACCMODE) !== O.RDONLY || (req.flags & O.TRUNC)) return this.#escapeOpen(req);
     const path = this.#node(req.header.nodeid).path;
     const m = this.#metaNow(path);
     const hash = this.#hashes.get(path);

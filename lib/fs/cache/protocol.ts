@@ -232,6 +232,13 @@ export interface HeldColumns {
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
 
+/** `bytes` in lower-case hex (content ids, profile file names). */
+export function hex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += HEX[b];
+  return out;
+}
+
 /** Each hex digit's value by character code (lower case), 255 for any other character. */
 const HEX_VALUE = new Uint8Array(128).fill(255);
 for (let i = 0; i < 16; i++) HEX_VALUE["0123456789abcdef".charCodeAt(i)] = i;
@@ -318,8 +325,7 @@ export function unpackHeld(c: HeldColumns, codec?: BulkCodec): HeldEntry[] {
   let at = 0;
   content.forEach((i, k) => {
     if (i >= n || at + 4 > c.present.length) throw new Error("held: a content row out of range");
-    let hash = "";
-    for (let j = k * 32; j < k * 32 + 32; j++) hash += HEX[c.hashes[j]];
+    const hash = hex(c.hashes.subarray(k * 32, k * 32 + 32));
     const length = view.getUint32(at, true);
     if (at + 4 + length > c.present.length) throw new Error("held: a bitmap past the end");
     rows[i][2] = hash;

@@ -29,7 +29,6 @@ import {
   chunkHashesOf,
   contentHash,
   defaultCodec,
-  hex,
   sha256,
 } from "./chunks.ts";
 import { ChunkPacker, closeUnreadKept, packChunks, type PackedRun, runScratch } from "./packer.ts";
@@ -47,6 +46,7 @@ import {
   dirname,
   fingerprint,
   type HeldColumns,
+  hex,
   isCachedPath,
   join,
   LOOKUPS_KEPT,

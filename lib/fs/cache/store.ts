@@ -521,9 +521,14 @@ export class CacheStore {
     if (this.#stampSeen.has(blob.hash)) return;
     this.#stampSeen.add(blob.hash);
     if (blob.checked !== null && blob.checked === fileStamp(fstatFd(fd))) {
-      this.#trusted.add(blob.hash);
-      this.#stampCurrent.add(blob.hash);
+      this.#stamped(blob.hash);
     }
+  }
+
+  /** The blob's file is as its `checked` stamp says: its present chunks are trusted. */
+  #stamped(hash: string): void {
+    this.#trusted.add(hash);
+    this.#stampCurrent.add(hash);
   }
 
   /** Drops a chunk that failed its check (its bit here and in the index). */
@@ -577,8 +582,7 @@ export class CacheStore {
       // Taken before the reads: a write meanwhile leaves a stamp that will not match.
       const stamp = fileStamp(st);
       if (blob.checked === stamp) {
-        this.#trusted.add(blob.hash);
-        this.#stampCurrent.add(blob.hash);
+        this.#stamped(blob.hash);
         return fd;
       }
       const n = chunkCount(blob.size);
@@ -597,8 +601,7 @@ export class CacheStore {
   #setChecked(blob: BlobRow, stamp: string): void {
     this.db.prepare("update blobs set checked = ? where hash = ?").run(stamp, blob.hash);
     blob.checked = stamp;
-    this.#trusted.add(blob.hash);
-    this.#stampCurrent.add(blob.hash);
+    this.#stamped(blob.hash);
   }
 
   /**
@@ -644,10 +647,7 @@ export class CacheStore {
     this.tx(() => {
       for (const [stamp, hash] of stamps) set.run(stamp, hash);
     });
-    for (const [, hash] of stamps) {
-      this.#trusted.add(hash);
-      this.#stampCurrent.add(hash);
-    }
+    for (const [, hash] of stamps) this.#stamped(hash);
   }
 
   #close(fd: number): null {

@@ -6,13 +6,13 @@ import {
   contentHash,
   decompress,
   defaultCodec,
-  hex,
   maybeCompress,
   sha256,
 } from "../../../lib/fs/cache/chunks.ts";
 import {
   CHUNK_SIZE,
   fingerprint,
+  hex,
   isCachedPath,
   type MetaRecord,
   packMeta,
