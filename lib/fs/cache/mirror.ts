@@ -51,7 +51,7 @@ import {
   type ValidateReply,
   type ValidateRequest,
 } from "./protocol.ts";
-import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta, type HeldRow } from "./store.ts";
+import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta } from "./store.ts";
 
 /** A first use: a meta, a chunk, a listing (true) or content the kernel read itself (false). */
 type UsedEntry =
@@ -131,8 +131,13 @@ export class CachedFs implements Filesystem {
   readonly #client: string;
   readonly #prefixes: readonly string[];
   readonly #metas = new Map<string, MetaRecord>();
-  /** Metas held from earlier sessions, still encoded: decoded on first use. */
-  readonly #stored = new Map<string, Uint8Array>();
+  /**
+   * Metas held from earlier sessions, still encoded: decoded on first use. A string is
+   * the fingerprint checked of a meta left in the store, read when first used if the
+   * store still has that one: held names a start checks while the command runs (most
+   * are not used, and reading them all held up the first answer ~20-70 ms).
+   */
+  readonly #stored = new Map<string, Uint8Array | string>();
   readonly #childSets = new WeakMap<MetaRecord, Set<string>>();
   readonly #hashes = new Map<string, string>();
   readonly #nodes = new Map<number, CacheNode>();
@@ -256,20 +261,19 @@ export class CachedFs implements Filesystem {
     // rest is asked for right after and checked while it runs: each held name costs
     // ~50 us a start, and a client holds thousands (other commands' names).
     const used = !answeredAhead && req.exe ? this.#store.hotPaths(this.#client, req.exe) : null;
-    const entries = (rows: HeldRow[]): HeldEntry[] =>
-      rows.map((r) => [r.path, r.fp, r.hash ?? "", r.present, r.listed]);
     const codec = bulkCodec();
     const pushed = this.#pushedSince = new Set<string>();
-    let rows: HeldRow[];
+    let rows: HeldEntry[];
     let answer: Promise<Value>;
     let restAnswer: Promise<Value> | null = null;
+    let metas: () => [string, Uint8Array, string][];
     const hot = used ? this.#store.heldState(this.#client, used) : null;
-    this.#checkedFirst = hot?.map((r) => r.path) ?? [];
+    this.#checkedFirst = hot?.map((r) => r[0]) ?? [];
     // All it holds is what the command used: checked at once, as without a record.
     if (hot && hot.length < this.#store.heldCount(this.#client)) {
       answer = this.#call(CACHE_CALLS.validate, {
         ...req,
-        held: packHeld(entries(hot), codec),
+        held: packHeld(hot, codec),
         rest: true,
       } as unknown as Value);
       // A turn, for the request to leave before the rest is read and packed.
@@ -277,13 +281,15 @@ export class CachedFs implements Filesystem {
       rows = this.#store.heldState(this.#client);
       // The rest is all but what went (a name another session added meanwhile goes too).
       const checkedFirst = new Set(this.#checkedFirst);
-      const cold = rows.filter((r) => !checkedFirst.has(r.path));
-      this.#unchecked = new Set(cold.map((r) => r.path));
+      const cold = rows.filter((r) => !checkedFirst.has(r[0]));
+      this.#unchecked = new Set(cold.map((r) => r[0]));
       restAnswer = this.#call(CACHE_CALLS.validateRest, {
-        held: packHeld(entries(cold), codec),
+        held: packHeld(cold, codec),
         exe: req.exe,
         prefetch: req.prefetch,
       } as unknown as Value);
+      for (const [path, fp] of cold) if (!this.#metas.has(path)) this.#stored.set(path, fp);
+      metas = () => this.#store.heldMetas(this.#client, this.#checkedFirst);
     } else {
       rows = this.#store.heldState(this.#client);
       // Holding something after all (another session filled the store meanwhile): that
@@ -295,18 +301,23 @@ export class CachedFs implements Filesystem {
         ])
         : this.#call(CACHE_CALLS.validate, {
           ...req,
-          held: packHeld(entries(rows), codec),
+          held: packHeld(rows, codec),
         } as unknown as Value);
+      metas = () => this.#store.heldMetas(this.#client);
     }
     this.#exe = req.exe;
-    for (const r of rows) if (r.hash) this.#hashes.set(r.path, r.hash);
-    // The metas are read while the answer comes (before it is handled: this turn).
-    for (const [path, meta] of this.#store.heldMetas(this.#client)) {
-      if (!this.#metas.has(path)) this.#stored.set(path, meta);
-    }
+    for (const [path, , hash] of rows) if (hash) this.#hashes.set(path, hash);
+    // The metas checked first are read while the answer comes, once the request has
+    // left (a stream's write goes in a later microtask: what this turn does holds it).
+    const metasRead = new Promise((resolve) => setTimeout(resolve, 0)).then(() => {
+      for (const [path, meta] of metas()) {
+        if (!this.#metas.has(path)) this.#stored.set(path, meta);
+      }
+    });
     let reply: ValidateReply;
     try {
       reply = await answer as unknown as ValidateReply;
+      await metasRead;
     } finally {
       if (!restAnswer) this.#pushedSince = null;
     }
@@ -669,12 +680,24 @@ export class CachedFs implements Filesystem {
     let m = this.#metas.get(path);
     if (m) return m;
     if (this.#unchecked?.has(path)) return undefined;
-    const bytes = this.#stored.get(path);
-    if (!bytes) return undefined;
+    const held = this.#stored.get(path);
+    if (held === undefined) return undefined;
     this.#stored.delete(path);
+    // Changed or gone in the store since (another session): asked for.
+    const bytes = typeof held === "string" ? this.#store.heldMeta(this.#client, path, held) : held;
+    if (!bytes) return undefined;
     m = decodeMeta(bytes);
     this.#metas.set(path, m);
     return m;
+  }
+
+  /** Reads in one query the metas of `paths` left in the store (a listing's entries). */
+  #loadStored(paths: readonly string[]): void {
+    const left = paths.filter((p) => typeof this.#stored.get(p) === "string");
+    if (left.length < 2) return;
+    for (const [path, meta, fp] of this.#store.heldMetas(this.#client, left)) {
+      if (this.#stored.get(path) === fp) this.#stored.set(path, meta);
+    }
   }
 
   #forgetPaths(paths: Iterable<string>): void {
@@ -978,6 +1001,7 @@ export class CachedFs implements Filesystem {
       await this.#restChecked;
     }
     this.#useOnce(this.#usedListings, [path, true]);
+    this.#loadStored(m.children.map((name) => join(path, name)));
     const entries: DirEntry[] = [];
     const names = [".", "..", ...m.children];
     for (let i = 0; i < names.length; i++) {

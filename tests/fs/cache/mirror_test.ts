@@ -373,6 +373,67 @@ Deno.test("cache mirror: what changed here comes before the validation's answer 
   });
 });
 
+Deno.test("cache mirror: the metas of names checked while the command runs are read from the store when used, if still as checked", async () => {
+  await withPeers(async ({ local, remote, store }) => {
+    const usr: MetaRecord = {
+      path: "/usr",
+      attr: attr(0, 0o40755),
+      children: ["a", "lib", "c"],
+    };
+    const lib: MetaRecord = {
+      path: "/usr/lib",
+      attr: attr(0, 0o40755),
+      children: ["x", "y", "z"],
+    };
+    const others = ["x", "y", "z"].map((n, i): MetaRecord => ({
+      path: `/usr/lib/${n}`,
+      attr: attr(20 + i),
+    }));
+    const a: MetaRecord = { path: "/usr/a", attr: attr(10) };
+    const c: MetaRecord = { path: "/usr/c", attr: attr(12) };
+    store.putMetas("c", [usr, lib, a, c, ...others]);
+    store.setHot("c", "/usr/bin/x", ["/usr", "/usr/a"]);
+    const metaCalls: string[] = [];
+    local.handle(
+      CACHE_CALLS.validate,
+      () => ({ stale: [], ahead: [], root: null, incoming: [] }) as unknown as Value,
+    );
+    local.handle(CACHE_CALLS.validateRest, () => {
+      // Another session of this client changes /usr/c once it is checked here.
+      store.putMetas("c", [{ ...c, attr: attr(13) }]);
+      return { stale: [], ahead: [], root: null, incoming: [] } as unknown as Value;
+    });
+    local.handle(CACHE_CALLS.meta, (args) => {
+      const { path } = args as { path: string };
+      metaCalls.push(path);
+      local.event(CACHE_EVENTS.push, { metas: [packMeta({ ...c, attr: attr(14) })] } as Value);
+      return null;
+    });
+    const fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+    const lookup = (nodeid: number, name: string) =>
+      fs.lookup({ header: { nodeid }, name } as Request<"LOOKUP">) as Promise<EntryOut>;
+    try {
+      await fs.validate({ exe: "/usr/bin/x", prefetch: true, ahead: [] });
+      const usrNode = (await lookup(1, "usr")).nodeid;
+      const libEntry = await lookup(usrNode, "lib");
+      assert.equal(libEntry.attr.mode, 0o40755, "from the store, once the rest was checked");
+      // A listing's entries are read at once, with their types.
+      const dir = await fs.opendir({ header: { nodeid: libEntry.nodeid } } as Request<"OPENDIR">);
+      const entries = await fs.readdir({ fh: dir.fh, offset: 0n } as Request<"READDIR">);
+      assert.deepEqual(
+        entries.filter((e) => !e.name.startsWith(".")).map((e) => [e.name, e.type]),
+        [["x", 8], ["y", 8], ["z", 8]],
+      );
+      assert.deepEqual(metaCalls, [], "no call for what the store holds as checked");
+      // Changed in the store since it was checked: not taken, asked for.
+      assert.equal((await lookup(usrNode, "c")).attr.size, 14n);
+      assert.deepEqual(metaCalls, ["/usr/c"]);
+    } finally {
+      fs.end();
+    }
+  });
+});
+
 Deno.test("cache mirror: a start checks first what its command used last time; the rest is checked while it runs, and its names wait for that", async () => {
   await withPeers(async ({ local, remote, store }) => {
     const usr: MetaRecord = { path: "/usr", attr: attr(0, 0o40755), children: ["a", "b"] };

@@ -12,7 +12,6 @@ import {
   CacheStore,
   decodeMeta,
   fileStamp,
-  type HeldRow,
   HOT_KEPT,
 } from "../../../lib/fs/cache/store.ts";
 import { openDatabase } from "../../../lib/fs/cache/sqlite.ts";
@@ -75,10 +74,17 @@ async function withStore(f: (dir: string) => Promise<void> | void): Promise<void
   }
 }
 
-/** What the store holds for `client`, each row with its encoded meta. */
-function held(store: CacheStore, client: string): (HeldRow & { meta: Uint8Array })[] {
-  const metas = new Map(store.heldMetas(client));
-  return store.heldState(client).map((r) => ({ ...r, meta: metas.get(r.path)! }));
+/** What the store holds for `client`, a row each, with its encoded meta. */
+function held(store: CacheStore, client: string) {
+  const metas = new Map(store.heldMetas(client).map(([path, meta]) => [path, meta]));
+  return store.heldState(client).map(([path, fp, hash, present, listed]) => ({
+    path,
+    fp,
+    hash: hash || null,
+    present,
+    listed,
+    meta: metas.get(path)!,
+  }));
 }
 
 /** Stores `data` under `path` for `client` the way a session does: meta, content id. */
