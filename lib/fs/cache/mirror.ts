@@ -40,7 +40,6 @@ import {
   type ContentInfo,
   dirname,
   fingerprint,
-  type HeldEntry,
   isCachedPath,
   join,
   type MetaRecord,
@@ -131,13 +130,8 @@ export class CachedFs implements Filesystem {
   readonly #client: string;
   readonly #prefixes: readonly string[];
   readonly #metas = new Map<string, MetaRecord>();
-  /**
-   * Metas held from earlier sessions, still encoded: decoded on first use. A string is
-   * the fingerprint checked of a meta left in the store, read when first used if the
-   * store still has that one: held names a start checks while the command runs (most
-   * are not used, and reading them all held up the first answer ~20-70 ms).
-   */
-  readonly #stored = new Map<string, Uint8Array | string>();
+  /** Metas held from earlier sessions, still encoded: decoded on first use. */
+  readonly #stored = new Map<string, Uint8Array>();
   readonly #childSets = new WeakMap<MetaRecord, Set<string>>();
   readonly #hashes = new Map<string, string>();
   readonly #nodes = new Map<number, CacheNode>();
@@ -200,13 +194,18 @@ export class CachedFs implements Filesystem {
   /** The validation's answer, when the local side sends it unasked (an empty store). */
   readonly #answered = Promise.withResolvers<ValidateReply>();
   /**
-   * Held names not checked yet: what the command used last time is checked before it
-   * starts, the rest (validateRest) while it runs. Until that answer is here, such a
-   * name, or one the remote does not hold (the command's profile comes with that
-   * answer), waits for it.
+   * What the command used last time is checked before it starts, all the store holds
+   * (validateRest) while it runs. Until that answer is here, a name not checked first
+   * (held, or not: the command's profile comes with that answer) waits for it.
    */
-  #unchecked: Set<string> | null = null;
   #restChecked: Promise<void> | null = null;
+  /**
+   * All the store held was checked (validateRest): a name not known here is read from
+   * it when used (what it holds was checked, or written since by a session of this
+   * client: fresher). Names found missing there are not looked for again.
+   */
+  #fromStore = false;
+  readonly #notStored = new Set<string>();
   /** The command validated for (one-command sessions), and its names checked first. */
   #exe: string | null = null;
   #checkedFirst: string[] = [];
@@ -263,35 +262,53 @@ export class CachedFs implements Filesystem {
     const used = !answeredAhead && req.exe ? this.#store.hotPaths(this.#client, req.exe) : null;
     const codec = bulkCodec();
     const pushed = this.#pushedSince = new Set<string>();
-    let rows: HeldEntry[];
+    const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
+    let held: number;
     let answer: Promise<Value>;
     let restAnswer: Promise<Value> | null = null;
-    let metas: () => [string, Uint8Array, string][];
+    let metas: () => [string, Uint8Array, string | null][] = () => [];
+    // The metas checked first are read while the answer comes, once the request has
+    // left (a stream's write goes in a later microtask: what this turn does holds it).
+    const metasRead = turn().then(() => {
+      for (const [path, meta] of metas()) {
+        if (!this.#metas.has(path)) this.#stored.set(path, meta);
+      }
+    });
     const hot = used ? this.#store.heldState(this.#client, used) : null;
     this.#checkedFirst = hot?.map((r) => r[0]) ?? [];
+    const count = hot ? this.#store.heldCount(this.#client) : 0;
     // All it holds is what the command used: checked at once, as without a record.
-    if (hot && hot.length < this.#store.heldCount(this.#client)) {
+    if (hot && hot.length < count) {
+      held = count;
       answer = this.#call(CACHE_CALLS.validate, {
         ...req,
         held: packHeld(hot, codec),
         rest: true,
       } as unknown as Value);
-      // A turn, for the request to leave before the rest is read and packed.
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      rows = this.#store.heldState(this.#client);
-      // The rest is all but what went (a name another session added meanwhile goes too).
-      const checkedFirst = new Set(this.#checkedFirst);
-      const cold = rows.filter((r) => !checkedFirst.has(r[0]));
-      this.#unchecked = new Set(cold.map((r) => r[0]));
-      restAnswer = this.#call(CACHE_CALLS.validateRest, {
-        held: packHeld(cold, codec),
-        exe: req.exe,
-        prefetch: req.prefetch,
-      } as unknown as Value);
-      for (const [path, fp] of cold) if (!this.#metas.has(path)) this.#stored.set(path, fp);
+      for (const [path, , hash] of hot) if (hash) this.#hashes.set(path, hash);
       metas = () => this.#store.heldMetas(this.#client, this.#checkedFirst);
+      // Then the whole list, as kept from an earlier start if no name changed since,
+      // else read, packed and kept (~100 ms for 6,500 names in a new agent); the other
+      // names' metas stay in the store until used.
+      restAnswer = metasRead.then(() => {
+        const kept = this.#store.heldSnapshot(this.#client);
+        let now = kept;
+        if (!now) {
+          const { gen, rows } = this.#store.heldNow(this.#client);
+          now = { gen, held: packHeld(rows, codec) };
+        }
+        const reply = this.#call(CACHE_CALLS.validateRest, {
+          held: now.held,
+          exe: req.exe,
+          prefetch: req.prefetch,
+        } as unknown as Value);
+        if (!kept) this.#store.keepHeldSnapshot(this.#client, now.gen, now.held);
+        return reply;
+      });
+      restAnswer.catch(() => {}); // waited for below, unless the first answer fails
     } else {
-      rows = this.#store.heldState(this.#client);
+      const rows = this.#store.heldState(this.#client);
+      held = rows.length;
       // Holding something after all (another session filled the store meanwhile): that
       // must be checked, so asked as usual (the answer sent ahead is then not used).
       answer = answeredAhead && !rows.length
@@ -303,17 +320,10 @@ export class CachedFs implements Filesystem {
           ...req,
           held: packHeld(rows, codec),
         } as unknown as Value);
+      for (const [path, , hash] of rows) if (hash) this.#hashes.set(path, hash);
       metas = () => this.#store.heldMetas(this.#client);
     }
     this.#exe = req.exe;
-    for (const [path, , hash] of rows) if (hash) this.#hashes.set(path, hash);
-    // The metas checked first are read while the answer comes, once the request has
-    // left (a stream's write goes in a later microtask: what this turn does holds it).
-    const metasRead = new Promise((resolve) => setTimeout(resolve, 0)).then(() => {
-      for (const [path, meta] of metas()) {
-        if (!this.#metas.has(path)) this.#stored.set(path, meta);
-      }
-    });
     let reply: ValidateReply;
     try {
       reply = await answer as unknown as ValidateReply;
@@ -322,17 +332,16 @@ export class CachedFs implements Filesystem {
       if (!restAnswer) this.#pushedSince = null;
     }
     const first = restAnswer ? this.#checkedFirst.length : 0;
-    this.validation.held = rows.length;
+    this.validation.held = held;
     this.validation.checkedFirst = first;
     this.validation.restWaits = 0;
     this.#apply(reply, pushed);
     this.#expect(reply.incoming);
     this.#log(
-      `cache: validate: ${rows.length} held${restAnswer ? ` (${first} checked first)` : ""}, ` +
+      `cache: validate: ${held} held${restAnswer ? ` (${first} checked first)` : ""}, ` +
         `${reply.stale.length} stale, ${reply.ahead.length} ahead`,
     );
     if (restAnswer) {
-      const others = rows.length - first;
       this.#restChecked = restAnswer.then(
         (r) => {
           // After the session's end (a short command) the store is closed: what it found
@@ -342,15 +351,16 @@ export class CachedFs implements Filesystem {
           this.validation.stale += rest.stale.length;
           this.#dropStale(rest.stale, pushed);
           this.#expect(rest.incoming);
-          this.#log(`cache: validate: the other ${others}: ${rest.stale.length} stale`);
+          // What the store holds now was checked, or written since (fresher).
+          this.#fromStore = true;
+          this.#log(`cache: validate: the other ${held - first}: ${rest.stale.length} stale`);
         },
       ).catch((e) => this.#log(`cache: validateRest: ${e}`)).finally(() => {
-        this.#unchecked = null;
         this.#restChecked = null;
         this.#pushedSince = null;
       });
     }
-    return { held: rows.length, stale: reply.stale.length };
+    return { held, stale: reply.stale.length };
   }
 
   /** Chunks announced by an answer: a read that needs one waits for it, not asks. */
@@ -679,24 +689,34 @@ export class CachedFs implements Filesystem {
   #known(path: string): MetaRecord | undefined {
     let m = this.#metas.get(path);
     if (m) return m;
-    if (this.#unchecked?.has(path)) return undefined;
-    const held = this.#stored.get(path);
-    if (held === undefined) return undefined;
-    this.#stored.delete(path);
-    // Changed or gone in the store since (another session): asked for.
-    const bytes = typeof held === "string" ? this.#store.heldMeta(this.#client, path, held) : held;
-    if (!bytes) return undefined;
+    let bytes = this.#stored.get(path);
+    if (bytes) {
+      this.#stored.delete(path);
+    } else {
+      if (!this.#fromStore || this.#notStored.has(path)) return undefined;
+      const row = this.#store.heldMeta(this.#client, path);
+      if (!row) {
+        this.#notStored.add(path);
+        return undefined;
+      }
+      if (row.hash) this.#hashes.set(path, row.hash);
+      bytes = row.meta;
+    }
     m = decodeMeta(bytes);
     this.#metas.set(path, m);
     return m;
   }
 
-  /** Reads in one query the metas of `paths` left in the store (a listing's entries). */
+  /** Reads in one query the metas of `paths` the store holds and are not here yet. */
   #loadStored(paths: readonly string[]): void {
-    const left = paths.filter((p) => typeof this.#stored.get(p) === "string");
+    if (!this.#fromStore) return;
+    const left = paths.filter((p) =>
+      !this.#metas.has(p) && !this.#stored.has(p) && !this.#notStored.has(p)
+    );
     if (left.length < 2) return;
-    for (const [path, meta, fp] of this.#store.heldMetas(this.#client, left)) {
-      if (this.#stored.get(path) === fp) this.#stored.set(path, meta);
+    for (const [path, meta, hash] of this.#store.heldMetas(this.#client, left)) {
+      this.#stored.set(path, meta);
+      if (hash) this.#hashes.set(path, hash);
     }
   }
 
@@ -995,8 +1015,11 @@ export class CachedFs implements Filesystem {
     const m = await this.#withListing(path);
     if (!m.children) return await this.#escape("opendir", req); // too big to list: ask there
     // Its entries' types come from their metas: names not checked yet are waited for.
-    const unchecked = this.#unchecked;
-    if (unchecked && m.children.some((name) => unchecked.has(join(path, name)))) {
+    const checked = (name: string) => {
+      const child = join(path, name);
+      return this.#metas.has(child) || this.#stored.has(child);
+    };
+    if (this.#restChecked && !m.children.every(checked)) {
       this.validation.restWaits++;
       await this.#restChecked;
     }
@@ -1186,11 +1209,13 @@ export class CachedFs implements Filesystem {
       node.path = next;
       if (next) this.#ids.set(next, node.id);
     }
-    this.#forgetPaths(
-      [...this.#metas.keys(), ...this.#stored.keys()].filter((p) =>
-        moved(p, from, from) !== null || moved(p, to, to) !== null
-      ),
+    const gone = [...this.#metas.keys(), ...this.#stored.keys()].filter((p) =>
+      moved(p, from, from) !== null || moved(p, to, to) !== null
     );
+    this.#forgetPaths(gone);
+    this.#drop(gone);
+    // And what the store holds below them that was not read here.
+    for (const p of [from, to]) this.#store.dropTree(this.#client, p);
   }
   link(req: Request<"LINK">) {
     return this.#escape("link", req) as Promise<EntryOut>;

@@ -338,6 +338,8 @@ export class CacheService {
     const stale: string[] = [];
     this.#checked = true;
     for (const [path, fp, hash, present, listed] of unpackHeld(held, bulkCodec())) {
+      // Checked a moment ago (the names a start checks first come again with the rest).
+      if (this.#held.get(path) === fp) continue;
       if (this.#fingerprintNow(path) !== fp) {
         stale.push(path);
         continue;

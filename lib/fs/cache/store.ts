@@ -24,6 +24,7 @@ import {
   chunkCount,
   type ContentInfo,
   fingerprint,
+  type HeldColumns,
   type HeldEntry,
   type MetaRecord,
   type PackedMeta,
@@ -95,6 +96,31 @@ create table if not exists hot(
   primary key (client, exe));
 `;
 
+/**
+ * The held list as a validation sends it, kept packed per client (`heldSnapshot`), and
+ * a count of the changes to each client's names that tells whether it still is: every
+ * insert, delete and change of a name's row but its last use moves `gen` (triggers, so
+ * that no writer, of this version or another, can leave it behind). Chunks a blob
+ * gains or loses do not: what the list says of them only steers what is pushed.
+ */
+const HELD_SCHEMA = `
+create table if not exists held_gen(client text primary key, gen integer not null);
+create table if not exists held_packed(
+  client text primary key, gen integer not null, schema integer not null, packed blob not null);
+create trigger if not exists held_gen_insert after insert on entries begin
+  insert into held_gen(client, gen) values (new.client, 1)
+    on conflict(client) do update set gen = gen + 1;
+end;
+create trigger if not exists held_gen_update after update of fp, meta, listed, hash on entries begin
+  insert into held_gen(client, gen) values (new.client, 1)
+    on conflict(client) do update set gen = gen + 1;
+end;
+create trigger if not exists held_gen_delete after delete on entries begin
+  insert into held_gen(client, gen) values (old.client, 1)
+    on conflict(client) do update set gen = gen + 1;
+end;
+`;
+
 const SCHEMA = `
 create table if not exists blobs(
   hash text primary key, size integer not null, chunk_hashes blob not null,
@@ -153,6 +179,7 @@ export class CacheStore {
         this.db.exec(`pragma user_version = ${SCHEMA_VERSION}`);
       }
       this.db.exec(HOT_SCHEMA);
+      this.db.exec(HELD_SCHEMA);
     });
   }
 
@@ -207,6 +234,54 @@ export class CacheStore {
     return rows as HeldEntry[];
   }
 
+  /**
+   * What `client` holds as a validation sends it, packed, made when the store was as it
+   * is now (no name changed since), or null. A table dropped and made again (by an
+   * outrun of another schema) moves SQLite's schema version, which the snapshot keeps.
+   */
+  heldSnapshot(client: string): { gen: number; held: HeldColumns } | null {
+    const row = this.db.prepare(
+      `select p.gen, p.packed from held_packed p where p.client = ? and p.schema = ? and
+         p.gen = coalesce((select gen from held_gen where client = p.client), 0)`,
+    ).get(client, this.#schemaVersion()) as { gen: number; packed: Uint8Array } | undefined;
+    return row ? { gen: row.gen, held: decodeValue(row.packed) as unknown as HeldColumns } : null;
+  }
+
+  /** What `client` holds (heldState) and the change count it was read at, at once. */
+  heldNow(client: string): { gen: number; rows: HeldEntry[] } {
+    if (this.#inTx) return { gen: this.#gen(client), rows: this.heldState(client) };
+    this.db.exec("begin"); // one read: the count and the rows agree
+    try {
+      return { gen: this.#gen(client), rows: this.heldState(client) };
+    } finally {
+      this.db.exec("commit");
+    }
+  }
+
+  /** Keeps `held` (as read at `gen`) for the next validations while nothing changes. */
+  keepHeldSnapshot(client: string, gen: number, held: HeldColumns): void {
+    const packed = encodeValue(held as unknown as Value);
+    this.tx(() =>
+      this.db.prepare(
+        `insert into held_packed(client, gen, schema, packed) values (?, ?, ?, ?)
+         on conflict(client) do update set gen = excluded.gen, schema = excluded.schema,
+           packed = excluded.packed`,
+      ).run(client, gen, this.#schemaVersion(), packed)
+    );
+  }
+
+  #gen(client: string): number {
+    const row = this.db.prepare("select gen from held_gen where client = ?").get(client) as
+      | { gen: number }
+      | undefined;
+    return row?.gen ?? 0;
+  }
+
+  #schemaVersion(): number {
+    return (this.db.prepare("pragma schema_version").get() as { schema_version: number })
+      .schema_version;
+  }
+
   /** How many names `client` holds. */
   heldCount(client: string): number {
     return (this.db.prepare("select count(*) as n from entries where client = ?").get(client) as {
@@ -242,30 +317,31 @@ export class CacheStore {
     });
   }
 
-  /** Each held path's encoded meta (decodeMeta) and fingerprint, or those of `only`. */
+  /** Each held path's encoded meta (decodeMeta) and content id, or those of `only`. */
   heldMetas(
     client: string,
     only?: readonly string[],
-  ): [path: string, meta: Uint8Array, fp: string][] {
+  ): [path: string, meta: Uint8Array, hash: string | null][] {
     const query = this.db.prepare(
-      "select path, meta, fp from entries where client = ?" +
+      "select path, meta, hash from entries where client = ?" +
         (only ? " and path in (select value from json_each(?))" : ""),
     );
     query.setReturnArrays(true);
     return (only ? query.all(client, JSON.stringify(only)) : query.all(client)) as [
       string,
       Uint8Array,
-      string,
+      string | null,
     ][];
   }
 
-  /** One held path's encoded meta (decodeMeta) if held with fingerprint `fp`, else null. */
-  heldMeta(client: string, path: string, fp: string): Uint8Array | null {
+  /** One held path's encoded meta (decodeMeta) and content id, or null. */
+  heldMeta(client: string, path: string): { meta: Uint8Array; hash: string | null } | null {
     this.#metaQuery ??= this.db.prepare(
-      "select meta, fp from entries where client = ? and path = ?",
+      "select meta, hash from entries where client = ? and path = ?",
     );
-    const row = this.#metaQuery.get(client, path) as { meta: Uint8Array; fp: string } | undefined;
-    return row?.fp === fp ? row.meta : null;
+    return (this.#metaQuery.get(client, path) as
+      | { meta: Uint8Array; hash: string | null }
+      | undefined) ?? null;
   }
 
   putMetas(client: string, metas: MetaRecord[]): void {
@@ -354,6 +430,18 @@ export class CacheStore {
     this.tx(() => {
       for (const info of infos) entry.run(info.hash, client, info.path, info.fp);
     });
+  }
+
+  /** Drops `path` and every name below it. */
+  dropTree(client: string, path: string): void {
+    // Below: from "path/" up to "path0" ("0" follows "/"), on the index's order.
+    const below = path === "/" ? "/" : `${path}/`;
+    const end = path === "/" ? "0" : `${path}0`;
+    this.tx(() =>
+      this.db.prepare(
+        "delete from entries where client = ? and (path = ? or (path >= ? and path < ?))",
+      ).run(client, path, below, end)
+    );
   }
 
   drop(client: string, paths: string[]): void {

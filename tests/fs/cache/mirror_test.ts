@@ -373,61 +373,82 @@ Deno.test("cache mirror: what changed here comes before the validation's answer 
   });
 });
 
-Deno.test("cache mirror: the metas of names checked while the command runs are read from the store when used, if still as checked", async () => {
+Deno.test("cache mirror: names checked while the command runs are read from the store when used; what this session changed or moved is not", async () => {
   await withPeers(async ({ local, remote, store }) => {
-    const usr: MetaRecord = {
-      path: "/usr",
+    const dir = (path: string, children: string[]): MetaRecord => ({
+      path,
       attr: attr(0, 0o40755),
-      children: ["a", "lib", "c"],
-    };
-    const lib: MetaRecord = {
-      path: "/usr/lib",
-      attr: attr(0, 0o40755),
-      children: ["x", "y", "z"],
-    };
-    const others = ["x", "y", "z"].map((n, i): MetaRecord => ({
-      path: `/usr/lib/${n}`,
-      attr: attr(20 + i),
-    }));
-    const a: MetaRecord = { path: "/usr/a", attr: attr(10) };
-    const c: MetaRecord = { path: "/usr/c", attr: attr(12) };
-    store.putMetas("c", [usr, lib, a, c, ...others]);
+      children,
+    });
+    const file = (path: string, size: number): MetaRecord => ({ path, attr: attr(size) });
+    store.putMetas("c", [
+      dir("/usr", ["a", "lib", "c"]),
+      dir("/usr/lib", ["x", "y", "z", "sub"]),
+      dir("/usr/lib/sub", ["deep"]),
+      file("/usr/lib/sub/deep", 30),
+      file("/usr/lib/x", 20),
+      file("/usr/lib/y", 21),
+      file("/usr/lib/z", 22),
+      file("/usr/a", 10),
+      file("/usr/c", 12),
+    ]);
     store.setHot("c", "/usr/bin/x", ["/usr", "/usr/a"]);
     const metaCalls: string[] = [];
     local.handle(
       CACHE_CALLS.validate,
       () => ({ stale: [], ahead: [], root: null, incoming: [] }) as unknown as Value,
     );
-    local.handle(CACHE_CALLS.validateRest, () => {
-      // Another session of this client changes /usr/c once it is checked here.
-      store.putMetas("c", [{ ...c, attr: attr(13) }]);
-      return { stale: [], ahead: [], root: null, incoming: [] } as unknown as Value;
-    });
+    local.handle(
+      CACHE_CALLS.validateRest,
+      () => ({ stale: [], ahead: [], root: null, incoming: [] }) as unknown as Value,
+    );
+    // After the move: /usr lists "old" and a new "lib" with an empty "sub".
+    const now: Record<string, MetaRecord> = {
+      "/usr": dir("/usr", ["a", "c", "lib", "old"]),
+      "/usr/lib": dir("/usr/lib", ["sub"]),
+      "/usr/lib/sub": dir("/usr/lib/sub", []),
+    };
     local.handle(CACHE_CALLS.meta, (args) => {
       const { path } = args as { path: string };
       metaCalls.push(path);
-      local.event(CACHE_EVENTS.push, { metas: [packMeta({ ...c, attr: attr(14) })] } as Value);
+      const m = now[path] ?? { path, attr: null };
+      local.event(CACHE_EVENTS.push, { metas: [packMeta(m)] } as Value);
       return null;
     });
-    const fs = new CachedFs({ peer: remote, inner: {}, store, client: "c", prefixes: ["/usr"] });
+    local.handle(CACHE_CALLS.lookupPath, () => ({ nodeid: 5 }) as unknown as Value);
+    const inner = { rename: () => {} };
+    const fs = new CachedFs({ peer: remote, inner, store, client: "c", prefixes: ["/usr"] });
     const lookup = (nodeid: number, name: string) =>
       fs.lookup({ header: { nodeid }, name } as Request<"LOOKUP">) as Promise<EntryOut>;
     try {
       await fs.validate({ exe: "/usr/bin/x", prefetch: true, ahead: [] });
-      const usrNode = (await lookup(1, "usr")).nodeid;
-      const libEntry = await lookup(usrNode, "lib");
-      assert.equal(libEntry.attr.mode, 0o40755, "from the store, once the rest was checked");
+      const usr = (await lookup(1, "usr")).nodeid;
+      const lib = await lookup(usr, "lib");
+      assert.equal(lib.attr.mode, 0o40755, "from the store, once all it holds was checked");
       // A listing's entries are read at once, with their types.
-      const dir = await fs.opendir({ header: { nodeid: libEntry.nodeid } } as Request<"OPENDIR">);
-      const entries = await fs.readdir({ fh: dir.fh, offset: 0n } as Request<"READDIR">);
+      const opened = await fs.opendir({ header: { nodeid: lib.nodeid } } as Request<"OPENDIR">);
+      const entries = await fs.readdir({ fh: opened.fh, offset: 0n } as Request<"READDIR">);
       assert.deepEqual(
         entries.filter((e) => !e.name.startsWith(".")).map((e) => [e.name, e.type]),
-        [["x", 8], ["y", 8], ["z", 8]],
+        [["x", 8], ["y", 8], ["z", 8], ["sub", 4]],
       );
-      assert.deepEqual(metaCalls, [], "no call for what the store holds as checked");
-      // Changed in the store since it was checked: not taken, asked for.
-      assert.equal((await lookup(usrNode, "c")).attr.size, 14n);
-      assert.deepEqual(metaCalls, ["/usr/c"]);
+      // Written since by another session of this client: fresher, taken as it is.
+      store.putMetas("c", [file("/usr/c", 13)]);
+      assert.equal((await lookup(usr, "c")).attr.size, 13n);
+      assert.deepEqual(metaCalls, [], "no call for what the store holds");
+      // Moved through the mount: what the store held below the old name is not used.
+      await fs.rename(
+        {
+          header: { nodeid: usr },
+          name: "lib",
+          newdir: usr,
+          newName: "old",
+          flags: 0,
+        } as unknown as Request<"RENAME2">,
+      );
+      const sub = await lookup((await lookup(usr, "lib")).nodeid, "sub");
+      assert.deepEqual(metaCalls, ["/usr", "/usr/lib", "/usr/lib/sub"]);
+      assert.equal((await lookup(sub.nodeid, "deep")).nodeid, 0, "not the moved one's");
     } finally {
       fs.end();
     }
@@ -472,7 +493,8 @@ Deno.test("cache mirror: a start checks first what its command used last time; t
       await waitFor("the rest asked for", () => asked.length === 2);
       assert.deepEqual(asked, [
         { method: "validate", paths: ["/usr", "/usr/a"], rest: true },
-        { method: "validateRest", paths: ["/usr/b"] },
+        // All it holds (as kept from the last start if nothing changed since).
+        { method: "validateRest", paths: ["/usr", "/usr/a", "/usr/b"] },
       ]);
       // Checked first: answered at once, from the store.
       const dirEntry = lookup(fs, 1, "usr") as EntryOut;
@@ -480,12 +502,18 @@ Deno.test("cache mirror: a start checks first what its command used last time; t
       // Not checked yet: waits for the rest's answer, then has what is there now.
       let got: EntryOut | null = null;
       const pending = Promise.resolve(lookup(fs, dirEntry.nodeid, "b")).then((e) => (got = e));
+      // And so does a listing holding such a name (its entries' types come from metas).
+      let listed = false;
+      const opened = Promise.resolve(
+        fs.opendir({ header: { nodeid: dirEntry.nodeid } } as Request<"OPENDIR">),
+      ).then(() => listed = true);
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(got, null, "waits");
+      assert.equal(listed, false, "waits too");
       restReply.resolve();
-      await pending;
+      await Promise.all([pending, opened]);
       assert.equal(got!.attr.size, 22n, "the fresh meta, not the stale one held");
-      assert.equal(fs.validation.restWaits, 1);
+      assert.equal(fs.validation.restWaits, 2);
       assert.equal(fs.validation.stale, 1);
       fs.finish();
       fs.end();

@@ -6,6 +6,8 @@ import {
   type ContentInfo,
   fingerprint,
   type MetaRecord,
+  packHeld,
+  unpackHeld,
 } from "../../../lib/fs/cache/protocol.ts";
 import {
   CacheCorrupt,
@@ -117,6 +119,56 @@ Deno.test("store: metas, listings and content ids per client, across reopening",
     // A changed meta (new fingerprint) forgets the content id recorded for the old one.
     store.putMetas("a", [fileMeta("/usr/f", 1001)]);
     assert.equal(held(store, "a").find((r) => r.path === "/usr/f")!.hash, null);
+    store.close();
+  });
+});
+
+Deno.test("store: the held list kept packed stands while no name changes; any change, by any writer, ends it", async () => {
+  await withStore((dir) => {
+    let store = new CacheStore(dir);
+    store.putMetas("a", [fileMeta("/usr/f", 1), fileMeta("/usr/g", 2)]);
+    store.putMetas("b", [fileMeta("/usr/f", 1)]);
+    assert.equal(store.heldSnapshot("a"), null);
+    const keep = () => {
+      const { gen, rows } = store.heldNow("a");
+      store.keepHeldSnapshot("a", gen, packHeld(rows));
+    };
+    keep();
+    const kept = store.heldSnapshot("a")!;
+    assert.deepEqual(unpackHeld(kept.held).map((r) => r[0]).sort(), ["/usr/f", "/usr/g"]);
+    // A use, another client's change, reopening: it stands.
+    store.touch("a", ["/usr/f"], new Set());
+    store.putMetas("b", [fileMeta("/usr/h", 3)]);
+    store.close();
+    store = new CacheStore(dir);
+    assert.deepEqual(store.heldSnapshot("a")?.held, kept.held);
+    // Each change to a's names ends it: a new name, a changed one, content, a drop.
+    const changes: (() => void)[] = [
+      () => store.putMetas("a", [fileMeta("/usr/new", 1)]),
+      () => store.putMetas("a", [fileMeta("/usr/f", 5)]),
+      () => put(store, "a", "/usr/g", random(10)),
+      () => store.drop("a", ["/usr/new"]),
+      () => store.dropTree("a", "/usr"),
+      // Another writer's, with its own connection, SQL of its own.
+      () => {
+        const db = openDatabase(`${dir}/index.sqlite`);
+        db.exec("delete from entries where client = 'a'");
+        db.close();
+      },
+    ];
+    for (const change of changes) {
+      store.putMetas("a", [fileMeta("/usr/f", 1)]);
+      keep();
+      assert.ok(store.heldSnapshot("a"));
+      change();
+      assert.equal(store.heldSnapshot("a"), null, change.toString());
+    }
+    // A table made again (an outrun of another schema) ends it too.
+    keep();
+    store.db.exec("drop table hot");
+    store.close();
+    store = new CacheStore(dir);
+    assert.equal(store.heldSnapshot("a"), null);
     store.close();
   });
 });
