@@ -64,7 +64,7 @@ async function writeJson(rows: unknown[], extra: Record<string, unknown> = {}): 
 if (which === "remote") {
   const workDir = await Deno.makeTempDir({ prefix: "outrun-bench-remote-" });
   try {
-    const rows = await runRemoteBench({
+    const { rows, links } = await runRemoteBench({
       hosts: values.hosts!.split(","),
       workloads: values.workloads
         ? WORKLOADS.filter((w) => values.workloads!.split(",").some((n) => w.name.includes(n)))
@@ -74,9 +74,9 @@ if (which === "remote") {
       log: (line) => console.error(`bench: ${line}`),
     });
     console.log(remoteTable(rows));
-    const checks = targets(rows);
+    const checks = targets(rows, links);
     console.log(checks.join("\n"));
-    await writeJson(rows, { targets: checks });
+    await writeJson(rows, { links, targets: checks });
   } finally {
     await Deno.remove(workDir, { recursive: true });
   }

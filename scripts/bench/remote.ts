@@ -13,6 +13,7 @@ import {
   addresses,
   DEFAULT_CONFIG,
   HOSTS,
+  readConfig,
   sshConfigPath,
   up,
 } from "../../tests/testbed/testbed.ts";
@@ -78,6 +79,18 @@ export interface RemoteBenchRow {
   runs: number;
 }
 
+/**
+ * A path's link as ssh sees it: its round trip (the test bed's relay) and the rate of
+ * 50 MB sent through `ssh host 'cat > /dev/null'` beyond `ssh true` (this machine to
+ * the remote, the way a cold start's bytes go).
+ */
+export interface Link {
+  host: string;
+  rttMs: number;
+  /** Bytes a second, median. */
+  upRate: number;
+}
+
 interface OneRun {
   seconds: number;
   roundTrips: number | null;
@@ -112,16 +125,21 @@ async function timed(
   cwd: string,
   env: Record<string, string>,
   veth: string | null,
+  /** A file for its standard input. */
+  input?: string,
 ) {
   const before = veth ? vethBytes(veth) : 0;
   const t0 = performance.now();
-  const out = await new Deno.Command(argv[0], {
+  const child = new Deno.Command(argv[0], {
     args: argv.slice(1),
     cwd,
     env,
+    stdin: input ? "piped" : "null",
     stdout: "null",
     stderr: "piped",
-  }).output();
+  }).spawn();
+  if (input) await (await Deno.open(input)).readable.pipeTo(child.stdin);
+  const out = await child.output();
   const seconds = (performance.now() - t0) / 1000;
   if (!out.success) {
     throw new Error(`${argv.join(" ")}: exit ${out.code}: ${new TextDecoder().decode(out.stderr)}`);
@@ -137,8 +155,12 @@ export interface RemoteBenchOptions {
   log: (line: string) => void;
 }
 
-export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteBenchRow[]> {
+export async function runRemoteBench(
+  o: RemoteBenchOptions,
+): Promise<{ rows: RemoteBenchRow[]; links: Link[] }> {
   await up();
+  const rttMs = ((await readConfig()) ?? DEFAULT_CONFIG).rttMs;
+  const links: Link[] = [];
   const home = `${o.workDir}/home`; // profiles and client id of the benchmark alone
   const statsFile = `${o.workDir}/stats.json`;
   await Deno.mkdir(home, { recursive: true });
@@ -180,10 +202,21 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteBench
     // The payload is uploaded once per host before anything is measured.
     await outrun(["true"]);
     const floor: OneRun[] = [];
+    const upRates: number[] = [];
     for (let i = 0; i < o.runs; i++) {
       const r = await timed(["ssh", "-F", sshConfigPath, host, "true"], o.workDir, env, veth);
       floor.push({ ...r, roundTrips: null, rpcBytes: null });
+      const sent = await timed(
+        ["ssh", "-F", sshConfigPath, host, "cat > /dev/null"],
+        o.workDir,
+        env,
+        null,
+        `${o.workDir}/in.bin`,
+      );
+      upRates.push(input.length / Math.max(sent.seconds - r.seconds, 1e-3));
     }
+    links.push({ host, rttMs: host.endsWith("-wan") ? rttMs : 0, upRate: median(upRates) });
+    o.log(`${host} link: ${(median(upRates) / 1e6).toFixed(1)} MB/s up`);
     for (const w of o.workloads) {
       const runs: Record<Mode, OneRun[]> = {
         native: [],
@@ -237,7 +270,7 @@ export async function runRemoteBench(o: RemoteBenchOptions): Promise<RemoteBench
     }
     await timed([OUTRUN, "-F", sshConfigPath, ...MASTER, "-O", "exit", host], o.workDir, env, null);
   }
-  return rows;
+  return { rows, links };
 }
 
 function mb(n: number | null): string {
@@ -262,11 +295,12 @@ export function remoteTable(rows: RemoteBenchRow[]): string {
 }
 
 /** The issue's targets, as measured (lines to read, not assertions). */
-export function targets(rows: RemoteBenchRow[]): string[] {
+export function targets(rows: RemoteBenchRow[], links: Link[] = []): string[] {
   const get = (host: string, workload: string, mode: Mode) =>
     rows.find((r) => r.host === host && r.workload === workload && r.mode === mode);
   const out: string[] = [];
-  const floor = get("deb-wan", "echo hi", "ssh true");
+  // The same runs for each workload of a host.
+  const floor = rows.find((r) => r.host === "deb-wan" && r.mode === "ssh true");
   const warm = get("deb-wan", "ffmpeg -version", "warm");
   const cold = get("deb-wan", "ffmpeg -version", "cold");
   const unpacked = get("deb-wan", "ffmpeg -version", "cold unpacked");
@@ -287,6 +321,22 @@ export function targets(rows: RemoteBenchRow[]): string[] {
         `${cold.roundTrips} round trips; target < 2 s and < 40 MB` +
         (unpacked ? ` (with nothing packed here: ${unpacked.seconds.toFixed(2)} s)` : ""),
     );
+    const link = links.find((l) => l.host === "deb-wan");
+    if (link && cold.wireBytes !== null && floor && warm) {
+      // What the bytes and ten round trips take on this link, against what being cold
+      // costs beyond a warm start (its validation round trip included), and beyond
+      // `ssh true` (the connection, which no start avoids).
+      const bound = cold.wireBytes / link.upRate + 10 * link.rttMs / 1000;
+      out.push(
+        `cold ffmpeg -version on -wan against bytes/link + 10 round trips: ${
+          mb(cold.wireBytes)
+        } MB / ${(link.upRate / 1e6).toFixed(1)} MB/s + 10 x ${link.rttMs} ms = ${
+          bound.toFixed(2)
+        } s; cold - warm = ${(cold.seconds - warm.seconds).toFixed(2)} s, cold - ssh true = ${
+          (cold.seconds - floor.seconds).toFixed(2)
+        } s`,
+      );
+    }
   }
   const warmTrips = rows.filter((r) => r.mode === "warm").map((r) =>
     `${r.host} ${r.workload}: ${r.roundTrips}`
