@@ -40,17 +40,19 @@ import {
   type ContentInfo,
   dirname,
   fingerprint,
+  type HeldColumns,
   isCachedPath,
   join,
   type MetaRecord,
   packHeld,
   type Profile,
   type Push,
+  unpackHeld,
   unpackMeta,
   type ValidateReply,
   type ValidateRequest,
 } from "./protocol.ts";
-import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta } from "./store.ts";
+import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta, type HeldMeta } from "./store.ts";
 
 /** A first use: a meta, a chunk, a listing (true) or content the kernel read itself (false). */
 type UsedEntry =
@@ -200,11 +202,15 @@ export class CachedFs implements Filesystem {
    */
   #restChecked: Promise<void> | null = null;
   /**
-   * All the store held was checked (validateRest): a name not known here is read from
-   * it when used (what it holds was checked, or written since by a session of this
-   * client: fresher). Names found missing there are not looked for again.
+   * All the store held, as checked (validateRest): a name not known here is read from
+   * the store when used, if it is as checked there (the store unchanged since, or its
+   * fingerprint the one checked: a name another session added since would never be
+   * checked again by this one, whose ControlMaster revalidates what it checked).
+   * Names not taken from the store are not looked for there again.
    */
-  #fromStore = false;
+  #checkedList: { gen: number; held: HeldColumns } | null = null;
+  /** `#checkedList`'s fingerprints by path, read when the store changed since. */
+  #checkedFps: Map<string, string> | null = null;
   readonly #notStored = new Set<string>();
   /** The command validated for (one-command sessions), and its names checked first. */
   #exe: string | null = null;
@@ -266,7 +272,7 @@ export class CachedFs implements Filesystem {
     let held: number;
     let answer: Promise<Value>;
     let restAnswer: Promise<Value> | null = null;
-    let metas: () => [string, Uint8Array, string | null][] = () => [];
+    let metas: () => HeldMeta[] = () => [];
     // The metas checked first are read while the answer comes, once the request has
     // left (a stream's write goes in a later microtask: what this turn does holds it).
     const metasRead = turn().then(() => {
@@ -290,20 +296,24 @@ export class CachedFs implements Filesystem {
       // Then the whole list, as kept from an earlier start if no name changed since,
       // else read, packed and kept (~100 ms for 6,500 names in a new agent); the other
       // names' metas stay in the store until used.
+      let list: { gen: number; held: HeldColumns } | null = null;
       restAnswer = metasRead.then(() => {
         const kept = this.#store.heldSnapshot(this.#client);
-        let now = kept;
-        if (!now) {
+        if (kept) list = kept;
+        else {
           const { gen, rows } = this.#store.heldNow(this.#client);
-          now = { gen, held: packHeld(rows, codec) };
+          list = { gen, held: packHeld(rows, codec) };
         }
         const reply = this.#call(CACHE_CALLS.validateRest, {
-          held: now.held,
+          held: list.held,
           exe: req.exe,
           prefetch: req.prefetch,
         } as unknown as Value);
-        if (!kept) this.#store.keepHeldSnapshot(this.#client, now.gen, now.held);
-        return reply;
+        if (!kept) this.#store.keepHeldSnapshot(this.#client, list.gen, list.held);
+        return reply.then((r) => {
+          this.#checkedList = list;
+          return r;
+        });
       });
       restAnswer.catch(() => {}); // waited for below, unless the first answer fails
     } else {
@@ -351,8 +361,6 @@ export class CachedFs implements Filesystem {
           this.validation.stale += rest.stale.length;
           this.#dropStale(rest.stale, pushed);
           this.#expect(rest.incoming);
-          // What the store holds now was checked, or written since (fresher).
-          this.#fromStore = true;
           this.#log(`cache: validate: the other ${held - first}: ${rest.stale.length} stale`);
         },
       ).catch((e) => this.#log(`cache: validateRest: ${e}`)).finally(() => {
@@ -693,14 +701,14 @@ export class CachedFs implements Filesystem {
     if (bytes) {
       this.#stored.delete(path);
     } else {
-      if (!this.#fromStore || this.#notStored.has(path)) return undefined;
+      if (!this.#checkedList || this.#notStored.has(path)) return undefined;
       const row = this.#store.heldMeta(this.#client, path);
-      if (!row) {
+      if (!row || !this.#asChecked([row])[0]) {
         this.#notStored.add(path);
         return undefined;
       }
-      if (row.hash) this.#hashes.set(path, row.hash);
-      bytes = row.meta;
+      if (row[2]) this.#hashes.set(path, row[2]);
+      bytes = row[1];
     }
     m = decodeMeta(bytes);
     this.#metas.set(path, m);
@@ -709,15 +717,26 @@ export class CachedFs implements Filesystem {
 
   /** Reads in one query the metas of `paths` the store holds and are not here yet. */
   #loadStored(paths: readonly string[]): void {
-    if (!this.#fromStore) return;
+    if (!this.#checkedList) return;
     const left = paths.filter((p) =>
       !this.#metas.has(p) && !this.#stored.has(p) && !this.#notStored.has(p)
     );
     if (left.length < 2) return;
-    for (const [path, meta, hash] of this.#store.heldMetas(this.#client, left)) {
+    const rows = this.#store.heldMetas(this.#client, left);
+    const ok = this.#asChecked(rows);
+    rows.forEach(([path, meta, hash], i) => {
+      if (!ok[i]) return this.#notStored.add(path);
       this.#stored.set(path, meta);
       if (hash) this.#hashes.set(path, hash);
-    }
+    });
+  }
+
+  /** Whether each row is as the checked list had it (all are, if the store is unchanged). */
+  #asChecked(rows: HeldMeta[]): boolean[] {
+    const list = this.#checkedList!;
+    if (this.#store.heldGen(this.#client) === list.gen) return rows.map(() => true);
+    this.#checkedFps ??= new Map(unpackHeld(list.held, bulkCodec()).map((r) => [r[0], r[1]]));
+    return rows.map(([path, , , fp]) => this.#checkedFps!.get(path) === fp);
   }
 
   #forgetPaths(paths: Iterable<string>): void {

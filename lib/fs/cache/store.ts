@@ -48,6 +48,9 @@ export const DEFAULT_LIMITS: StoreLimits = { maxEntries: 4096, maxBytes: 20 * 10
  */
 export const MAX_HELD = 16384;
 
+/** A held path's encoded meta (decodeMeta), content id and fingerprint. */
+export type HeldMeta = [path: string, meta: Uint8Array, hash: string | null, fp: string];
+
 export function decodeMeta(bytes: Uint8Array): MetaRecord {
   return unpackMeta(decodeValue(bytes) as unknown as PackedMeta);
 }
@@ -317,31 +320,31 @@ export class CacheStore {
     });
   }
 
-  /** Each held path's encoded meta (decodeMeta) and content id, or those of `only`. */
-  heldMetas(
-    client: string,
-    only?: readonly string[],
-  ): [path: string, meta: Uint8Array, hash: string | null][] {
+  /**
+   * Each held path's encoded meta (decodeMeta), content id and fingerprint, or those
+   * of `only`.
+   */
+  heldMetas(client: string, only?: readonly string[]): HeldMeta[] {
     const query = this.db.prepare(
-      "select path, meta, hash from entries where client = ?" +
+      "select path, meta, hash, fp from entries where client = ?" +
         (only ? " and path in (select value from json_each(?))" : ""),
     );
     query.setReturnArrays(true);
-    return (only ? query.all(client, JSON.stringify(only)) : query.all(client)) as [
-      string,
-      Uint8Array,
-      string | null,
-    ][];
+    return (only ? query.all(client, JSON.stringify(only)) : query.all(client)) as HeldMeta[];
   }
 
-  /** One held path's encoded meta (decodeMeta) and content id, or null. */
-  heldMeta(client: string, path: string): { meta: Uint8Array; hash: string | null } | null {
+  /** One held path's, as `heldMetas`, or null. */
+  heldMeta(client: string, path: string): HeldMeta | null {
     this.#metaQuery ??= this.db.prepare(
-      "select meta, hash from entries where client = ? and path = ?",
+      "select path, meta, hash, fp from entries where client = ? and path = ?",
     );
-    return (this.#metaQuery.get(client, path) as
-      | { meta: Uint8Array; hash: string | null }
-      | undefined) ?? null;
+    this.#metaQuery.setReturnArrays(true);
+    return (this.#metaQuery.get(client, path) as HeldMeta | undefined) ?? null;
+  }
+
+  /** The count of changes to `client`'s names (heldSnapshot's). */
+  heldGen(client: string): number {
+    return this.#gen(client);
   }
 
   putMetas(client: string, metas: MetaRecord[]): void {

@@ -373,7 +373,7 @@ Deno.test("cache mirror: what changed here comes before the validation's answer 
   });
 });
 
-Deno.test("cache mirror: names checked while the command runs are read from the store when used; what this session changed or moved is not", async () => {
+Deno.test("cache mirror: names checked while the command runs are read from the store when used, as checked; what changed since or was moved is not", async () => {
   await withPeers(async ({ local, remote, store }) => {
     const dir = (path: string, children: string[]): MetaRecord => ({
       path,
@@ -382,7 +382,7 @@ Deno.test("cache mirror: names checked while the command runs are read from the 
     });
     const file = (path: string, size: number): MetaRecord => ({ path, attr: attr(size) });
     store.putMetas("c", [
-      dir("/usr", ["a", "lib", "c"]),
+      dir("/usr", ["a", "lib", "c", "d"]),
       dir("/usr/lib", ["x", "y", "z", "sub"]),
       dir("/usr/lib/sub", ["deep"]),
       file("/usr/lib/sub/deep", 30),
@@ -391,6 +391,7 @@ Deno.test("cache mirror: names checked while the command runs are read from the 
       file("/usr/lib/z", 22),
       file("/usr/a", 10),
       file("/usr/c", 12),
+      file("/usr/d", 15),
     ]);
     store.setHot("c", "/usr/bin/x", ["/usr", "/usr/a"]);
     const metaCalls: string[] = [];
@@ -404,7 +405,8 @@ Deno.test("cache mirror: names checked while the command runs are read from the 
     );
     // After the move: /usr lists "old" and a new "lib" with an empty "sub".
     const now: Record<string, MetaRecord> = {
-      "/usr": dir("/usr", ["a", "c", "lib", "old"]),
+      "/usr": dir("/usr", ["a", "c", "d", "lib", "old"]),
+      "/usr/c": file("/usr/c", 14),
       "/usr/lib": dir("/usr/lib", ["sub"]),
       "/usr/lib/sub": dir("/usr/lib/sub", []),
     };
@@ -432,10 +434,13 @@ Deno.test("cache mirror: names checked while the command runs are read from the 
         entries.filter((e) => !e.name.startsWith(".")).map((e) => [e.name, e.type]),
         [["x", 8], ["y", 8], ["z", 8], ["sub", 4]],
       );
-      // Written since by another session of this client: fresher, taken as it is.
+      assert.deepEqual(metaCalls, [], "no call for what the store holds as checked");
+      // Written since by another session: not what was checked (a ControlMaster would
+      // never check it again), asked for; what did not change is still taken.
       store.putMetas("c", [file("/usr/c", 13)]);
-      assert.equal((await lookup(usr, "c")).attr.size, 13n);
-      assert.deepEqual(metaCalls, [], "no call for what the store holds");
+      assert.equal((await lookup(usr, "c")).attr.size, 14n);
+      assert.equal((await lookup(usr, "d")).attr.size, 15n);
+      assert.deepEqual(metaCalls, ["/usr/c"]);
       // Moved through the mount: what the store held below the old name is not used.
       await fs.rename(
         {
@@ -447,7 +452,7 @@ Deno.test("cache mirror: names checked while the command runs are read from the 
         } as unknown as Request<"RENAME2">,
       );
       const sub = await lookup((await lookup(usr, "lib")).nodeid, "sub");
-      assert.deepEqual(metaCalls, ["/usr", "/usr/lib", "/usr/lib/sub"]);
+      assert.deepEqual(metaCalls, ["/usr/c", "/usr", "/usr/lib", "/usr/lib/sub"]);
       assert.equal((await lookup(sub.nodeid, "deep")).nodeid, 0, "not the moved one's");
     } finally {
       fs.end();
