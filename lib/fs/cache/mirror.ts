@@ -27,6 +27,7 @@ import {
   type StatfsOut,
   ZERO_ATTR,
 } from "../../fuse/mod.ts";
+import type { BulkCodec } from "../proxy.ts";
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
 import { libc, O } from "../../sys/libc.ts";
@@ -276,8 +277,10 @@ export class CachedFs implements Filesystem {
     // The metas checked first are read while the answer comes, once the request has
     // left (a stream's write goes in a later microtask: what this turn does holds it).
     const metasRead = turn().then(() => {
-      for (const [path, meta] of metas()) {
-        if (!this.#metas.has(path)) this.#stored.set(path, meta);
+      for (const [path, meta, hash] of metas()) {
+        if (this.#metas.has(path)) continue;
+        this.#stored.set(path, meta);
+        if (hash) this.#hashes.set(path, hash);
       }
     });
     const hot = used ? this.#store.heldState(this.#client, used) : null;
@@ -291,25 +294,16 @@ export class CachedFs implements Filesystem {
         held: packHeld(hot, codec),
         rest: true,
       } as unknown as Value);
-      for (const [path, , hash] of hot) if (hash) this.#hashes.set(path, hash);
       metas = () => this.#store.heldMetas(this.#client, this.#checkedFirst);
-      // Then the whole list, as kept from an earlier start if no name changed since,
-      // else read, packed and kept (~100 ms for 6,500 names in a new agent); the other
-      // names' metas stay in the store until used.
-      let list: { gen: number; held: HeldColumns } | null = null;
+      // Then the whole list; the other names' metas stay in the store until used.
       restAnswer = metasRead.then(() => {
-        const kept = this.#store.heldSnapshot(this.#client);
-        if (kept) list = kept;
-        else {
-          const { gen, rows } = this.#store.heldNow(this.#client);
-          list = { gen, held: packHeld(rows, codec) };
-        }
+        const list = this.#heldList(codec);
         const reply = this.#call(CACHE_CALLS.validateRest, {
           held: list.held,
           exe: req.exe,
           prefetch: req.prefetch,
         } as unknown as Value);
-        if (!kept) this.#store.keepHeldSnapshot(this.#client, list.gen, list.held);
+        list.keep();
         return reply.then((r) => {
           this.#checkedList = list;
           return r;
@@ -317,20 +311,17 @@ export class CachedFs implements Filesystem {
       });
       restAnswer.catch(() => {}); // waited for below, unless the first answer fails
     } else {
-      const rows = this.#store.heldState(this.#client);
-      held = rows.length;
+      const list = this.#heldList(codec);
+      held = list.held.count;
       // Holding something after all (another session filled the store meanwhile): that
       // must be checked, so asked as usual (the answer sent ahead is then not used).
-      answer = answeredAhead && !rows.length
+      answer = answeredAhead && !held
         ? Promise.race([
           this.#answered.promise as unknown as Promise<Value>,
           this.#peer.closed.then((e) => Promise.reject(e)),
         ])
-        : this.#call(CACHE_CALLS.validate, {
-          ...req,
-          held: packHeld(rows, codec),
-        } as unknown as Value);
-      for (const [path, , hash] of rows) if (hash) this.#hashes.set(path, hash);
+        : this.#call(CACHE_CALLS.validate, { ...req, held: list.held } as unknown as Value);
+      list.keep();
       metas = () => this.#store.heldMetas(this.#client);
     }
     this.#exe = req.exe;
@@ -369,6 +360,27 @@ export class CachedFs implements Filesystem {
       });
     }
     return { held, stale: reply.stale.length };
+  }
+
+  /**
+   * All the store holds for this client as a validation sends it: as kept from an
+   * earlier start if no name changed since, else read and packed (~100 ms for 6,500
+   * names in a new agent), and then kept (`keep`: a turn later, the request gone).
+   */
+  #heldList(codec: BulkCodec): { gen: number; held: HeldColumns; keep(): void } {
+    const kept = this.#store.heldSnapshot(this.#client);
+    if (kept) return { ...kept, keep() {} };
+    const { gen, rows } = this.#store.heldNow(this.#client);
+    const held = packHeld(rows, codec);
+    const keep = () => {
+      if (this.#finished) return;
+      try {
+        this.#store.keepHeldSnapshot(this.#client, gen, held);
+      } catch (e) {
+        this.#log(`cache: keeping the held list: ${e}`);
+      }
+    };
+    return { gen, held, keep: () => setTimeout(keep, 0) };
   }
 
   /** Chunks announced by an answer: a read that needs one waits for it, not asks. */

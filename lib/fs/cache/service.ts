@@ -46,6 +46,7 @@ import {
   dirname,
   fingerprint,
   type HeldColumns,
+  type HeldEntry,
   hex,
   isCachedPath,
   join,
@@ -105,6 +106,9 @@ export interface CacheServiceOptions {
 
 /** How long a warm-up works before it lets the event loop (the handshake) run. */
 const WARMUP_SLICE_MS = 4;
+
+/** How long the check of a held list works before requests waiting are answered. */
+const CHECK_SLICE_MS = 4;
 
 /**
  * A command's profile looked at before its session exists: the metas of the paths it
@@ -323,10 +327,22 @@ export class CacheService {
     }, !req.rest);
   }
 
-  /** The held names `validate` left for later; the command's profile is pushed here. */
-  validateRest(req: ValidateRestRequest): ValidateReply {
+  /**
+   * All the remote holds, after the names `validate` checked first; the command's
+   * profile is pushed here. Checked a few milliseconds at a time (thousands of names,
+   * ~200 ms in a new process), while the command runs: what it asks of this side's
+   * files meanwhile is answered between them.
+   */
+  async validateRest(req: ValidateRestRequest): Promise<ValidateReply> {
+    const stale: string[] = [];
+    this.#checked = true;
+    const rows = unpackHeld(req.held, bulkCodec());
+    for (let i = 0; i < rows.length;) {
+      const until = performance.now() + CHECK_SLICE_MS;
+      while (i < rows.length && performance.now() < until) this.#checkRow(rows[i++], stale);
+      if (i < rows.length) await new Promise((resolve) => setTimeout(resolve, 0));
+    }
     return this.#atOnce(() => {
-      const stale = this.#checkHeld(req.held);
       const incoming = req.prefetch ? this.#prefetchFor(req.exe).incoming : [];
       this.#flush();
       return { stale, ahead: [], root: null, incoming };
@@ -337,21 +353,24 @@ export class CacheService {
   #checkHeld(held: HeldColumns): string[] {
     const stale: string[] = [];
     this.#checked = true;
-    for (const [path, fp, hash, present, listed] of unpackHeld(held, bulkCodec())) {
-      // Checked a moment ago (the names a start checks first come again with the rest).
-      if (this.#held.get(path) === fp) continue;
-      if (this.#fingerprintNow(path) !== fp) {
-        stale.push(path);
-        continue;
-      }
-      this.#held.set(path, fp);
-      if (listed) this.#listed.add(path);
-      if (hash) {
-        this.#heldContent.set(path, hash);
-        this.#chunks.set(hash, new ChunkBitmap(present));
-      }
-    }
+    for (const row of unpackHeld(held, bulkCodec())) this.#checkRow(row, stale);
     return stale;
+  }
+
+  /** One name the remote holds: taken if it is as here, else added to `stale`. */
+  #checkRow([path, fp, hash, present, listed]: HeldEntry, stale: string[]): void {
+    // Checked a moment ago (the names a start checks first come again with the rest).
+    if (this.#held.get(path) === fp) return;
+    if (this.#fingerprintNow(path) !== fp) {
+      stale.push(path);
+      return;
+    }
+    this.#held.set(path, fp);
+    if (listed) this.#listed.add(path);
+    if (hash) {
+      this.#heldContent.set(path, hash);
+      this.#chunks.set(hash, new ChunkBitmap(present));
+    }
   }
 
   /**

@@ -19,6 +19,7 @@ import {
   type ValidateReply,
 } from "../../../lib/fs/cache/protocol.ts";
 import { decompress } from "../../../lib/fs/cache/chunks.ts";
+import { lstatPath } from "../../../lib/sys/files.ts";
 import { LoopbackFs } from "../../../lib/fs/loopback.ts";
 import { RpcPeer, type Value } from "../../../lib/rpc/mod.ts";
 import { removeTree } from "../../remove_tree.ts";
@@ -474,6 +475,45 @@ Deno.test("service: lookups made here outside the cached prefixes go into the pr
       ]);
     });
   } finally {
+    await removeTree(dir);
+  }
+});
+
+Deno.test("service: the check of all the remote holds lets other requests through while it works", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "outrun-rest-" });
+  const prefix = `${dir}/usr`;
+  await Deno.mkdir(prefix);
+  const paths: string[] = [];
+  for (let i = 0; i < 4000; i++) {
+    paths.push(`${prefix}/f${i}`);
+    await Deno.writeTextFile(paths[i], `${i}`);
+  }
+  const [local, remote] = rpcPair();
+  const service = new CacheService(local, serviceOptions(prefix, null));
+  try {
+    const held: HeldEntry[] = paths.map((
+      p,
+    ) => [p, fingerprint(lstatPath(p)), "", new Uint8Array(0), false]);
+    held[7][1] = "changed";
+    const answers: string[] = [];
+    const rest = remote.call(
+      "cache.validateRest",
+      { held: packHeld(held), exe: null, prefetch: false } as unknown as Value,
+    ).then((r) => {
+      answers.push("rest");
+      return r as unknown as ValidateReply;
+    });
+    // Asked just after it: answered while the check goes on, not after it.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const meta = remote.call("cache.meta", { path: paths[1] }).then(() => answers.push("meta"));
+    const reply = await rest;
+    await meta;
+    assert.deepEqual(reply.stale, [paths[7]]);
+    assert.deepEqual(answers, ["meta", "rest"]);
+  } finally {
+    service.close();
+    await local.close();
+    await remote.close();
     await removeTree(dir);
   }
 });
