@@ -55,6 +55,14 @@ import {
 } from "./protocol.ts";
 import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta, type HeldMeta } from "./store.ts";
 
+/** All the store holds for a client as a validation sends it, and its change count then. */
+interface HeldList {
+  gen: number;
+  held: HeldColumns;
+  /** Keeps it in the store for the next start (a turn later). */
+  keep(): void;
+}
+
 /** A first use: a meta, a chunk, a listing (true) or content the kernel read itself (false). */
 type UsedEntry =
   | [path: string]
@@ -209,7 +217,7 @@ export class CachedFs implements Filesystem {
    * checked again by this one, whose ControlMaster revalidates what it checked).
    * Names not taken from the store are not looked for there again.
    */
-  #checkedList: { gen: number; held: HeldColumns } | null = null;
+  #checkedList: HeldList | null = null;
   /** `#checkedList`'s fingerprints by path, read when the store changed since. */
   #checkedFps: Map<string, string> | null = null;
   readonly #notStored = new Set<string>();
@@ -272,7 +280,7 @@ export class CachedFs implements Filesystem {
     const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
     let held: number;
     let answer: Promise<Value>;
-    let restAnswer: Promise<Value> | null = null;
+    let restAnswer: Promise<{ reply: Value; list: HeldList }> | null = null;
     let metas: () => HeldMeta[] = () => [];
     // The metas checked first are read while the answer comes, once the request has
     // left (a stream's write goes in a later microtask: what this turn does holds it).
@@ -304,10 +312,7 @@ export class CachedFs implements Filesystem {
           prefetch: req.prefetch,
         } as unknown as Value);
         list.keep();
-        return reply.then((r) => {
-          this.#checkedList = list;
-          return r;
-        });
+        return reply.then((r) => ({ reply: r, list }));
       });
       restAnswer.catch(() => {}); // waited for below, unless the first answer fails
     } else {
@@ -344,14 +349,15 @@ export class CachedFs implements Filesystem {
     );
     if (restAnswer) {
       this.#restChecked = restAnswer.then(
-        (r) => {
+        ({ reply, list }) => {
           // After the session's end (a short command) the store is closed: what it found
           // stale stays held, and the next start finds it stale again before any use.
           if (this.#finished) return;
-          const rest = r as unknown as ValidateReply;
+          const rest = reply as unknown as ValidateReply;
           this.validation.stale += rest.stale.length;
           this.#dropStale(rest.stale, pushed);
           this.#expect(rest.incoming);
+          this.#checkedList = list; // its stale names gone from the store first
           this.#log(`cache: validate: the other ${held - first}: ${rest.stale.length} stale`);
         },
       ).catch((e) => this.#log(`cache: validateRest: ${e}`)).finally(() => {
@@ -367,7 +373,7 @@ export class CachedFs implements Filesystem {
    * earlier start if no name changed since, else read and packed (~100 ms for 6,500
    * names in a new agent), and then kept (`keep`: a turn later, the request gone).
    */
-  #heldList(codec: BulkCodec): { gen: number; held: HeldColumns; keep(): void } {
+  #heldList(codec: BulkCodec): HeldList {
     const kept = this.#store.heldSnapshot(this.#client);
     if (kept) return { ...kept, keep() {} };
     const { gen, rows } = this.#store.heldNow(this.#client);
