@@ -590,9 +590,14 @@ export class CachedFs implements Filesystem {
   #drop(paths: string[]): void {
     if (!paths.length) return;
     const gone = new Set(paths);
-    this.#pendingMetas = this.#pendingMetas.filter((m) => !gone.has(m.path));
-    this.#pendingLinks = this.#pendingLinks.filter((c) => !gone.has(c.path));
+    this.#dropPending((p) => gone.has(p));
     this.#store.drop(this.#client, paths);
+  }
+
+  /** Forgets the metas and content ids of `gone` paths waiting to be written to the store. */
+  #dropPending(gone: (path: string) => boolean): void {
+    this.#pendingMetas = this.#pendingMetas.filter((m) => !gone(m.path));
+    this.#pendingLinks = this.#pendingLinks.filter((c) => !gone(c.path));
   }
 
   #log(line: string): void {
@@ -1246,12 +1251,10 @@ export class CachedFs implements Filesystem {
       node.path = next;
       if (next) this.#ids.set(next, node.id);
     }
-    const gone = [...this.#metas.keys(), ...this.#stored.keys()].filter((p) =>
-      moved(p, from, from) !== null || moved(p, to, to) !== null
-    );
-    this.#forgetPaths(gone);
-    this.#drop(gone);
-    // And what the store holds below them that was not read here.
+    const under = (p: string) => moved(p, from, from) !== null || moved(p, to, to) !== null;
+    this.#forgetPaths([...this.#metas.keys(), ...this.#stored.keys()].filter(under));
+    // From the store too, what was not read here included, and from what waits for it.
+    this.#dropPending(under);
     for (const p of [from, to]) this.#store.dropTree(this.#client, p);
   }
   link(req: Request<"LINK">) {

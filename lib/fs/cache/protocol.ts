@@ -45,9 +45,9 @@ export const CACHE_CALLS = {
   /** ValidateRequest -> ValidateReply: the one round trip of a warm start. */
   validate: "cache.validate",
   /**
-   * ValidateRestRequest -> ValidateReply (its `ahead` empty, its `root` null): the held
-   * names the command did not use last time, asked for right after `validate` and
-   * answered while the command runs.
+   * ValidateRestRequest -> ValidateReply (its `ahead` empty, its `root` null): all the
+   * held names (those `validate` checked first again among them), asked for right after
+   * `validate` and answered while the command runs.
    */
   validateRest: "cache.validateRest",
   /** {path} -> null, after pushing its MetaRecord (and what will be asked next). */
@@ -352,9 +352,9 @@ export interface ValidateRequest {
    */
   ahead: string[];
   /**
-   * More held names follow (validateRest): `held` is only what this command used last
-   * time, and the profile is pushed with the rest's answer, when all is known of what
-   * the remote holds.
+   * All the held names follow (validateRest): `held` is only what this command used
+   * last time, and the profile is pushed with the rest's answer, when all is known of
+   * what the remote holds.
    */
   rest?: boolean;
 }

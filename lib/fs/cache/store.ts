@@ -51,6 +51,12 @@ export const MAX_HELD = 16384;
 /** A held path's encoded meta (decodeMeta), content id and fingerprint. */
 export type HeldMeta = [path: string, meta: Uint8Array, hash: string | null, fp: string];
 
+/** HeldMeta's columns, of `entries e`. */
+const HELD_META = "e.path, e.meta, e.hash, e.fp";
+
+/** Keeps the rows of `entries e` whose path is in a JSON list (the query's second parameter). */
+const ONLY_PATHS = " and e.path in (select value from json_each(?))";
+
 export function decodeMeta(bytes: Uint8Array): MetaRecord {
   return unpackMeta(decodeValue(bytes) as unknown as PackedMeta);
 }
@@ -223,7 +229,7 @@ export class CacheStore {
     const query = this.db.prepare(
       `select e.path, e.fp, coalesce(b.hash, ''), coalesce(b.present, x''), e.listed
        from entries e left join blobs b on b.hash = e.hash where e.client = ?` +
-        (only ? " and e.path in (select value from json_each(?))" : ""),
+        (only ? ONLY_PATHS : ""),
     );
     query.setReturnArrays(true);
     const rows = (only ? query.all(client, JSON.stringify(only)) : query.all(client)) as [
@@ -252,10 +258,10 @@ export class CacheStore {
 
   /** What `client` holds (heldState) and the change count it was read at, at once. */
   heldNow(client: string): { gen: number; rows: HeldEntry[] } {
-    if (this.#inTx) return { gen: this.#gen(client), rows: this.heldState(client) };
+    if (this.#inTx) return { gen: this.heldGen(client), rows: this.heldState(client) };
     this.db.exec("begin"); // one read: the count and the rows agree
     try {
-      return { gen: this.#gen(client), rows: this.heldState(client) };
+      return { gen: this.heldGen(client), rows: this.heldState(client) };
     } finally {
       this.db.exec("commit");
     }
@@ -273,7 +279,8 @@ export class CacheStore {
     );
   }
 
-  #gen(client: string): number {
+  /** The count of changes to `client`'s names (heldSnapshot's). */
+  heldGen(client: string): number {
     const row = this.db.prepare("select gen from held_gen where client = ?").get(client) as
       | { gen: number }
       | undefined;
@@ -326,8 +333,7 @@ export class CacheStore {
    */
   heldMetas(client: string, only?: readonly string[]): HeldMeta[] {
     const query = this.db.prepare(
-      "select path, meta, hash, fp from entries where client = ?" +
-        (only ? " and path in (select value from json_each(?))" : ""),
+      `select ${HELD_META} from entries e where e.client = ?` + (only ? ONLY_PATHS : ""),
     );
     query.setReturnArrays(true);
     return (only ? query.all(client, JSON.stringify(only)) : query.all(client)) as HeldMeta[];
@@ -335,16 +341,13 @@ export class CacheStore {
 
   /** One held path's, as `heldMetas`, or null. */
   heldMeta(client: string, path: string): HeldMeta | null {
-    this.#metaQuery ??= this.db.prepare(
-      "select path, meta, hash, fp from entries where client = ? and path = ?",
-    );
-    this.#metaQuery.setReturnArrays(true);
+    if (!this.#metaQuery) {
+      this.#metaQuery = this.db.prepare(
+        `select ${HELD_META} from entries e where e.client = ? and e.path = ?`,
+      );
+      this.#metaQuery.setReturnArrays(true);
+    }
     return (this.#metaQuery.get(client, path) as HeldMeta | undefined) ?? null;
-  }
-
-  /** The count of changes to `client`'s names (heldSnapshot's). */
-  heldGen(client: string): number {
-    return this.#gen(client);
   }
 
   putMetas(client: string, metas: MetaRecord[]): void {
