@@ -10,6 +10,7 @@ ASC_VERSION=0.28.20
 APT_PACKAGES=(
   debootstrap openssh-server openssh-client busybox-static iproute2 procps psmisc file
   fuse3 libfuse3-dev pkg-config gcc binutils make git attr fio python3 lua5.4 ffmpeg tmux
+  distcc
 )
 
 if [ "$(id -u)" != 0 ]; then

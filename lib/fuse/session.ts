@@ -38,7 +38,7 @@ import {
 import { stringBytes } from "./cursor.ts";
 import { opcodeInfo, parseRequest, type Request, RequestParseError } from "./request.ts";
 import { Errno, errnoName } from "../sys/errno.ts";
-import { errno, libc, SysError } from "../sys/libc.ts";
+import { close, errno, libc, SysError } from "../sys/libc.ts";
 import { OUT_HEADER_SIZE } from "./abi.ts";
 
 export interface SessionOptions {
@@ -199,6 +199,8 @@ export class FuseSession {
   readonly #options: SessionOptions;
   readonly #log: (message: string) => void;
   #closed = false;
+  /** The fd is closed: nothing may be written to its number any more. */
+  #aborted = false;
   #initialized = false;
   /**
    * Reply buffers for READ, reused: a fresh 1 MiB buffer per READ costs little at
@@ -265,6 +267,18 @@ export class FuseSession {
     this.#closed = true;
   }
 
+  /**
+   * Ends the connection now: every request still waiting for an answer, and every
+   * one after, fails (ENOTCONN), so no process stays stuck on a server that will
+   * not answer. Closing the last fd of /dev/fuse is what aborts a connection; the
+   * served fd is the only one (close-on-exec).
+   */
+  abort(): void {
+    if (this.#aborted) return;
+    this.#aborted = this.#closed = true;
+    close(this.#fd);
+  }
+
   /** struct pollfd { int fd; short events; short revents; } for POLLIN on our fd. */
   #pollFd(): Uint8Array<ArrayBuffer> {
     const pfd = new Uint8Array(8);
@@ -291,6 +305,8 @@ export class FuseSession {
   }
 
   #write(bytes: Uint8Array<ArrayBuffer>, what: string): number {
+    // An answer come after abort(): the fd's number may be another file's by now.
+    if (this.#aborted) return Errno.ENODEV;
     const n = Number(libc().write(this.#fd, bytes, BigInt(bytes.length)));
     if (this.#readBuffers.has(bytes.buffer) && this.#freeReadBuffers.length < 16) {
       this.#freeReadBuffers.push(new Uint8Array(bytes.buffer));
@@ -466,8 +482,10 @@ export class FuseSession {
   /** Backing files registered on this connection's fd (ioctls of /dev/fuse). */
   #backingFiles(): BackingFiles {
     const fd = this.#fd;
+    const gone = () => this.#aborted;
     return {
       open(file: number): number {
+        if (gone()) throw new SysError("ioctl(FUSE_DEV_IOC_BACKING_OPEN)", Errno.ENODEV);
         // struct fuse_backing_map { s32 fd; u32 flags; u64 padding; }
         const map = new Uint8Array(16);
         new DataView(map.buffer).setInt32(0, file, true);
@@ -476,6 +494,7 @@ export class FuseSession {
         return id;
       },
       close(id: number): void {
+        if (gone()) return; // the connection took its backing files with it
         const arg = new Uint8Array(new Uint32Array([id]).buffer);
         if (libc().ioctl(fd, BigInt(FUSE_DEV_IOC_BACKING_CLOSE), arg) < 0) {
           throw new SysError("ioctl(FUSE_DEV_IOC_BACKING_CLOSE)", errno());
@@ -503,6 +522,7 @@ export class FuseSession {
    * directory, a read of the same pages), and written from here that is a deadlock.
    */
   async #notify(bytes: Uint8Array<ArrayBuffer>): Promise<boolean> {
+    if (this.#aborted) return false;
     const n = await libc().writeElsewhere(this.#fd, bytes, BigInt(bytes.length));
     return Number(n) === bytes.length;
   }

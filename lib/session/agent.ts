@@ -25,7 +25,16 @@ import { CacheStore } from "../fs/cache/store.ts";
 import { CACHE_EVENTS, CHUNK_SIZE, type UsedReport } from "../fs/cache/protocol.ts";
 import type { Filesystem } from "../fuse/mod.ts";
 import { RpcPeer, Tunnels, type Value } from "../rpc/mod.ts";
-import { check, CLONE_NEWNS, close, libc } from "../sys/libc.ts";
+import { check, CLONE_NEWNS, libc } from "../sys/libc.ts";
+import {
+  closeQuietly,
+  openPipe,
+  type Pipe,
+  type PipeWriter,
+  pipeWriter,
+  procFdPath,
+  readPipe,
+} from "../sys/pipe.ts";
 import { growPipe } from "../sys/files.ts";
 import { VERSION } from "../version.ts";
 import {
@@ -150,6 +159,11 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     return null;
   });
 
+  // First of all when the connection ends: requests the mirror has not answered fail
+  // at once, so that nothing waits on them, killed or not (a process in a page's
+  // wait does not even die until then).
+  peer.closed.then(() => (mirror as Mirror | null)?.abort());
+
   peer.handle(PING, () => null);
   // Ends the session (killing the command, dropping the mounts) when the local side
   // goes silent.
@@ -164,7 +178,13 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   return 0;
 }
 
-const COMMAND_EVENTS = [EVENTS.stdin, EVENTS.stdinEof, EVENTS.signal, EVENTS.winch];
+const COMMAND_EVENTS = [
+  EVENTS.stdin,
+  EVENTS.stdinEof,
+  EVENTS.signal,
+  EVENTS.winch,
+  EVENTS.outputClosed,
+];
 
 function emptyStats(): RemoteStats {
   return { calls: {}, cache: null, validateMs: 0, mountMs: 0, runMs: 0 };
@@ -409,6 +429,11 @@ class Mirror {
     return new Mirror(root, mountMs, shared, mount, session, serving, spawn);
   }
 
+  /** Fails every request not answered yet, and all after (see FuseSession.abort). */
+  abort(): void {
+    this.session.abort();
+  }
+
   /** Makes the kernel drop names, attributes and pages it keeps of changed paths. */
   async invalidate(stale: Invalidation[]): Promise<void> {
     const done: Promise<boolean>[] = [];
@@ -440,7 +465,7 @@ class Mirror {
       await spare.status;
     }
     unmountFuse(this.mount);
-    this.session.close();
+    this.session.abort();
     await this.serving;
     try {
       Deno.removeSync(this.root);
@@ -461,20 +486,32 @@ function sendPlan(stdin: WritableStreamDefaultWriter<Uint8Array>, plan: ExecPlan
 function startRun(c: RunContext) {
   const { peer, req, events, mirror, stats } = c;
   const pty = req.tty ? openPty(req.tty.rows, req.tty.cols) : null;
+  const pipes = pty ? null : { stdin: openPipe(), stdout: openPipe(), stderr: openPipe() };
   const { cache: _, ...what } = req;
-  const plan: ExecPlan = { ...what, root: mirror.root, binds: BINDS, tty: pty?.slavePath ?? null };
+  const plan: ExecPlan = {
+    ...what,
+    root: mirror.root,
+    binds: BINDS,
+    tty: pty?.slavePath ?? null,
+    stdio: pipes && {
+      stdin: procFdPath(pipes.stdin.read),
+      stdout: procFdPath(pipes.stdout.write),
+      stderr: procFdPath(pipes.stderr.write),
+    },
+  };
   const tRun = performance.now();
   const child = mirror.helper();
-  const stdin = child.stdin.getWriter();
+  const planWriter = child.stdin.getWriter();
   // A helper that died before its plan came shows as the command's failure below.
-  sendPlan(stdin, plan).catch(() => {});
+  sendPlan(planWriter, plan).then(() => planWriter.close()).catch(() => {});
   trace("run: plan sent");
 
   let exited = false;
+  /** The session ended: stop relaying even what a leftover process still holds open. */
+  let cut = false;
   const relay = async (stream: AsyncIterable<Uint8Array>, event: string) => {
     for await (const chunk of stream) peer.event(event, chunk);
   };
-  let relays: Promise<unknown>;
   const on: Partial<Record<string, (args: Value) => void>> = {
     [EVENTS.signal]: (name) => {
       try {
@@ -482,39 +519,58 @@ function startRun(c: RunContext) {
       } catch { /* already gone */ }
     },
   };
+  // The helper's own pipes carry its errors until it takes the terminal or the pipes.
+  const relays: Promise<unknown>[] = [
+    relay(child.stdout, EVENTS.stdout),
+    relay(child.stderr, EVENTS.stderr),
+  ];
+  let stdin: PipeWriter | null = null;
+  /** Once the helper is gone: the ends it opened for the command are the command's alone. */
+  let dropHelperEnds = () => {};
   if (pty) {
-    stdin.close().catch(() => {});
     const write = ptyWriter(pty.master);
     on[EVENTS.stdin] = (data) => void write(data as Uint8Array);
     on[EVENTS.winch] = (size) => {
       const { rows, cols } = size as unknown as WindowSize;
       setWindowSize(pty.master, rows, cols);
     };
-    relays = Promise.all([
-      relay(readPty(pty.master, () => exited), EVENTS.stdout),
-      relay(child.stdout, EVENTS.stdout),
-      relay(child.stderr, EVENTS.stderr),
-    ]);
-  } else {
-    on[EVENTS.stdin] = (data) => void stdin.write(data as Uint8Array).catch(() => {});
-    on[EVENTS.stdinEof] = () => void stdin.close().catch(() => {});
-    relays = Promise.all([
-      relay(child.stdout, EVENTS.stdout),
-      relay(child.stderr, EVENTS.stderr),
-    ]);
+    relays.push(relay(readPty(pty.master, () => exited), EVENTS.stdout));
+  } else if (pipes) {
+    const input = stdin = pipeWriter(pipes.stdin.write);
+    on[EVENTS.stdin] = (data) => input.write(data as Uint8Array);
+    on[EVENTS.stdinEof] = () => input.end();
+    const unwanted = new Set<unknown>();
+    on[EVENTS.outputClosed] = (which) => void unwanted.add(which);
+    const output = (pipe: Pipe, which: string, event: string) =>
+      relay(readPipe(pipe.read, () => cut || unwanted.has(which)), event)
+        .finally(() => closeQuietly(pipe.read));
+    relays.push(
+      output(pipes.stdout, "stdout", EVENTS.stdout),
+      output(pipes.stderr, "stderr", EVENTS.stderr),
+    );
+    let dropped = false;
+    dropHelperEnds = () => {
+      if (dropped) return;
+      dropped = true;
+      for (const fd of [pipes.stdin.read, pipes.stdout.write, pipes.stderr.write]) {
+        closeQuietly(fd);
+      }
+    };
   }
+  const relayed = Promise.all(relays);
   events.attach((name, args) => on[name]?.(args));
 
   let cleaned = false;
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
+    cut = true;
+    killGroup(child.pid);
     await child.status;
     exited = true;
-    await relays.catch(() => {});
+    dropHelperEnds();
+    stdin?.abort();
+    await relayed.catch(() => {});
     // The master's close hangs up whatever still holds the terminal.
     if (pty) closeQuietly(pty.master);
   };
@@ -525,14 +581,26 @@ function startRun(c: RunContext) {
     stats.runMs = performance.now() - tRun;
     trace(`helper exited ${JSON.stringify(status)}`);
     exited = true;
-    await relays;
+    // What it left running in its group ends with it, as the run's cleanup would
+    // have it: its output pipes then end too.
+    killGroup(child.pid);
+    dropHelperEnds();
+    stdin?.abort();
+    await relayed;
     return { code: status.signal ? null : status.code, signal: status.signal ?? null };
   })();
   return { done, cleanup };
 }
 
-function closeQuietly(fd: number): void {
-  try {
-    close(fd);
-  } catch { /* closed */ }
+/**
+ * SIGKILL to the command's process group (the helper made one, with the command's
+ * pid as its id, or a session with a pty), else to the helper alone.
+ */
+function killGroup(pid: number): void {
+  for (const target of [-pid, pid]) {
+    try {
+      Deno.kill(target, "SIGKILL");
+      return;
+    } catch { /* no such group (yet), or gone */ }
+  }
 }

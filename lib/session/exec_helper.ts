@@ -25,12 +25,14 @@ import { Errno, errnoName } from "../sys/errno.ts";
 import type { ExecPlan } from "./protocol.ts";
 import { DEFAULT_PATH } from "./which.ts";
 
+const SIGPIPE = 13;
+
 function fail(message: string, code: number): never {
   Deno.stderr.writeSync(new TextEncoder().encode(`outrun: ${message}\n`));
   Deno.exit(code);
 }
 
-/** Exactly `n` bytes of stdin: not one more (what follows is the command's input). */
+/** Exactly `n` bytes of stdin: not one more (the plan is all it carries). */
 function readExactly(n: number): Uint8Array {
   const buf = new Uint8Array(n);
   for (let at = 0; at < n;) {
@@ -76,10 +78,30 @@ function takeTerminal(path: string, uid: number): void {
   if (fd > 2) close(fd);
 }
 
+/** Makes the agent's pipes stdin, stdout and stderr (each opened anew, blocking). */
+function takePipes(stdio: NonNullable<ExecPlan["stdio"]>): void {
+  const lib = libc();
+  const ends: [string, number, number][] = [
+    [stdio.stdin, O.RDONLY, 0],
+    [stdio.stdout, O.WRONLY, 1],
+    [stdio.stderr, O.WRONLY, 2],
+  ];
+  for (const [path, flags, target] of ends) {
+    const fd = open(path, flags);
+    check("dup2", lib.dup2(fd, target));
+    if (fd > 2) close(fd);
+  }
+}
+
 export function execHelper(plan: ExecPlan): never {
   const lib = libc();
   check("unshare", lib.unshare(CLONE_NEWNS));
   if (plan.tty) takeTerminal(plan.tty, plan.uid);
+  else {
+    // A process group of its own: what the command starts ends with the session.
+    check("setpgid", lib.setpgid(0, 0));
+    if (plan.stdio) takePipes(plan.stdio);
+  }
   for (const dir of plan.binds) {
     try {
       sysMount(dir, `${plan.root}${dir}`, null, MS_BIND | MS_REC, null);
@@ -102,6 +124,9 @@ export function execHelper(plan: ExecPlan): never {
   const command = plan.argv[0];
   const path = plan.exe ?? findInPath(command, plan.env.PATH ?? DEFAULT_PATH);
   if (path === null) fail(`${command}: command not found`, 127);
+  // Deno ignores SIGPIPE, and an ignored signal stays ignored across execve: the
+  // command gets the default, as from sshd (`yes | head -1` ends yes by SIGPIPE).
+  lib.signal(SIGPIPE, null);
   const argv = cStringArray(plan.argv);
   const envp = cStringArray(Object.entries(plan.env).map(([k, v]) => `${k}=${v}`));
   lib.execve(cstr(path), argv.array, envp.array);

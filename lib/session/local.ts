@@ -12,15 +12,20 @@ import { rawOutput } from "../sys/pty.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
+import { libc } from "../sys/libc.ts";
 import {
   aheadPaths,
   type CacheSettings,
+  ENDING_SIGNALS,
   EVENTS,
   FORWARDED_SIGNALS,
+  LEAVE_AFTER_S,
   type RunRequest,
   type RunResult,
 } from "./protocol.ts";
 import { formatStats } from "./stats.ts";
+
+const PR_SET_PDEATHSIG = 1;
 
 export const SIGNAL_NUMBERS: Record<string, number> = {
   SIGHUP: 1,
@@ -163,20 +168,40 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
   const env = userEnv();
   // Through stream writers: in order and whole (Deno.stdout.write may write part of a
   // chunk, and un-awaited calls may interleave). A reader that went away (| head) is
-  // not an error of ours: its output is dropped, as ssh would.
-  const stdout = orderedWriter(Deno.stdout.writable);
-  const stderr = orderedWriter(Deno.stderr.writable);
+  // not an error of ours: the command's end of it is closed, as ssh's would be.
+  const closed = (which: string) => () => peer.event(EVENTS.outputClosed, which);
+  const stdout = orderedWriter(Deno.stdout.writable, closed("stdout"));
+  const stderr = orderedWriter(Deno.stderr.writable, closed("stderr"));
   peer.onEvent(EVENTS.stdout, (d) => stdout.write(d as Uint8Array));
   peer.onEvent(EVENTS.stderr, (d) => stderr.write(d as Uint8Array));
   let forward: (() => void)[] = [];
+  /** Set when outrun gives up on a command that a signal asked to end. */
+  let leaving: ((signal: string) => void) | null = null;
+  const left = new Promise<string>((resolve) => (leaving = resolve));
   try {
     // From here on signals go to the command (which decides whether to die); before,
-    // they end outrun itself as usual.
+    // they end outrun itself as usual. An ending one that the command outlives for
+    // long, or a second one, makes outrun leave: a wedged remote never holds it.
+    let ending: string | null = null;
+    let leaveTimer: ReturnType<typeof setTimeout> | undefined;
     forward = FORWARDED_SIGNALS.map((name) => {
-      const handler = () => peer.event(EVENTS.signal, name);
+      const handler = () => {
+        if (!(ENDING_SIGNALS as readonly string[]).includes(name)) {
+          peer.event(EVENTS.signal, name);
+          return;
+        }
+        if (ending) return leaving!(ending);
+        ending = name;
+        peer.event(EVENTS.signal, name);
+        leaveTimer = setTimeout(() => leaving!(name), LEAVE_AFTER_S * 1000);
+      };
       Deno.addSignalListener(name, handler);
       return () => Deno.removeSignalListener(name, handler);
     });
+    forward.push(() => clearTimeout(leaveTimer));
+    // Like ssh, outrun is told when its parent dies (make, distcc killed): SIGHUP,
+    // forwarded as any other.
+    libc().prctl(PR_SET_PDEATHSIG, BigInt(SIGNAL_NUMBERS.SIGHUP));
     // Both ends terminals: the command gets a pty, this terminal goes raw (keys,
     // Ctrl-C included, travel as bytes) and is restored on every way out.
     const tty = Deno.stdin.isTerminal() && Deno.stdout.isTerminal() ? Deno.consoleSize() : null;
@@ -214,10 +239,22 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     lap("start");
     const running = peer.call("session.run", req as unknown as Value);
     ahead?.pushAhead(req.exe!, aheadPaths(req));
-    const result = await running.catch(async (err) => {
-      await r.agentUp; // the agent never started: say why
-      throw new SshError(`outrun: connection to ${r.alias} lost: ${err.message}`);
-    }) as unknown as RunResult;
+    const answered = running.then(
+      (result) => ({ result: result as unknown as RunResult }),
+      async (err) => {
+        await r.agentUp; // the agent never started: say why
+        throw new SshError(`outrun: connection to ${r.alias} lost: ${err.message}`);
+      },
+    );
+    answered.catch(() => {}); // when outrun leaves first, the connection's end is no news
+    const outcome = await Promise.race([answered, left.then((signal) => ({ signal }))]);
+    if ("signal" in outcome) {
+      console.error(
+        `outrun: ${r.alias}: the command did not end after ${outcome.signal}; leaving it`,
+      );
+      return 128 + SIGNAL_NUMBERS[outcome.signal];
+    }
+    const result = outcome.result;
     r.log(
       `command done: ${JSON.stringify(result)}; ${peer.stats.calls} calls from here, ` +
         `${peer.stats.framesIn} frames in (${peer.stats.bytesIn} bytes), ${peer.stats.framesOut} out (${peer.stats.bytesOut} bytes)`,
@@ -251,7 +288,8 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
   }
 }
 
-function orderedWriter(stream: WritableStream<Uint8Array>) {
+/** Writes in order and whole; `broke` is called once if the stream fails. */
+function orderedWriter(stream: WritableStream<Uint8Array>, broke: () => void) {
   const writer = stream.getWriter();
   let last: Promise<void> = Promise.resolve();
   let broken = false;
@@ -259,6 +297,7 @@ function orderedWriter(stream: WritableStream<Uint8Array>) {
     write(chunk: Uint8Array) {
       if (broken) return;
       last = writer.write(chunk).catch(() => {
+        if (!broken) broke();
         broken = true;
       });
     },

@@ -96,6 +96,12 @@ export interface ExecPlan extends Omit<RunRequest, "tty" | "cache"> {
   root: string;
   /** The pty's slave (/dev/pts/N) to make the controlling terminal and stdio, or null. */
   tty: string | null;
+  /**
+   * Without a pty: the pipes the command's stdin, stdout and stderr are, as the
+   * agent's /proc/PID/fd paths (its own ends are read and written off its event
+   * loop: lib/sys/pipe.ts says why).
+   */
+  stdio: { stdin: string; stdout: string; stderr: string } | null;
   /** Remote directories bound into the mirror before the chroot. */
   binds: string[];
 }
@@ -131,7 +137,20 @@ export const EVENTS = {
   signal: "session.signal",
   /** New window size (WindowSize) of the local terminal. */
   winch: "session.winch",
+  /**
+   * "stdout" or "stderr": that output can no longer be written here (its reader went
+   * away): the command's end of it is closed, as ssh's would be (EPIPE, SIGPIPE).
+   */
+  outputClosed: "session.output-closed",
 } as const;
+
+/**
+ * Forwarded signals that ask the command to end: when it has not ended
+ * LEAVE_AFTER_S seconds after one, or when a second comes, outrun leaves (cuts the
+ * session, and so kills what runs there) rather than wait for ever.
+ */
+export const ENDING_SIGNALS = ["SIGTERM", "SIGHUP"] as const;
+export const LEAVE_AFTER_S = 10;
 
 export const FORWARDED_SIGNALS = [
   "SIGINT",

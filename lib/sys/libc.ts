@@ -3,8 +3,8 @@
  * mknod, pread/pwrite on raw fds, poll, ...). Every wrapper throws `SysError`
  * carrying the errno and its name, read right after the call on the same thread.
  *
- * Calls are synchronous except `pollAsync`, which runs on a worker thread so the
- * event loop stays free while /dev/fuse has nothing to read.
+ * Calls are synchronous except `poll`, `readElsewhere` and `writeElsewhere`, which
+ * run on a thread of Deno's so the event loop stays free while they wait.
  */
 import { errnoName } from "./errno.ts";
 
@@ -30,6 +30,14 @@ const symbols = {
     result: "isize",
     nonblocking: true,
   },
+  /** read(2) on a thread of Deno's: for reads that may wait on this thread's own work. */
+  readElsewhere: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
@@ -85,6 +93,10 @@ const symbols = {
   umask: { parameters: ["u32"], result: "u32" },
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   setsid: { parameters: [], result: "i32" },
+  signal: { parameters: ["i32", "pointer"], result: "pointer" },
+  setpgid: { parameters: ["i32", "i32"], result: "i32" },
+  /** prctl(2) with one argument (PR_SET_PDEATHSIG, ...). */
+  prctl: { parameters: ["i32", "u64"], result: "i32" },
   dup2: { parameters: ["i32", "i32"], result: "i32" },
   tcgetattr: { parameters: ["i32", "buffer"], result: "i32" },
   tcsetattr: { parameters: ["i32", "i32", "buffer"], result: "i32" },
