@@ -36,9 +36,11 @@ export function sshOptions(o: CliOptions): SshOptions {
     user: o.user,
     identityFiles: o.identityFiles,
     configFile: o.configFile,
-    options: o.sshOptions,
+    // --timeout first: the first value of a key wins, as in ssh.
+    options: o.timeout ? [`ConnectTimeout=${o.timeout}`, ...o.sshOptions] : o.sshOptions,
     jump: o.jump,
     verbose: o.verbose,
+    quiet: o.quiet,
   };
 }
 

@@ -236,8 +236,12 @@ async function gzipped(f: PayloadFile): Promise<Uint8Array<ArrayBuffer>> {
 }
 
 /** A one-line progress bar on stderr when it is a terminal. */
-function progressBar(label: string, total: number): ((sent: number) => void) & { done(): void } {
-  const tty = Deno.stderr.isTerminal();
+function progressBar(
+  label: string,
+  total: number,
+  quiet: boolean,
+): ((sent: number) => void) & { done(): void } {
+  const tty = !quiet && Deno.stderr.isTerminal();
   let last = -1;
   const write = (s: string) => Deno.stderr.writeSync(new TextEncoder().encode(s));
   const update = (sent: number) => {
@@ -282,6 +286,8 @@ export interface StartedAgent {
 export interface AgentStart {
   sudo: boolean;
   verbose: number;
+  /** -q: no progress bar while uploading. */
+  quiet?: boolean;
   /** The remote cache's directory as configured (`~/...` or absolute), to look for. */
   storeDir: string | null;
 }
@@ -336,7 +342,7 @@ export async function startAgent(
   }
   reader.cancel().catch(() => {});
   const present = new Set(lines.filter((l) => l.startsWith("have=")).map((l) => l.slice(5)));
-  await uploadMissing(client, payload, dir, present, lines.includes("gzip=yes"), log);
+  await uploadMissing(client, payload, dir, present, lines.includes("gzip=yes"), log, o.quiet);
   const agent = await execChannel(client, agentCommand(payload, dir, o.sudo, o.verbose));
   return {
     channel: agent,
@@ -409,13 +415,14 @@ async function uploadMissing(
   present: Set<string>,
   gzip: boolean,
   log: (line: string) => void,
+  quiet = false,
 ): Promise<void> {
   for (const f of payload.files) {
     if (present.has(f.name)) continue;
     const data = gzip ? await gzipped(f) : await Deno.readFile(f.path);
     log(`uploading ${f.name} (${data.length} bytes${gzip ? ", gzip" : ""}) to ${dir}`);
     const tmp = `${dir}/.${f.name}.$$`;
-    const bar = progressBar(`uploading ${f.name}`, data.length);
+    const bar = progressBar(`uploading ${f.name}`, data.length, quiet);
     const r = await execCommand(
       client,
       `mkdir -p ${dir} && ${gzip ? "gzip -dc" : "cat"} > ${tmp} && sum=$(sha256sum ${tmp}) && ` +

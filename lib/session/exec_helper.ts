@@ -27,6 +27,10 @@ import { DEFAULT_PATH } from "./which.ts";
 
 const SIGPIPE = 13;
 
+function warn(plan: ExecPlan, message: string): void {
+  if (!plan.quiet) Deno.stderr.writeSync(new TextEncoder().encode(`outrun: warning: ${message}\n`));
+}
+
 function fail(message: string, code: number): never {
   Deno.stderr.writeSync(new TextEncoder().encode(`outrun: ${message}\n`));
   Deno.exit(code);
@@ -107,14 +111,12 @@ export function execHelper(plan: ExecPlan): never {
       sysMount(dir, `${plan.root}${dir}`, null, MS_BIND | MS_REC, null);
     } catch (err) {
       // The local machine has no such directory to mount on: run without it.
-      Deno.stderr.writeSync(new TextEncoder().encode(`outrun: warning: bind ${dir}: ${err}\n`));
+      warn(plan, `bind ${dir}: ${err}`);
     }
   }
   check("chroot", lib.chroot(cstr(plan.root)));
   if (lib.chdir(cstr(plan.cwd)) !== 0) {
-    Deno.stderr.writeSync(
-      new TextEncoder().encode(`outrun: warning: cd ${plan.cwd} failed; running in /\n`),
-    );
+    warn(plan, `cd ${plan.cwd} failed; running in /`);
     check("chdir", lib.chdir(cstr("/")));
   }
   const groups = new Uint32Array(plan.groups);

@@ -13,12 +13,13 @@ export const PING_LIMIT_S = 10;
 
 /**
  * Pings `peer` until its connection ends; calls `late` (once) when an answer takes
- * longer than PING_LIMIT_S. `other` names the other side in that message.
+ * longer than `limitS` seconds. `other` names the other side in that message.
  */
 export function startHeartbeat(
   peer: RpcPeer,
   other: string,
   late: (why: string) => void,
+  limitS = PING_LIMIT_S,
 ): void {
   let waiting = false;
   const timer = setInterval(() => {
@@ -26,12 +27,12 @@ export function startHeartbeat(
     waiting = true;
     const overdue = setTimeout(() => {
       clearInterval(timer);
-      late(`no answer from ${other} for ${PING_LIMIT_S} s`);
-    }, PING_LIMIT_S * 1000);
+      late(`no answer from ${other} for ${limitS} s`);
+    }, limitS * 1000);
     peer.call(PING, null).then(() => {
       clearTimeout(overdue);
       waiting = false;
     }, () => clearTimeout(overdue));
-  }, PING_EVERY_S * 1000);
+  }, Math.min(PING_EVERY_S, limitS / 2) * 1000);
   peer.closed.then(() => clearInterval(timer));
 }

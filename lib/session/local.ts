@@ -24,6 +24,7 @@ import {
   type RunResult,
 } from "./protocol.ts";
 import { formatStats } from "./stats.ts";
+import { PING_LIMIT_S, startHeartbeat } from "./heartbeat.ts";
 
 const PR_SET_PDEATHSIG = 1;
 
@@ -91,6 +92,7 @@ export async function runRemote(o: CliOptions): Promise<number> {
         log,
         clock,
         end: attached.close,
+        ownSession: false,
       });
     }
   }
@@ -118,6 +120,7 @@ export async function runRemote(o: CliOptions): Promise<number> {
     log,
     clock,
     end: session.close,
+    ownSession: true,
   });
 }
 
@@ -157,6 +160,8 @@ interface RunOptions {
   clock: Laps;
   /** Ends the connection, whatever happened. */
   end(): Promise<void>;
+  /** A connection of this process's own (a master watches its agent itself). */
+  ownSession: boolean;
 }
 
 /**
@@ -220,6 +225,15 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
       });
     }
     pumpStdin(peer);
+    // A wedged agent must not hold this side: --timeout, else the agent's own bound.
+    if (r.ownSession) {
+      startHeartbeat(
+        peer,
+        `the agent on ${r.alias}`,
+        (why) => void peer.close(new Error(why)),
+        o.timeout ?? PING_LIMIT_S,
+      );
+    }
     const cwd = Deno.cwd();
     const req: RunRequest = {
       argv: o.command,
@@ -231,6 +245,7 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
       groups: localGroups(),
       tty: tty && { rows: tty.rows, cols: tty.columns },
       cache: r.cacheSettings,
+      quiet: o.quiet,
     };
     // An empty remote cache will ask for this command's profile: it goes now, behind the
     // request, while the agent starts, and so does the validation's answer.
@@ -249,9 +264,11 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     answered.catch(() => {}); // when outrun leaves first, the connection's end is no news
     const outcome = await Promise.race([answered, left.then((signal) => ({ signal }))]);
     if ("signal" in outcome) {
-      console.error(
-        `outrun: ${r.alias}: the command did not end after ${outcome.signal}; leaving it`,
-      );
+      if (!o.quiet) {
+        console.error(
+          `outrun: ${r.alias}: the command did not end after ${outcome.signal}; leaving it`,
+        );
+      }
       return 128 + SIGNAL_NUMBERS[outcome.signal];
     }
     const result = outcome.result;

@@ -97,6 +97,7 @@ export async function openSession(
     const started = await startAgent(client, payload, {
       sudo: resolved.user !== "root",
       verbose: o.verbose,
+      quiet: o.quiet,
       storeDir: o.noCache ? null : config.cache.path,
     }, log);
     const channel: ClientChannel = started.channel;

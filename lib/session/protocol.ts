@@ -28,6 +28,8 @@ export interface RunRequest {
    * agent waits for it rather than asking, unless it holds something after all.
    */
   validatedAhead?: boolean;
+  /** -q: the remote says nothing of its own either (warnings of binds, of the cwd). */
+  quiet?: boolean;
 }
 
 export interface CacheSettings {

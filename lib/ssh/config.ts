@@ -22,6 +22,7 @@ export const SUPPORTED_KEYS = [
   "serveralivecountmax",
   "connecttimeout",
   "batchmode",
+  "loglevel",
   "controlmaster",
   "controlpath",
   "controlpersist",
@@ -51,6 +52,8 @@ export interface HostConfig {
   serverAliveCountMax?: number;
   connectTimeout?: number;
   batchMode?: boolean;
+  /** LogLevel, lower case: QUIET, FATAL and ERROR silence ssh's notices (and outrun's). */
+  logLevel?: string;
   controlMaster?: "yes" | "no" | "ask" | "auto" | "autoask";
   controlPath?: string;
   /** Seconds an idle master stays (ControlPersist): 0 for "no", Infinity for "yes". */
@@ -157,6 +160,7 @@ export function resolveHost(host: string, blocks: ConfigBlock[]): HostConfig {
   if (one("serveralivecountmax")) cfg.serverAliveCountMax = num("serveralivecountmax");
   if (one("connecttimeout")) cfg.connectTimeout = num("connecttimeout");
   if (one("batchmode")) cfg.batchMode = yesNo(one("batchmode")!);
+  if (one("loglevel")) cfg.logLevel = one("loglevel")!.toLowerCase();
   const master = one("controlmaster")?.toLowerCase();
   if (master) {
     cfg.controlMaster = master === "true"

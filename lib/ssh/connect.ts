@@ -121,6 +121,13 @@ async function askHostKey(
   }
 }
 
+/** Where ssh's notices go (a host key added): stderr, unless -q or a quiet LogLevel. */
+function notices(options: SshOptions, r: Resolved): (line: string) => void {
+  const level = r.config.logLevel ?? "info";
+  const quiet = options.quiet || ["quiet", "fatal", "error"].includes(level);
+  return quiet ? options.log ?? (() => {}) : (line) => console.error(line);
+}
+
 function addKnownHost(
   files: string[],
   r: Resolved,
@@ -251,7 +258,7 @@ export async function connect(
     keepaliveInterval: interval,
     keepaliveCountMax: r.config.serverAliveCountMax ?? 3,
     hostVerifier: (key: Uint8Array) => {
-      const verdict = verifyHostKey(r, new Uint8Array(key), log);
+      const verdict = verifyHostKey(r, new Uint8Array(key), notices(options, r));
       if (verdict !== null && typeof verdict === "object") {
         unknownKey = verdict;
         hostKeyProblem = "Host key verification failed.";
@@ -283,7 +290,7 @@ export async function connect(
           `about it. Host key verification failed.`,
       );
     }
-    addKnownHost(knownHostsFiles(r), r, key.type, key.blob, (line) => console.error(line));
+    addKnownHost(knownHostsFiles(r), r, key.type, key.blob, notices(options, r));
     // On a new connection: the first one (an early one too) went with its handshake.
     return await connect({ ...options, socket: undefined });
   }

@@ -22,6 +22,8 @@ export interface SshOptions {
   options?: string[];
   jump?: string;
   verbose?: number;
+  /** -q: no warnings or notices of outrun's own (errors still). */
+  quiet?: boolean;
   log?: (line: string) => void;
   /** A TCP connection to the destination begun before (tcp.ts connectEarly). */
   socket?: Promise<Socket>;

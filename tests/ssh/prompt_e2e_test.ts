@@ -128,7 +128,9 @@ Deno.test("prompt e2e: StrictHostKeyChecking=ask asks about an unknown host key,
   await up();
   const dir = await Deno.makeTempDir({ prefix: "outrun-prompt-" });
   const t = terminal("outrun-prompt-host");
-  const options = `-o UserKnownHostsFile=${dir}/known_hosts -o StrictHostKeyChecking=ask`;
+  // LogLevel INFO (ssh's default; the test bed says ERROR): the notice of the key added.
+  const options =
+    `-o LogLevel=INFO -o UserKnownHostsFile=${dir}/known_hosts -o StrictHostKeyChecking=ask`;
   try {
     await t.start();
     await t.type(`${OUTRUN} -F ${sshConfigPath} ${options} deb echo trusted; echo exit=$?`);

@@ -7,7 +7,8 @@ import {
   resolveHost,
 } from "../../lib/ssh/config.ts";
 import { checkHostKey, parseKnownHosts } from "../../lib/ssh/known_hosts.ts";
-import { parseCli } from "../../lib/cli.ts";
+import { parseCli, sshOptions } from "../../lib/cli.ts";
+import { loadConfigBlocks, resolveDestination } from "../../lib/ssh/destination.ts";
 
 Deno.test("ssh_config: host patterns, first value wins, IdentityFile accumulates", () => {
   const { blocks, warnings } = parseSshConfig([
@@ -120,6 +121,21 @@ Deno.test("cli: options end at the host, everything after belongs to the command
     assert.equal(parseCli(bad).kind, "usage", bad.join(" "));
   }
   assert.equal(parseCli(["--version"]).kind, "version");
+});
+
+Deno.test("cli: --timeout is the connection's ConnectTimeout, ahead of -o and the files; -q is quiet", () => {
+  const file = Deno.makeTempFileSync();
+  Deno.writeTextFileSync(file, "Host h\n  ConnectTimeout 20\n");
+  const r = parseCli(["-q", "--timeout", "3", "-F", file, "-o", "ConnectTimeout=5", "h", "true"]);
+  assert.equal(r.kind, "run");
+  if (r.kind !== "run") return;
+  const ssh = sshOptions(r.options);
+  assert.deepEqual(ssh.options, ["ConnectTimeout=3", "ConnectTimeout=5"]);
+  assert.equal(ssh.quiet, true);
+  assert.equal(resolveDestination(ssh, loadConfigBlocks(ssh)).config.connectTimeout, 3);
+  Deno.removeSync(file);
+  const plain = parseCli(["h", "true"]);
+  assert.ok(plain.kind === "run" && sshOptions(plain.options).quiet === false);
 });
 
 Deno.test("ssh_config: ControlMaster, ControlPath and ControlPersist as ssh reads them", () => {
