@@ -169,17 +169,28 @@ os.close(fd)'`);
 });
 
 fsTest("concurrent readers and writers", async ({ mnt, src }) => {
+  // The readers' files are put beside the mount and read through it; each job's
+  // status is waited for by pid (a bare `wait` drops failures).
+  await shOk(`cp -r /usr/share/perl5 '${src}/r' && cd '${src}/r' &&
+      find . -type f | sort | xargs md5sum > '${src}/expected'`);
   await shOk(`cd '${mnt}'
+      pids=
       for i in $(seq 1 8); do
         (head -c 3000000 /dev/urandom > "w$i.tmp" && mv "w$i.tmp" "w$i") &
+        pids="$pids $!"
       done
-      for i in $(seq 1 8); do (find /usr/share/perl5 -type f -size -20k | head -200 | xargs cat > /dev/null) & done
-      wait
+      for i in $(seq 1 8); do
+        (cd r && find . -type f | sort | xargs md5sum > "../read$i") &
+        pids="$pids $!"
+      done
+      for p in $pids; do wait "$p" || exit 1; done
       md5sum w* > sums`);
-  assert.equal(
-    await shOk(`cd '${src}' && md5sum -c sums | grep -c OK`),
-    "8\n",
-  );
+  assert.equal(await shOk(`cd '${src}' && md5sum -c sums | grep -c OK`), "8\n");
+  const expected = await Deno.readTextFile(`${src}/expected`);
+  assert.ok(expected.split("\n").length > 100, "enough files to read");
+  for (let i = 1; i <= 8; i++) {
+    assert.equal(await Deno.readTextFile(`${src}/read${i}`), expected, `reader ${i}`);
+  }
 });
 
 fsTest("fio --verify on a file", async ({ mnt }) => {

@@ -79,8 +79,19 @@ async function remoteFuseMounts(host: string): Promise<number> {
   const out = await new Deno.Command("ssh", {
     args: ["-F", sshConfigPath, host.replace(/-wan$/, ""), "grep -c ' fuse.outrun ' /proc/mounts"],
     stdout: "piped",
+    stderr: "piped",
   }).output();
-  return Number(new TextDecoder().decode(out.stdout).trim());
+  return countFrom(out);
+}
+
+/**
+ * The count a remote `grep -c`/`pgrep -c` printed: its exit is 1 for none, but
+ * empty output means ssh failed, which must not read as 0.
+ */
+function countFrom(out: Deno.CommandOutput): number {
+  const text = new TextDecoder().decode(out.stdout).trim();
+  assert.match(text, /^\d+$/, `no count from the remote: ${new TextDecoder().decode(out.stderr)}`);
+  return Number(text);
 }
 
 async function waitFor(what: string, f: () => Promise<boolean>, ms = 20_000): Promise<void> {
@@ -279,8 +290,9 @@ Deno.test("control e2e deb: a command whose outrun is killed is killed there; th
     const out = await new Deno.Command("ssh", {
       args: ["-F", sshConfigPath, "deb", "ps -eo args | grep -c '^sleep 4242$' || true"],
       stdout: "piped",
+      stderr: "piped",
     }).output();
-    return Number(new TextDecoder().decode(out.stdout).trim());
+    return countFrom(out);
   };
   try {
     await b.run(["true"]);

@@ -64,6 +64,8 @@ const RUN_LIMIT_MS = 240_000;
 async function remote(alias: string, command: string): Promise<string> {
   const out = await new Deno.Command("ssh", { args: ["-F", sshConfigPath, alias, command] })
     .output();
+  // A failed ssh prints nothing, which must not read as "nothing there".
+  assert.equal(out.code, 0, `ssh ${alias}: ${new TextDecoder().decode(out.stderr)}`);
   return new TextDecoder().decode(out.stdout);
 }
 
@@ -319,21 +321,25 @@ Deno.test("e2e: bad usage is a usage message and exit 255", async () => {
 });
 
 for (const host of HOSTS) {
-  Deno.test(`e2e ${host}: SIGINT from timeout reaches the command (exit 124, no kill needed)`, async () => {
+  Deno.test(`e2e ${host}: SIGINT from timeout reaches the command, which says so`, async () => {
     await up();
     const out = await new Deno.Command("timeout", {
       args: [
         "--signal=INT",
-        "--kill-after=10s",
-        "5s",
+        "--kill-after=60s",
+        // Long enough for the command to start on any host here, warm or not.
+        "8s",
         OUTRUN,
         "-F",
         sshConfigPath,
         host,
-        "sleep",
-        "10",
+        "sh",
+        "-c",
+        // `wait` returns when a trapped signal comes; sleep alone would not run the trap.
+        "trap 'echo got INT; exit 3' INT; echo ready; sleep 60 & wait",
       ],
     }).output();
+    assert.equal(new TextDecoder().decode(out.stdout), "ready\ngot INT\n");
     assert.equal(out.code, 124, "137 would mean the kill was needed");
     assert.equal(await remoteClean(host, "sleep"), "mounts=0 procs=0");
   });
