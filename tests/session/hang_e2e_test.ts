@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
-import { OUTRUN, outrunEnv } from "./outrun_run.ts";
+import { eventually, OUTRUN, outrunEnv } from "./outrun_run.ts";
 
 /** Long enough for the slowest run here on a loaded machine; a hang is far longer. */
 const LIMIT_MS = 180_000;
@@ -118,14 +118,6 @@ async function remoteLeft(host: string, name: string): Promise<string> {
   }).output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
   return new TextDecoder().decode(out.stdout).trim();
-}
-
-async function eventually(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 /** Local outrun processes whose command line has `marker`. */

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
-import { OUTRUN } from "./outrun_run.ts";
+import { eventually, OUTRUN } from "./outrun_run.ts";
 
 /** A hang would be far longer; the slowest run here takes seconds. */
 const LIMIT_MS = 120_000;
@@ -31,14 +31,6 @@ async function onRemote(command: string): Promise<string> {
   const out = await new Deno.Command("ssh", { args: ["-F", sshConfigPath, "deb", command] })
     .output();
   return new TextDecoder().decode(out.stdout).trim();
-}
-
-async function eventually(what: string, f: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 Deno.test("options e2e: --timeout bounds a connection whose server never speaks", async () => {

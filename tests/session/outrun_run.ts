@@ -39,3 +39,16 @@ export async function finished<Stats>(
     stats,
   };
 }
+
+/** Waits until `f()` holds, asking every 250 ms; fails after `ms`. */
+export async function eventually(
+  what: string,
+  f: () => Promise<boolean>,
+  ms = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
