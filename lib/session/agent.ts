@@ -560,6 +560,16 @@ function startRun(c: RunContext) {
   const relayed = Promise.all(relays);
   events.attach((name, args) => on[name]?.(args));
 
+  /**
+   * Once the command is gone: what it left running in its group goes with it, the
+   * ends the helper opened are the command's alone, and stdin has no reader left.
+   */
+  const afterExit = () => {
+    exited = true;
+    killGroup(child.pid);
+    dropHelperEnds();
+    stdin?.abort();
+  };
   let cleaned = false;
   const cleanup = async () => {
     if (cleaned) return;
@@ -567,9 +577,7 @@ function startRun(c: RunContext) {
     cut = true;
     killGroup(child.pid);
     await child.status;
-    exited = true;
-    dropHelperEnds();
-    stdin?.abort();
+    afterExit();
     await relayed.catch(() => {});
     // The master's close hangs up whatever still holds the terminal.
     if (pty) closeQuietly(pty.master);
@@ -580,12 +588,7 @@ function startRun(c: RunContext) {
     const status = await child.status;
     stats.runMs = performance.now() - tRun;
     trace(`helper exited ${JSON.stringify(status)}`);
-    exited = true;
-    // What it left running in its group ends with it, as the run's cleanup would
-    // have it: its output pipes then end too.
-    killGroup(child.pid);
-    dropHelperEnds();
-    stdin?.abort();
+    afterExit(); // its output pipes then end too
     await relayed;
     return { code: status.signal ? null : status.code, signal: status.signal ?? null };
   })();

@@ -175,4 +175,17 @@ export function cStringArray(
   return { array: new Uint8Array(pointers.buffer), keep };
 }
 
+/**
+ * Waits up to `ms` for `events` (POLLIN 1, POLLOUT 4) on `fd`, on a thread of Deno's;
+ * returns the revents (0: the time ran out).
+ */
+export async function pollEvents(fd: number, events: number, ms: number): Promise<number> {
+  const pfd = new Uint8Array(8); // struct pollfd { int fd; short events; short revents; }
+  const view = new DataView(pfd.buffer);
+  view.setInt32(0, fd, true);
+  view.setInt16(4, events, true);
+  await libc().poll(pfd, 1n, ms);
+  return view.getInt16(6, true);
+}
+
 export const CLONE_NEWNS = 0x00020000;

@@ -11,7 +11,7 @@
  * no such lock, so readiness is waited for with poll, and the read or write
  * itself, which may wait for the lock, runs elsewhere.
  */
-import { check, close, libc, O } from "./libc.ts";
+import { check, close, libc, O, pollEvents } from "./libc.ts";
 
 export interface Pipe {
   /** Non-blocking, close-on-exec: only this process uses these two descriptions. */
@@ -43,16 +43,6 @@ const POLLERR = 0x8;
 const POLLNVAL = 0x20;
 const POLL_SLICE_MS = 100;
 
-/** Waits up to `ms` for `events` on `fd`, on a thread of Deno's; returns what happened. */
-async function pollOnce(fd: number, events: number, ms: number): Promise<number> {
-  const pfd = new Uint8Array(8);
-  const view = new DataView(pfd.buffer);
-  view.setInt32(0, fd, true);
-  view.setInt16(4, events, true);
-  await libc().poll(pfd, 1n, ms);
-  return view.getInt16(6, true);
-}
-
 /**
  * The bytes written to a non-blocking pipe's read end `fd`, chunk by chunk, until
  * every writer has closed it or `stopped()` turns true (asked before each read,
@@ -71,7 +61,7 @@ export async function* readPipe(
     }
     if (n === 0) return;
     // -1: EAGAIN but in broken cases (errno is the other thread's to read).
-    if ((await pollOnce(fd, POLLIN, POLL_SLICE_MS)) & POLLNVAL) return;
+    if ((await pollEvents(fd, POLLIN, POLL_SLICE_MS)) & POLLNVAL) return;
   }
 }
 
@@ -100,7 +90,7 @@ export function pipeWriter(fd: number): PipeWriter {
         continue;
       }
       // -1: the pipe is full, or its reader is gone for good (POLLERR).
-      const revents = await pollOnce(fd, POLLOUT, POLL_SLICE_MS);
+      const revents = await pollEvents(fd, POLLOUT, POLL_SLICE_MS);
       if (revents & (POLLERR | POLLNVAL)) broken = true;
     }
   };

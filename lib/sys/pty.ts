@@ -5,7 +5,7 @@
  * order and wait for room when the terminal's input buffer is full.
  */
 import { Errno } from "./errno.ts";
-import { check, close, errno, libc, O, open } from "./libc.ts";
+import { check, close, errno, libc, O, open, pollEvents } from "./libc.ts";
 
 const TIOCSPTLCK = 0x40045431n;
 const TIOCGPTN = 0x80045430n;
@@ -41,11 +41,7 @@ export function setWindowSize(fd: number, rows: number, cols: number): void {
 }
 
 async function pollFor(fd: number, events: number, timeoutMs: number): Promise<boolean> {
-  const pfd = new Uint8Array(8);
-  const view = new DataView(pfd.buffer);
-  view.setInt32(0, fd, true);
-  view.setInt16(4, events, true);
-  return (await libc().poll(pfd, 1n, timeoutMs)) > 0;
+  return (await pollEvents(fd, events, timeoutMs)) !== 0;
 }
 
 /**
