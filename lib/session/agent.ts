@@ -52,6 +52,7 @@ import {
 import { openPty, ptyWriter, readPty, setWindowSize } from "../sys/pty.ts";
 import { describeCall } from "./describe.ts";
 import { PING, startHeartbeat } from "./heartbeat.ts";
+import { Warden } from "./warden.ts";
 
 const DEBUG = Deno.env.get("OUTRUN_DEBUG") === "1";
 const VERBOSE = Number(Deno.env.get("OUTRUN_VERBOSE") ?? 0) > 0;
@@ -70,6 +71,8 @@ export function trace(line: string): void {
 }
 
 export async function runAgent(agentScript: string, runtime: string[]): Promise<number> {
+  // First, in the host's mount namespace: what this process starts dies with it.
+  const warden = Warden.start();
   // Pushes of megabytes come through stdin: see growPipe (sshd otherwise holds them).
   const pipes = [0, 1].map((fd) => growPipe(fd));
   trace(`pipes: stdin ${pipes[0]}, stdout ${pipes[1]} bytes`);
@@ -91,7 +94,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
         : undefined,
     },
   );
-  const spawnHelper = () => startHelper(agentScript, runtime);
+  const spawnHelper = () => startHelper(agentScript, runtime, warden);
   /** Runs in progress: each one's cleanup (kill the command, stop relaying). */
   const runs = new Set<() => Promise<void>>();
   let mirror: Mirror | null = null;
@@ -109,6 +112,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     try {
       // The helper (a second Deno process) starts while the cache validates.
       mirror = Mirror.open(cache?.fs ?? proxyFs(peer), spawnHelper, false);
+      warden.removeAfter(mirror.root);
       stats.mountMs = mirror.mountMs;
       return await runCommand({ peer, main: peer, req, events, mirror, cache, stats, runs });
     } finally {
@@ -131,6 +135,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     const invalidate = (stale: Invalidation[]) => shared?.invalidate(stale) ?? Promise.resolve();
     cache = req.cache ? openCache(peer, req.cache, invalidate) : null;
     mirror = shared = Mirror.open(cache?.fs ?? proxyFs(peer), spawnHelper, true);
+    warden.removeAfter(shared.root);
     if (cache) await validate(cache.fs, null, emptyStats());
     const sharedCache = cache;
     new Tunnels(peer, (transport) => {
@@ -175,6 +180,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   await Promise.all([...runs].map((cleanup) => cleanup()));
   await (mirror as Mirror | null)?.close();
   closeCache(cache, null);
+  await warden.flushed();
   return 0;
 }
 
@@ -362,9 +368,12 @@ class HeldEvents {
   }
 }
 
-/** The exec helper, started ahead: it waits for its plan on stdin (exec_helper.ts). */
-function startHelper(agentScript: string, runtime: string[]): Deno.ChildProcess {
-  return new Deno.Command(runtime[0], {
+/**
+ * The exec helper, started ahead: it waits for its plan on stdin (exec_helper.ts).
+ * The group it makes (the command's) is the warden's until it is killed and reaped.
+ */
+function startHelper(agentScript: string, runtime: string[], warden: Warden): Deno.ChildProcess {
+  const child = new Deno.Command(runtime[0], {
     args: [...runtime.slice(1), "run", "-A", "--quiet", "--no-config", agentScript, "exec", "-"],
     clearEnv: true,
     env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", DENO_NO_UPDATE_CHECK: "1" },
@@ -374,6 +383,13 @@ function startHelper(agentScript: string, runtime: string[]): Deno.ChildProcess 
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  warden.guard(child.pid);
+  child.status.then(() => {
+    // What the command left running in its group goes with it.
+    killGroup(child.pid);
+    warden.release(child.pid);
+  });
+  return child;
 }
 
 /**
@@ -561,12 +577,11 @@ function startRun(c: RunContext) {
   events.attach((name, args) => on[name]?.(args));
 
   /**
-   * Once the command is gone: what it left running in its group goes with it, the
-   * ends the helper opened are the command's alone, and stdin has no reader left.
+   * Once the command is gone (its group killed with it: startHelper): the ends the
+   * helper opened are the command's alone, and stdin has no reader left.
    */
   const afterExit = () => {
     exited = true;
-    killGroup(child.pid);
     dropHelperEnds();
     stdin?.abort();
   };
@@ -576,6 +591,10 @@ function startRun(c: RunContext) {
     cleaned = true;
     cut = true;
     killGroup(child.pid);
+    // Not in a group of its own yet: the helper itself.
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
     await child.status;
     afterExit();
     await relayed.catch(() => {});
@@ -596,14 +615,12 @@ function startRun(c: RunContext) {
 }
 
 /**
- * SIGKILL to the command's process group (the helper made one, with the command's
- * pid as its id, or a session with a pty), else to the helper alone.
+ * SIGKILL to the command's process group: the helper made one with the command's
+ * pid as its id (or a session, with a pty). Never to `pid` alone: once reaped, it
+ * may be another process's.
  */
 function killGroup(pid: number): void {
-  for (const target of [-pid, pid]) {
-    try {
-      Deno.kill(target, "SIGKILL");
-      return;
-    } catch { /* no such group (yet), or gone */ }
-  }
+  try {
+    Deno.kill(-pid, "SIGKILL");
+  } catch { /* no such group (yet), or gone */ }
 }

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
 import { eventually, OUTRUN, outrunEnv } from "./outrun_run.ts";
+import { CLEAN, cProject, localPids, remoteLeftovers, workdir } from "./leftovers.ts";
 
 /** Long enough for the slowest run here on a loaded machine; a hang is far longer. */
 const LIMIT_MS = 180_000;
@@ -58,13 +59,6 @@ async function sha256(data: Uint8Array<ArrayBuffer>): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** A directory the remote may read (the mirror shows this machine's files as they are). */
-async function workdir(prefix: string): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix });
-  await Deno.chmod(dir, 0o755);
-  return dir;
-}
-
 /**
  * Copies `path` to stdout (or stderr) with sendfile(2), as distccd sends its
  * compiler's output: the kernel then waits for the file's pages, from the mirror,
@@ -105,48 +99,7 @@ for (const host of ["deb", "deb-wan"]) {
   }
 }
 
-/** Outrun mounts, and processes named `name`, on the remote (every namespace's view). */
-async function remoteLeft(host: string, name: string): Promise<string> {
-  const out = await new Deno.Command("ssh", {
-    args: [
-      "-F",
-      sshConfigPath,
-      host.replace(/-wan$/, ""),
-      `echo "mounts=$(cat /proc/[0-9]*/mounts 2>/dev/null | grep -c fuse.outrun) ` +
-      `procs=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -cx ${name})"`,
-    ],
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return new TextDecoder().decode(out.stdout).trim();
-}
-
-/** Local outrun processes whose command line has `marker`. */
-async function localOutruns(marker: string): Promise<number> {
-  const out = await new Deno.Command("pgrep", { args: ["-f", `main.ts.*${marker}`] }).output();
-  return new TextDecoder().decode(out.stdout).split("\n").filter(Boolean).length;
-}
-
 const SOURCES = 12;
-
-/** A small C project whose every file makes gcc warn (distccd sends warnings with sendfile). */
-async function cProject(dir: string): Promise<string[]> {
-  await Deno.writeTextFile(`${dir}/common.h`, "int helper(int);\n");
-  const objects: string[] = [];
-  for (let i = 0; i < SOURCES; i++) {
-    await Deno.writeTextFile(
-      `${dir}/f${i}.c`,
-      `#include "common.h"\nint f${i}(int x) {\n  int unused${i};\n` +
-        `  return helper(x) * ${i + 1} + x / ${i + 2};\n}\n`,
-    );
-    objects.push(`f${i}.o`);
-  }
-  await Deno.writeTextFile(
-    `${dir}/Makefile`,
-    `OBJS = ${objects.join(" ")}\nall: $(OBJS)\n` +
-      `%.o: %.c common.h\n\t$(CC) -O2 -Wall -c $< -o $@\n`,
-  );
-  return objects;
-}
 
 const distccCases: [string, boolean][] = [["deb", false], ["deb", true], ["deb-wan", true]];
 for (const [host, master] of distccCases) {
@@ -158,8 +111,8 @@ for (const [host, master] of distccCases) {
     try {
       await Deno.mkdir(`${dir}/local`);
       await Deno.mkdir(`${dir}/remote`);
-      const objects = await cProject(`${dir}/local`);
-      await cProject(`${dir}/remote`);
+      const objects = await cProject(`${dir}/local`, SOURCES);
+      await cProject(`${dir}/remote`, SOURCES);
       const local = await run(["make", "-j2", "CC=gcc"], { cwd: `${dir}/local` });
       assert.equal(local.code, 0, local.errors);
       // distcc runs `$DISTCC_SSH HOST distccd --inetd ...`: one program, so a wrapper.
@@ -199,7 +152,7 @@ for (const [host, master] of distccCases) {
       }
       await eventually(
         "the remote to be left clean",
-        async () => (await remoteLeft(host, "distccd")) === "mounts=0 procs=0",
+        async () => (await remoteLeftovers(host, ["distccd"])) === CLEAN,
       );
     } finally {
       await removeTree(dir);
@@ -240,7 +193,7 @@ for (const host of ["deb", "deb-wan"]) {
     assert.equal(new TextDecoder().decode(r.stdout), "y\nstatus 141\n", r.errors);
     await eventually(
       "the remote to be left clean",
-      async () => (await remoteLeft(host, "yes")) === "mounts=0 procs=0",
+      async () => (await remoteLeftovers(host, ["yes"])) === CLEAN,
     );
   });
 }
@@ -256,15 +209,18 @@ Deno.test("hang e2e deb: outrun whose parent dies ends its command there and exi
   try {
     await eventually(
       "the command to run there",
-      async () => /^mounts=[1-9]\d* procs=1$/.test(await remoteLeft("deb", "sleep")),
+      async () => / named=1$/.test(await remoteLeftovers("deb", ["sleep"])),
     );
-    assert.equal(await localOutruns(marker), 1);
+    assert.equal((await localPids(`main.ts.*${marker}`)).length, 1);
     parent.kill("SIGKILL");
     await parent.status;
-    await eventually("outrun to exit", async () => (await localOutruns(marker)) === 0);
+    await eventually(
+      "outrun to exit",
+      async () => (await localPids(`main.ts.*${marker}`)).length === 0,
+    );
     await eventually(
       "the remote to be left clean",
-      async () => (await remoteLeft("deb", "sleep")) === "mounts=0 procs=0",
+      async () => (await remoteLeftovers("deb", ["sleep"])) === CLEAN,
     );
   } finally {
     await new Deno.Command("pkill", { args: ["-9", "-f", marker] }).output();
@@ -290,6 +246,6 @@ Deno.test("hang e2e deb: a command that ignores SIGTERM is left behind, with not
   assert.match(r.errors, /did not end after SIGTERM/);
   await eventually(
     "the remote to be left clean",
-    async () => (await remoteLeft("deb", "sleep")) === "mounts=0 procs=0",
+    async () => (await remoteLeftovers("deb", ["sleep"])) === CLEAN,
   );
 });

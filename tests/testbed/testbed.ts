@@ -166,6 +166,17 @@ async function killAndWait(pid: number): Promise<void> {
   }
 }
 
+/**
+ * Cuts every `-wan` link (true) or restores them (false): the delay relay stops or
+ * goes on, so bytes in flight stay where they are and nothing new passes, as when a
+ * cable is pulled. The direct paths are untouched (tests look at the remote there).
+ */
+export async function pauseWan(paused: boolean): Promise<void> {
+  const pid = await readPid(relayPidPath);
+  if (pid === null) throw new Error("testbed: no delay relay (is it up?)");
+  Deno.kill(pid, paused ? "SIGSTOP" : "SIGCONT");
+}
+
 /** Stops everything `up` started, including leftovers of a crashed run. Idempotent. */
 export async function down(): Promise<void> {
   const relayPid = await readPid(relayPidPath);
