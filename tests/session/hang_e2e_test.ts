@@ -182,6 +182,28 @@ for (const host of ["deb", "deb-wan"]) {
     }
   });
 
+  Deno.test(`hang e2e ${host}: output nobody reads here yet does not stop the command's files`, async () => {
+    await up();
+    const dir = await workdir("outrun-hang-e2e-");
+    try {
+      const data = crypto.getRandomValues(new Uint8Array(65536));
+      await Deno.writeFile(`${dir}/input`, data);
+      await Deno.chmod(`${dir}/input`, 0o644);
+      // The reader starts only once the copy made after 16 MB of output is here.
+      const r = await run([
+        "bash",
+        "-c",
+        `${OUTRUN} -F ${sshConfigPath} ${host} sh -c ` +
+        `'head -c 16M /dev/zero; cp ${dir}/input ${dir}/copy; mv ${dir}/copy ${dir}/done' | ` +
+        `{ until [ -e ${dir}/done ]; do sleep 0.1; done; wc -c; }; echo "status \${PIPESTATUS[0]}"`,
+      ]);
+      assert.equal(new TextDecoder().decode(r.stdout), `${16 << 20}\nstatus 0\n`, r.errors);
+      assert.equal(await sha256(await Deno.readFile(`${dir}/done`)), await sha256(data));
+    } finally {
+      await removeTree(dir);
+    }
+  });
+
   Deno.test(`hang e2e ${host}: a closed stdout here ends the command as ssh's would (| head -1)`, async () => {
     await up();
     const r = await run([
