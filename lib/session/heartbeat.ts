@@ -13,13 +13,15 @@ export const PING_LIMIT_S = 10;
 
 /**
  * Pings `peer` until its connection ends; calls `late` (once) when an answer takes
- * longer than `limitS` seconds. `other` names the other side in that message.
+ * longer than `limitS` seconds. `other` names the other side in that message. An
+ * error for an answer is an answer too: the other side is there.
  */
 export function startHeartbeat(
   peer: RpcPeer,
   other: string,
   late: (why: string) => void,
   limitS = PING_LIMIT_S,
+  everyS = Math.min(PING_EVERY_S, limitS / 2),
 ): void {
   let waiting = false;
   const timer = setInterval(() => {
@@ -29,10 +31,11 @@ export function startHeartbeat(
       clearInterval(timer);
       late(`no answer from ${other} for ${limitS} s`);
     }, limitS * 1000);
-    peer.call(PING, null).then(() => {
+    const answered = () => {
       clearTimeout(overdue);
       waiting = false;
-    }, () => clearTimeout(overdue));
-  }, Math.min(PING_EVERY_S, limitS / 2) * 1000);
+    };
+    peer.call(PING, null).then(answered, answered);
+  }, everyS * 1000);
   peer.closed.then(() => clearInterval(timer));
 }
