@@ -141,6 +141,19 @@ create index if not exists entries_hash on entries(hash);
 create index if not exists blobs_lru on blobs(last_used);
 `;
 
+/**
+ * A file's stamp is recorded only once it has not changed for this long: its
+ * timestamps move in clock ticks (coarse ones before Linux 6.13's multigrain
+ * timestamps), so a write in the tick of the look would leave a stamp that still
+ * matches the changed file (git's "racily clean" entries).
+ */
+export const SETTLED_S = 1;
+
+export interface CacheStoreOptions {
+  /** Milliseconds since the epoch, as Date.now (tests move it). */
+  clock?: () => number;
+}
+
 export class CacheStore {
   readonly db: Database;
   readonly #fds = new Map<string, number>();
@@ -168,7 +181,10 @@ export class CacheStore {
   /** `heldMeta`'s, made once. */
   #metaQuery: Statement | null = null;
 
-  constructor(readonly dir: string) {
+  readonly #clock: () => number;
+
+  constructor(readonly dir: string, options: CacheStoreOptions = {}) {
+    this.#clock = options.clock ?? Date.now;
     Deno.mkdirSync(`${dir}/blobs`, { recursive: true, mode: 0o700 });
     this.db = openDatabase(`${dir}/index.sqlite`);
     this.db.exec("pragma busy_timeout = 10000");
@@ -686,13 +702,19 @@ export class CacheStore {
       for (let i = 0; i < n; i++) {
         if (!this.#verified.has(`${blob.hash}:${i}`)) this.#readChecked(fd, blob, i);
       }
-      this.#setChecked(blob, stamp);
+      if (this.#settled(st)) this.#setChecked(blob, stamp);
       return fd;
     } catch (e) {
       this.#close(fd);
       if (e instanceof CacheCorrupt) return null;
       throw e;
     }
+  }
+
+  /** Unchanged for SETTLED_S: no later write can leave its stamp as it is. */
+  #settled(st: Stat): boolean {
+    const changed = Number(st.ctimeSec) * 1000 + st.ctimeNsec / 1e6;
+    return this.#clock() - changed >= SETTLED_S * 1000;
   }
 
   #setChecked(blob: BlobRow, stamp: string): void {
@@ -737,7 +759,7 @@ export class CacheStore {
         all = !blob.present.has(i) || this.#verified.has(`${hash}:${i}`);
       }
       const stamp = fileStamp(st);
-      if (all && blob.checked !== stamp) stamps.push([stamp, hash]);
+      if (all && blob.checked !== stamp && this.#settled(st)) stamps.push([stamp, hash]);
     }
     if (!stamps.length) return;
     const set = this.db.prepare("update blobs set checked = ? where hash = ?");
