@@ -5,6 +5,7 @@
  */
 import { removeTree } from "../remove_tree.ts";
 import { mountsAt } from "../../lib/fuse/mount.ts";
+import { eventually } from "../eventually.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -19,12 +20,19 @@ export function fuseMounted(mnt: string): boolean {
   return mountsAt(mnt).some((m) => m.fstype === "fuse.outrun");
 }
 
-export async function waitFor(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+export function waitFor(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  return eventually(what, cond, ms, 20);
+}
+
+/**
+ * Requests the kernel has sent to the FUSE server at `mnt` and not had answered
+ * (fusectl's `waiting` of its connection, named by the mount's device minor):
+ * how a test knows a client is blocked on the mount, without touching it.
+ */
+export function fuseWaiting(mnt: string): number {
+  const m = mountsAt(mnt).filter((m) => m.fstype === "fuse.outrun").at(-1);
+  if (!m) throw new Error(`no FUSE mount at ${mnt}`);
+  return Number(Deno.readTextFileSync(`/sys/fs/fuse/connections/${m.minor}/waiting`));
 }
 
 /**

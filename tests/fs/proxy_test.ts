@@ -23,6 +23,10 @@ import {
 } from "../../lib/fuse/mod.ts";
 import { RpcError, RpcPeer } from "../../lib/rpc/mod.ts";
 import { pipePair } from "../rpc/pipe.ts";
+import { eventually } from "../eventually.ts";
+
+/** What one-way messages do, once they have landed (asked every 5 ms). */
+const landed = (what: string, f: () => boolean) => eventually(what, f, 10_000, 5);
 
 /** The proxy as the FUSE session sees it (every method optional), with its counters. */
 type Proxied = Filesystem & {
@@ -327,13 +331,12 @@ Deno.test("proxy: a directory comes with its opening; its pages and its end cost
     assert.ok(pages[0].every((e) => e.entry), "the first page (READDIRPLUS) has lookups");
     assert.ok(pages[1].every((e) => !e.entry), "plain pages have none");
     assert.deepEqual(callsSince(proxy, before), { "fs.opendirAhead": 1, "fs.releasedirBehind": 1 });
-    // The lookups given to the kernel stay (it forgets them later); the others went.
-    await new Promise((r) => setTimeout(r, 50)); // forget events are one-way
+    // The lookups given to the kernel stay (it forgets them later); the others went
+    // (forgets are one-way: waited for as they land).
     const given = pages[0].filter((e) => e.entry?.nodeid).length;
-    assert.equal(loopback.nodes.size, 1 + given, "root + the first page's entries");
+    await landed("root + the first page's entries", () => loopback.nodes.size === 1 + given);
     for (const e of pages[0]) if (e.entry?.nodeid) proxy.forget!(e.entry.nodeid, 1);
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(loopback.nodes.size, 1, "nothing left behind");
+    await landed("nothing left behind", () => loopback.nodes.size === 1);
   });
 });
 
@@ -363,8 +366,7 @@ Deno.test("proxy: a large directory is fetched in batches; a rewind asks there; 
       { header: header(1), fh: second.fh } as unknown as Request<"RELEASEDIR">,
     );
     for (const e of page) if (e.entry?.nodeid) proxy.forget!(e.entry.nodeid, 1);
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(loopback.nodes.size, 1, "only the root is left");
+    await landed("only the root left", () => loopback.nodes.size === 1);
   });
 });
 
@@ -395,7 +397,11 @@ Deno.test("proxy: a handle opened to read asks for no FLUSH; a RELEASE is not wa
         >,
       );
     }
-    await new Promise((r) => setTimeout(r, 50));
+    // Not waited for: the releases land after their calls returned.
+    await landed(
+      "both releases there",
+      () => callsSince(proxy, before)["fs.releaseBehind"] === 2,
+    );
     assert.deepEqual(callsSince(proxy, before), { "fs.releaseBehind": 2 });
   });
 });

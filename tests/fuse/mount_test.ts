@@ -2,7 +2,7 @@
 import { removeTree } from "../remove_tree.ts";
 import assert from "node:assert/strict";
 import { clearStaleMounts, parseMountInfo } from "../../lib/fuse/mount.ts";
-import { fuseMounted, sh, startServer, waitFor } from "../fs/loopback_helper.ts";
+import { fuseMounted, fuseWaiting, sh, startServer, waitFor } from "../fs/loopback_helper.ts";
 import { mountsAt } from "../../lib/fuse/mount.ts";
 
 Deno.test("mount: parses /proc/self/mountinfo, escapes included", () => {
@@ -98,7 +98,7 @@ Deno.test("mount: a hung (SIGSTOPped) server is aborted, not waited on, by the n
     // A client now blocks on the hung mount...
     const blocked = new Deno.Command("cat", { args: [`${mnt}/f`], stdout: "null", stderr: "null" })
       .spawn();
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor("the client to wait on the hung server", () => fuseWaiting(mnt) > 0);
     // ...and a new server clears the mount without stat-ing it.
     const second = startServer(src, mnt);
     servers.push(second);

@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
 
-import { finished, OUTRUN, outrunEnv, type Run as OutrunRun } from "./outrun_run.ts";
+import { eventually, finished, OUTRUN, outrunEnv, type Run as OutrunRun } from "./outrun_run.ts";
+import { remoteLeftovers } from "./leftovers.ts";
 
 const LIMIT_MS = 120_000;
 
@@ -94,14 +95,6 @@ function countFrom(out: Deno.CommandOutput): number {
   return Number(text);
 }
 
-async function waitFor(what: string, f: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 Deno.test("control e2e deb-wan: commands share one master; no validation round trip, no connect", async () => {
   const b = await bed("deb-wan");
   try {
@@ -129,7 +122,7 @@ Deno.test("control e2e deb-wan: commands share one master; no validation round t
     const exe = new TextEncoder().encode(Deno.realPathSync("/usr/bin/ffmpeg"));
     const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", exe));
     const name = Array.from(digest, (x) => x.toString(16).padStart(2, "0")).join("").slice(0, 32);
-    await waitFor("ffmpeg's profile", async () => {
+    await eventually("ffmpeg's profile", async () => {
       try {
         const p = JSON.parse(await Deno.readTextFile(`${b.home}/.outrun/profiles/${name}.json`));
         return Object.keys(p.chunks).some((f) => f.includes("libavcodec"));
@@ -196,7 +189,10 @@ Deno.test("control e2e deb: -O exit ends the master and its commands; the remote
     const pid = await masterPid(b);
     assert.ok(pid);
     const long = b.spawn(["sleep", "60"]);
-    await new Promise((r) => setTimeout(r, 1500));
+    await eventually(
+      "the command to run there",
+      async () => (await remoteLeftovers("deb", ["sleep"])).endsWith(" named=1"),
+    );
     const exit = await b.spawn([], ["-O", "exit"]).output();
     assert.equal(exit.code, 0);
     assert.match(new TextDecoder().decode(exit.stderr), /Exit request sent/);
@@ -204,7 +200,10 @@ Deno.test("control e2e deb: -O exit ends the master and its commands; the remote
     assert.equal(out.code, 255, "the command's connection went with the master");
     assert.match(new TextDecoder().decode(out.stderr), /lost/);
     assert.equal(await masterPid(b), null);
-    await waitFor("the remote's mirror to go", async () => (await remoteFuseMounts("deb")) === 0);
+    await eventually(
+      "the remote's mirror to go",
+      async () => (await remoteFuseMounts("deb")) === 0,
+    );
   } finally {
     await b.cleanup();
   }
@@ -215,7 +214,7 @@ Deno.test("control e2e deb: an idle master ends after ControlPersist", async () 
   try {
     const r = await b.run(["true"]);
     assert.equal(r.code, 0, r.stderr);
-    await waitFor("the idle master to end", async () => (await masterPid(b)) === null, 15_000);
+    await eventually("the idle master to end", async () => (await masterPid(b)) === null, 15_000);
     assert.deepEqual([...Deno.readDirSync(`${b.home}/.outrun/sessions`)].map((e) => e.name), []);
   } finally {
     await b.cleanup();
@@ -229,7 +228,7 @@ Deno.test("control e2e deb: a killed master's socket is taken over by the next c
     const pid = await masterPid(b);
     assert.ok(pid);
     Deno.kill(pid, "SIGKILL");
-    await waitFor("the killed master to go", async () => (await masterPid(b)) === null);
+    await eventually("the killed master to go", async () => (await masterPid(b)) === null);
     const sockets = [...Deno.readDirSync(`${b.home}/.outrun/sessions`)].map((e) => e.name);
     assert.equal(sockets.length, 1, "its socket is left behind");
     const r = await b.run(["echo", "again"]);
@@ -237,7 +236,7 @@ Deno.test("control e2e deb: a killed master's socket is taken over by the next c
     assert.equal(r.text, "again\n");
     const next = await masterPid(b);
     assert.ok(next && next !== pid, "a new master");
-    await waitFor(
+    await eventually(
       "the killed master's mirror to go",
       async () => (await remoteFuseMounts("deb")) <= 1,
     );
@@ -271,7 +270,7 @@ Deno.test("control e2e deb: with [cache] complete = yes an idle master completes
     assert.equal(first.code, 0, first.stderr);
     const [log] = [...Deno.readDirSync(`${b.home}/.outrun/sessions`)]
       .filter((e) => e.name.endsWith(".log")).map((e) => `${b.home}/.outrun/sessions/${e.name}`);
-    await waitFor(
+    await eventually(
       "the master to complete what the remote holds in part",
       async () => /complete: the remote holds every file/.test(await Deno.readTextFile(log)),
       120_000,
@@ -298,10 +297,10 @@ Deno.test("control e2e deb: a command whose outrun is killed is killed there; th
     await b.run(["true"]);
     const pid = await masterPid(b);
     const child = b.spawn(["sleep", "4242"]);
-    await waitFor("the command to run there", async () => (await remoteSleeps()) === 1);
+    await eventually("the command to run there", async () => (await remoteSleeps()) === 1);
     child.kill("SIGKILL");
     await child.status;
-    await waitFor("the command to be killed there", async () => (await remoteSleeps()) === 0);
+    await eventually("the command to be killed there", async () => (await remoteSleeps()) === 0);
     assert.equal(await masterPid(b), pid, "the master serves on");
     const r = await b.run(["echo", "still"]);
     assert.equal(r.text, "still\n", r.stderr);

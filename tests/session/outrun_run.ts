@@ -1,4 +1,5 @@
 /** Running outrun in the e2e tests: its own HOME, --stats as JSON, a time limit. */
+export { eventually } from "../eventually.ts";
 
 export const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
 
@@ -38,17 +39,4 @@ export async function finished<Stats>(
     stderr: new TextDecoder().decode(out.stderr),
     stats,
   };
-}
-
-/** Waits until `f()` holds, asking every 250 ms; fails after `ms`. */
-export async function eventually(
-  what: string,
-  f: () => Promise<boolean>,
-  ms = 30_000,
-): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }

@@ -46,9 +46,12 @@ Deno.test("packed: runs are found by content id, codec and indices; a bad file i
     const [file] = [...Deno.readDirSync(`${dir}/packed`)].map((e) => `${dir}/packed/${e.name}`);
     Deno.truncateSync(file, 20);
     assert.equal(store.get(HASH, "zstd", [0, 1]), null);
-    // A directory that cannot be made costs the saving, nothing else.
+    // A directory that cannot be made costs the saving, nothing else: no throw, a miss.
     Deno.writeTextFileSync(`${dir}/file`, "");
-    new PackedStore(`${dir}/file/packed`).put(HASH, "zstd", [0], block(10, 1));
+    const unmade = new PackedStore(`${dir}/file/packed`);
+    assert.doesNotThrow(() => unmade.put(HASH, "zstd", [0], block(10, 1)));
+    assert.equal(unmade.get(HASH, "zstd", [0]), null);
+    assert.equal(Deno.statSync(`${dir}/file`).isFile, true, "the file in the way is left as it is");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
