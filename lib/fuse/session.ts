@@ -191,6 +191,9 @@ export interface SessionStats {
   requests: number;
   byOp: Record<string, number>;
   errors: number;
+  /** Waits for the next request that held this thread (idleWaitMs), and how many timed out. */
+  threadWaits: number;
+  threadWaitsTimedOut: number;
 }
 
 export class FuseSession {
@@ -212,7 +215,13 @@ export class FuseSession {
   /** Requests whose async handler has not settled yet, by unique id. */
   readonly #inflight = new Set<bigint>();
   connection: Connection | null = null;
-  readonly stats: SessionStats = { requests: 0, byOp: {}, errors: 0 };
+  readonly stats: SessionStats = {
+    requests: 0,
+    byOp: {},
+    errors: 0,
+    threadWaits: 0,
+    threadWaitsTimedOut: 0,
+  };
 
   constructor(fd: number, readonly fs: Filesystem, options: SessionOptions = {}) {
     this.#fd = fd;
@@ -237,7 +246,9 @@ export class FuseSession {
         if (e === Errno.EAGAIN) {
           sinceYield = 0;
           if (busy && idleWaitMs > 0 && this.#inflight.size === 0) {
+            this.stats.threadWaits++;
             if (lib.poll_sync(pfd, 1n, idleWaitMs) > 0) continue;
+            this.stats.threadWaitsTimedOut++;
             // Quiet for that long: wait without holding the thread until a request
             // comes (a command computing for minutes costs no wake-ups).
             busy = false;

@@ -27,14 +27,21 @@ async function readelf(path: string) {
   };
 }
 
+/** The one file of `dir` whose name matches `name` (versions differ between releases). */
+function versioned(dir: string, name: RegExp): string {
+  const found = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => name.test(n));
+  assert.equal(found.length, 1, `${name} in ${dir}: ${found}`);
+  return `${dir}/${found[0]}`;
+}
+
 const FILES = [
   "/bin/ls",
   "/usr/bin/ssh",
-  "/usr/bin/python3.11",
+  Deno.realPathSync("/usr/bin/python3"), // python3.11 on Debian 12, 3.13 on 13
   "/usr/bin/ffmpeg",
   "/lib/x86_64-linux-gnu/libc.so.6",
   "/lib64/ld-linux-x86-64.so.2",
-  "/usr/lib/x86_64-linux-gnu/libavcodec.so.59",
+  versioned("/usr/lib/x86_64-linux-gnu", /^libavcodec\.so\.\d+$/),
 ];
 
 for (const path of FILES) {

@@ -293,12 +293,12 @@ Deno.test("e2e deb: -J through a jump host, with -i and -o, to a host only it ca
   }
 });
 
-Deno.test("e2e: a host that does not resolve fails fast with exit 255", async () => {
-  const t0 = performance.now();
+// (How long the answer takes is the resolver's business: no bound on it here.)
+Deno.test("e2e: a host that does not resolve fails with one line and exit 255", async () => {
   const r = await outrun(["nonexistent-host", "true"]);
   assert.equal(r.code, 255);
   assert.match(r.stderr, /^outrun: Could not resolve hostname nonexistent-host/);
-  assert.ok(performance.now() - t0 < 10_000);
+  assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
 });
 
 Deno.test("e2e: a port nobody listens on is one line as ssh says it, exit 255", async () => {

@@ -49,15 +49,21 @@ Deno.test("delay relay: adds the delay each way and keeps every stream intact", 
   );
   const port = (relay.addr as Deno.NetAddr).port;
   try {
-    // Round trip of one small message: two one-way delays.
+    // Round trips of one small message: two one-way delays each. Never less (the
+    // relay's promise); the least of several is what it adds, whatever else the
+    // machine is doing at the time.
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     await conn.write(new Uint8Array([1]));
     await readExactly(conn, 1); // first byte also pays the upstream connect
-    const t0 = performance.now();
-    await conn.write(new Uint8Array([2]));
-    await readExactly(conn, 1);
-    const rtt = performance.now() - t0;
-    assert.ok(rtt >= 2 * delayMs - 1 && rtt < 2 * delayMs + 25, `rtt ${rtt} ms`);
+    const rtts: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const t0 = performance.now();
+      await conn.write(new Uint8Array([2]));
+      await readExactly(conn, 1);
+      rtts.push(performance.now() - t0);
+    }
+    const least = Math.min(...rtts);
+    assert.ok(least >= 2 * delayMs - 1 && least < 2 * delayMs + 25, `rtts ${rtts} ms`);
     conn.close();
 
     // 16 connections at once, 2 MiB each of a per-connection pattern: nothing reordered.
