@@ -38,6 +38,7 @@ const symbols = {
     nonblocking: true,
   },
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   pwrite64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
