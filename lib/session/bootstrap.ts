@@ -274,6 +274,11 @@ function shellPath(path: string): string {
 
 export interface StartedAgent {
   channel: ClientChannel;
+  /**
+   * What came on stderr before the caller listens (the agent's first words, when it
+   * starts in the probe's channel and fails at once).
+   */
+  stderr: string;
   /** The agent's stdout from its first byte (the probe's lines taken off). */
   stdout: ReadableStream<Uint8Array>;
   /**
@@ -310,7 +315,7 @@ export async function startAgent(
   const names = payload.files.map((f) => f.name).join(" ");
   const store = o.storeDir && !o.sudo ? shellPath(o.storeDir) : null;
   const script = [
-    "uname -m",
+    'echo "arch=$(uname -m)"',
     "command -v gzip >/dev/null 2>&1 && echo gzip=yes",
     `lacks=; for f in ${names}; do if [ -f "${dir}/$f" ]; then echo "have=$f"; else lacks=y; fi; done`,
     ...(store ? [`[ -e ${store} ] && echo store=yes`] : []),
@@ -328,7 +333,10 @@ export async function startAgent(
     throw new SshError(`outrun: the remote's probe failed (${e.message}): ${stderr.trim()}`);
   });
   channel.stderr.off("data", onStderr);
-  const remoteArch = lines[0]?.trim();
+  // Held until the caller listens: the agent's first words may come at once.
+  channel.stderr.pause();
+  // By name: a line missing (no uname there) must not make the next one the answer.
+  const remoteArch = lines.find((l) => l.startsWith("arch="))?.slice(5).trim();
   if (remoteArch !== ARCH_NAMES[Deno.build.arch]) {
     channel.close();
     throw new SshError(
@@ -338,7 +346,7 @@ export async function startAgent(
   }
   const storePresent = store ? lines.includes("store=yes") : null;
   if (lines.at(-1) === `${MARK}ready`) {
-    return { channel, stdout: prepend(rest, reader), storePresent };
+    return { channel, stdout: prepend(rest, reader), storePresent, stderr };
   }
   reader.cancel().catch(() => {});
   const present = new Set(lines.filter((l) => l.startsWith("have=")).map((l) => l.slice(5)));
@@ -348,6 +356,7 @@ export async function startAgent(
     channel: agent,
     stdout: Readable.toWeb(agent) as unknown as ReadableStream<Uint8Array>,
     storePresent,
+    stderr: "",
   };
 }
 

@@ -103,10 +103,18 @@ export async function openSession(
     const channel: ClientChannel = started.channel;
     log(`agent started${started.storePresent === false ? "; the remote cache is empty" : ""}`);
     lap("bootstrap");
-    let agentStderr = "";
+    let agentStderr = started.stderr;
     channel.stderr.on("data", (d: Uint8Array) => {
       agentStderr += new TextDecoder().decode(d);
       if (o.verbose > 0) log(new TextDecoder().decode(d).trimEnd());
+    });
+    channel.stderr.resume(); // paused by startAgent so that nothing is lost meanwhile
+    // The agent's last words may come after its channel's close: what it said is
+    // read to its end (or for a second at most) before saying why it did not start.
+    const stderrEnded = new Promise<void>((resolve) => {
+      channel.stderr.once("end", resolve);
+      channel.stderr.once("close", resolve);
+      channel.once("close", () => setTimeout(resolve, 1000));
     });
     const peer = new RpcPeer(
       {
@@ -144,7 +152,8 @@ export async function openSession(
       compression: config.cache.compression,
       packedDir: `${localCacheDir()}/packed`,
     });
-    const agentUp = peer.remoteHello.then(() => log("agent up"), (err) => {
+    const agentUp = peer.remoteHello.then(() => log("agent up"), async (err) => {
+      await stderrEnded;
       const hint = agentStderr.trim() ? `: ${agentStderr.trim().split("\n").at(-1)}` : "";
       throw new SshError(
         /sudo/.test(agentStderr)

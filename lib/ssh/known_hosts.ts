@@ -62,13 +62,12 @@ export function checkHostKey(
 ): HostKeyVerdict {
   const name = hostKeyName(host, port);
   const b64 = btoa(String.fromCharCode(...key));
+  // Revoked wherever it is listed, before or after a line that names it as good.
+  const revoked = lines.find((l) => l.marker === "@revoked" && l.key === b64);
+  if (revoked) return { kind: "revoked", file: revoked.file, line: revoked.line };
   let changed: HostKeyVerdict | null = null;
   for (const l of lines) {
-    if (l.marker === "@revoked") {
-      if (l.key === b64) return { kind: "revoked", file: l.file, line: l.line };
-      continue;
-    }
-    if (l.marker === "@cert-authority" || !hostFieldMatches(l.hosts, name)) continue;
+    if (l.marker !== "" || !hostFieldMatches(l.hosts, name)) continue;
     if (l.key === b64) return { kind: "match" };
     changed ??= { kind: "changed", file: l.file, line: l.line };
   }

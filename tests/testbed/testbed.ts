@@ -201,7 +201,16 @@ export async function down(): Promise<void> {
   await run(["rm", "-rf", STATE_DIR]);
 }
 
-function sshdConfig(host: HostSpec, hostDir: string): string {
+/**
+ * Whether the sshd at `path` knows PerSourcePenalties (OpenSSH 9.8 and later): its
+ * keyword table is in the binary. An older one refuses to start on the keyword.
+ */
+async function knowsPenalties(path: string): Promise<boolean> {
+  const text = new TextDecoder("latin1").decode(await Deno.readFile(path));
+  return text.toLowerCase().includes("persourcepenalties");
+}
+
+function sshdConfig(host: HostSpec, hostDir: string, penalties: boolean): string {
   const inRoot = host.mode === "pivot";
   const keyDir = inRoot ? "/etc/ssh/testbed" : hostDir;
   return [
@@ -217,6 +226,9 @@ function sshdConfig(host: HostSpec, hostDir: string): string {
     "StrictModes no",
     "MaxStartups 200",
     "MaxSessions 200",
+    // Tests misbehave on purpose (cut handshakes, refused keys, killed sessions, health
+    // probes that never log in): a penalised source would be refused for a while after.
+    ...(penalties ? ["PerSourcePenalties no"] : []),
     "PrintMotd no",
     "AcceptEnv LANG LC_* TERM",
     ...(inRoot
@@ -350,7 +362,13 @@ export async function up(wanted: Partial<TestbedConfig> = {}): Promise<TestbedSt
       const hostPub = (await Deno.readTextFile(`${key}.pub`)).split(" ").slice(0, 2).join(" ");
       knownHosts.push(`${a.directAddress} ${hostPub}`, `[127.0.0.1]:${a.relayPort} ${hostPub}`);
       await Deno.writeTextFile(`${hostDir}/authorized_keys`, clientPub);
-      await Deno.writeTextFile(`${hostDir}/sshd_config`, sshdConfig(host, hostDir));
+      const sshd = host.mode === "pivot"
+        ? `${roots[host.name as "deb"]}/usr/sbin/sshd`
+        : "/usr/sbin/sshd";
+      await Deno.writeTextFile(
+        `${hostDir}/sshd_config`,
+        sshdConfig(host, hostDir, await knowsPenalties(sshd)),
+      );
       await setupNetwork(host, config);
       const log = `${hostDir}/log`;
       const pid = spawnDetached([
