@@ -16,10 +16,16 @@ const LIMIT_MS = 240_000;
 interface Stats {
   remote: {
     calls: Record<string, number>;
-    cache: { held: number; checkedFirst: number; restWaits: number } | null;
+    cache: {
+      held: number;
+      checkedFirst: number;
+      restWaits: number;
+      directOpens: number;
+      chunkHits: number;
+    } | null;
   };
   rpc: { bytesIn: number; bytesOut: number };
-  push: { early: number } | null;
+  push: { early: number; prefetched: number; asked: number } | null;
 }
 
 type Run = OutrunRun<Stats>;
@@ -146,6 +152,43 @@ Deno.test("cache e2e deb: files under a cached prefix changed here are seen by t
     await Deno.writeTextFile(`${b.opt}/data`, "TWO, LONGER\n");
     r = await b.run("deb", ["cat", `${b.opt}/data`]);
     assert.equal(r.text, "TWO, LONGER\n");
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("cache e2e deb: --no-prefetch sends nothing ahead; --no-passthrough reads cached files through the agent", async () => {
+  const b = await bed();
+  try {
+    const data = crypto.getRandomValues(new Uint8Array(65_536));
+    await Deno.writeFile(`${b.opt}/data`, data);
+    const sum = async () =>
+      new TextDecoder().decode(
+        (await new Deno.Command("sha256sum", { args: [`${b.opt}/data`] }).output()).stdout,
+      );
+    const argv = ["sha256sum", `${b.opt}/data`];
+    let r = await b.run("deb", argv);
+    assert.equal(r.text, await sum(), r.stderr);
+    // Changed here: the next start finds it stale, and its command used it last time.
+    const next = async (flags: string[]) => {
+      await Deno.writeFile(`${b.opt}/data`, crypto.getRandomValues(data));
+      const run = await b.run("deb", argv, flags);
+      assert.equal(run.text, await sum(), run.stderr);
+      return run.stats!;
+    };
+    const ahead = await next([]);
+    assert.ok(ahead.push!.prefetched > 0, `sent ahead: ${JSON.stringify(ahead.push)}`);
+    const asked = await next(["--no-prefetch"]);
+    assert.equal(asked.push!.prefetched, 0, JSON.stringify(asked.push));
+    assert.ok(asked.push!.asked > 0, "asked for instead");
+    // Held whole now: the remote kernel reads it itself, unless told not to.
+    r = await b.run("deb", argv);
+    assert.equal(r.text, await sum());
+    assert.ok(r.stats!.remote.cache!.directOpens > 0, JSON.stringify(r.stats!.remote.cache));
+    r = await b.run("deb", argv, ["--no-passthrough"]);
+    assert.equal(r.text, await sum());
+    assert.equal(r.stats!.remote.cache!.directOpens, 0, JSON.stringify(r.stats!.remote.cache));
+    assert.ok(r.stats!.remote.cache!.chunkHits > 0, "read from the store by the agent");
   } finally {
     await b.cleanup();
   }
