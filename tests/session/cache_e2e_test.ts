@@ -219,35 +219,36 @@ Deno.test("cache e2e deb: what a command writes under a cached prefix lands here
   }
 });
 
-Deno.test("cache e2e deb: ls -l of a local directory of 300 files is a handful of round trips, xattrs as they are", async () => {
+Deno.test("cache e2e deb-wan: ls -l of a local directory of 500 files is 5 round trips, xattrs as they are", async () => {
   const b = await bed();
   try {
     const dir = `${b.home}/many`;
     await Deno.mkdir(dir);
-    for (let i = 0; i < 300; i++) await Deno.writeTextFile(`${dir}/f${i}`, `${i}\n`);
+    for (let i = 0; i < 500; i++) await Deno.writeTextFile(`${dir}/f${i}`, `${i}\n`);
     const mark = new Deno.Command("setfattr", {
       args: ["-n", "user.mark", "-v", "m7", `${dir}/f7`],
     });
     assert.ok((await mark.output()).success);
-    const argv = [
-      "sh",
-      "-c",
-      `ls -l ${dir} | wc -l; getfattr --only-values -n user.mark ${dir}/f7`,
-    ];
-    await b.run("deb", argv); // the cache warm: what is counted below is the directory's
-    const r = await b.run("deb", argv);
+    const list = ["sh", "-c", `ls -l ${dir} | wc -l`];
+    await b.run("deb-wan", list); // the cache warm: what is counted below is the directory's
+    const r = await b.run("deb-wan", list);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.text, "301\nm7");
-    // Before entries came with their opening, attributes and xattr names: ~950 round
-    // trips (a lookup and two GETXATTRs per file). The lookups left are the way to the
-    // directory and sh's search along PATH.
+    assert.equal(r.text, "501\n");
+    // The README's figure, each part named (before entries came with their opening,
+    // attributes and xattr names: ~1,500 round trips, a lookup and two GETXATTRs a file).
     const calls = r.stats!.remote.calls;
     const what = JSON.stringify(calls);
-    assert.equal(calls["fs.opendirAhead"], 1, what);
-    assert.equal((calls["fs.readdirplus"] ?? 0) + (calls["fs.readdir"] ?? 0), 0, what);
-    assert.ok((calls["fs.getxattr"] ?? 0) <= 2, what); // getfattr's own
-    assert.ok((calls["fs.lookup"] ?? 0) < 60, what);
-    assert.ok(trips(r.stats) < 70, what);
+    assert.equal(calls["cache.validate"], 1, what); // the start's one
+    // The way there: many (the cwd, $HOME, comes with the validation).
+    assert.equal(calls["fs.lookup"], 1, what);
+    assert.equal(calls["fs.readlink"], 1, what); // ls's one link outside the cache
+    assert.equal(calls["fs.opendirAhead"], 1, what); // the opening, with the first entries
+    assert.equal(calls["fs.readdirAhead"], 1, what); // the rest, in one batch
+    assert.equal(calls["fs.getxattr"] ?? 0, 0, what); // xattr names came with the entries
+    assert.equal(trips(r.stats), 5, what);
+    // And an xattr that is there is read as it is.
+    const x = await b.run("deb-wan", ["getfattr", "--only-values", "-n", "user.mark", `${dir}/f7`]);
+    assert.equal(x.text, "m7");
   } finally {
     await b.cleanup();
   }
@@ -323,9 +324,14 @@ Deno.test("cache e2e deb-wan: ffmpeg's profile makes a cold start a handful of r
     assert.doesNotMatch(warm.stderr, /the remote cache is empty/);
     assert.equal(warm.stats!.push!.early, 0);
     // What it holds beyond what ffmpeg used (the closure's other names) is checked while
-    // it runs, with no round trip of its own.
+    // it runs, with no round trip of its own: one round trip, the validation. Names
+    // outside the cache (a few, in /) come with it, each kept by the remote for the 1 s
+    // the local side allows: a run slower than that (a loaded machine) asks again.
     assert.equal(cacheCalls(warm)["cache.validate"], 1, calls(warm));
-    assert.ok(trips(warm.stats) <= 8, calls(warm));
+    const beyond = Object.entries(warm.stats!.remote.calls)
+      .filter(([m]) => !["cache.validate", "cache.validateRest", "fs.lookup"].includes(m));
+    assert.deepEqual(beyond, [], calls(warm));
+    assert.ok(trips(warm.stats) <= 1 + 3, calls(warm));
     assert.ok(
       warm.stats!.rpc.bytesIn + warm.stats!.rpc.bytesOut < 2e6,
       "warm moves metadata only",
