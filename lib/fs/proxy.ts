@@ -427,7 +427,8 @@ export class ProxyFs implements Filesystem {
   /** Nodes' extended attributes' names (LISTXATTR's answer), as told with an entry, and until when. */
   readonly #xattrs = new Map<number, { names: Uint8Array; until: number }>();
   /** Reads answered from blocks read ahead, and blocks fetched (for tests and -v). */
-  readonly ahead = { hits: 0, blocks: 0 };
+  /** Reads ahead: answered from a block fetched ahead, blocks asked for, answers come. */
+  readonly ahead = { hits: 0, blocks: 0, settled: 0 };
 
   constructor(
     readonly peer: RpcPeer,
@@ -808,7 +809,8 @@ export class ProxyFs implements Filesystem {
     const p = (this.peer.call("fs.readAhead", ask as unknown as Value) as Promise<
       Uint8Array | PackedBytes
     >).then((v) => unpacked(this.codec, v));
-    p.catch(() => {}); // a block nobody waits for fails quietly
+    // A block nobody waits for fails quietly.
+    p.then(() => this.ahead.settled++, () => this.ahead.settled++);
     return p;
   }
 }

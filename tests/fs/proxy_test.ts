@@ -149,7 +149,8 @@ Deno.test("proxy: jumps are not read ahead; a write drops what was read ahead", 
     assert.equal(proxy.ahead.blocks, 0, "random reads fetch only what is asked");
     for (let at = 0; at < 4 * 65536; at += 65536) await read(proxy, node, fh, at, 65536);
     assert.ok(proxy.ahead.blocks > 0);
-    await new Promise((r) => setTimeout(r, 50)); // what was read ahead is here by now
+    const ahead = proxy.ahead;
+    await landed("what was read ahead", () => ahead.settled === ahead.blocks);
     // Changed through the mount (a write on any handle of the file): read again.
     const patch = new Uint8Array(65536).fill(7);
     await proxy.write!(

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { clientKeyPath, sshConfigPath, up } from "../testbed/testbed.ts";
 
-import { OUTRUN } from "./outrun_run.ts";
+import { eventually, OUTRUN } from "./outrun_run.ts";
 
 interface Result {
   code: number;
@@ -85,14 +85,6 @@ const HOSTS = ["deb", "deb-wan", "tiny", "tiny-wan"];
 /** The test bed's hosts reached directly (the -wan aliases go to the same machines). */
 const DIRECT = ["deb", "tiny"];
 const IFACE: Record<string, string> = { deb: "ortb1d", tiny: "ortb2d" };
-
-async function eventually(what: string, f: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 /** `outrun HOST sleep 300`, once the remote has it running under a mount. */
 async function remoteSleep(host: string, stderr: "null" | "piped"): Promise<Deno.ChildProcess> {
