@@ -5,7 +5,7 @@
  * happens to READDIRPLUS entries that do not fit.
  */
 import assert from "node:assert/strict";
-import { FuseError, FuseSession } from "../../lib/fuse/mod.ts";
+import { FuseError, FuseSession, ZERO_ATTR } from "../../lib/fuse/mod.ts";
 import type { DirEntry, EntryOut, Filesystem, Request } from "../../lib/fuse/mod.ts";
 import { Errno } from "../../lib/sys/errno.ts";
 import { check, close, libc } from "../../lib/sys/libc.ts";
@@ -26,26 +26,9 @@ interface Reply {
   body: Uint8Array;
 }
 
-const ATTR = {
-  ino: 2n,
-  size: 0n,
-  blocks: 0n,
-  atimeSec: 0n,
-  mtimeSec: 0n,
-  ctimeSec: 0n,
-  atimeNsec: 0,
-  mtimeNsec: 0,
-  ctimeNsec: 0,
-  mode: 0o100644,
-  nlink: 1,
-  uid: 0,
-  gid: 0,
-  rdev: 0,
-  blksize: 4096,
-};
-
 function entry(nodeid: number): EntryOut {
-  return { nodeid, entryTimeout: 1, attrTimeout: 1, attr: { ...ATTR, ino: BigInt(nodeid) } };
+  const attr = { ...ZERO_ATTR, ino: BigInt(nodeid), mode: 0o100644, nlink: 1, blksize: 4096 };
+  return { nodeid, entryTimeout: 1, attrTimeout: 1, attr };
 }
 
 /** A session serving `fs` on one end of a socket pair; the test is the kernel at the other. */
