@@ -17,6 +17,7 @@ import { outrunHome } from "./home.ts";
 export { outrunHome };
 import { type ChunkCodec, DEFAULT_PREFIXES } from "./fs/cache/protocol.ts";
 import { DEFAULT_LIMITS } from "./fs/cache/store.ts";
+import { hex } from "./sys/bytes.ts";
 
 export interface OutrunConfig {
   cache: {
@@ -129,11 +130,7 @@ export function clientId(): string {
     const id = Deno.readTextFileSync(path).trim();
     if (/^[0-9a-f]{32}$/.test(id)) return id;
   } catch { /* first use */ }
-  const id = Array.from(
-    crypto.getRandomValues(new Uint8Array(16)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  const id = hex(crypto.getRandomValues(new Uint8Array(16)));
   try {
     Deno.mkdirSync(outrunHome(), { recursive: true, mode: 0o700 });
     Deno.writeTextFileSync(`${path}.${Deno.pid}`, `${id}\n`);

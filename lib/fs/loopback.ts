@@ -25,7 +25,7 @@ import {
   type StatfsOut,
   ZERO_ATTR as NO_ATTR,
 } from "../fuse/mod.ts";
-import { byteString } from "../fuse/cursor.ts";
+import { byteString } from "../sys/bytes.ts";
 import { bpath, listDir } from "../sys/files.ts";
 import { Errno } from "../sys/errno.ts";
 import {
@@ -35,6 +35,7 @@ import {
   errno,
   libc,
   O,
+  RENAME_EXCHANGE,
   SysError,
   UTIME_NOW,
   UTIME_OMIT,
@@ -64,7 +65,6 @@ export interface LoopbackOptions {
   keepCache?: boolean;
 }
 
-const RENAME_EXCHANGE = 2;
 const DT_UNKNOWN = 0;
 
 interface DirHandle {

@@ -91,16 +91,6 @@ export const FOPEN = {
 
 export const GETATTR_FH = 1 << 0;
 export const FSYNC_FDATASYNC = 1 << 0;
-export const WRITE_CACHE = 1 << 0;
-
-export const NotifyCode = {
-  POLL: 1,
-  INVAL_INODE: 2,
-  INVAL_ENTRY: 3,
-  STORE: 4,
-  RETRIEVE: 5,
-  DELETE: 6,
-} as const;
 
 /** ioctl FUSE_DEV_IOC_BACKING_OPEN: _IOW(229, 1, struct fuse_backing_map). */
 export const FUSE_DEV_IOC_BACKING_OPEN = 0x4010e501;
@@ -111,6 +101,3 @@ export const FUSE_DEV_IOC_BACKING_CLOSE = 0x4004e502;
  * kernel's most, so a backing file may be on overlayfs (a container's root).
  */
 export const MAX_STACK_DEPTH = 2;
-
-/** ioctl FUSE_DEV_IOC_CLONE: _IOR(229, 0, uint32_t). */
-export const FUSE_DEV_IOC_CLONE = 0x8004e500;

@@ -3,6 +3,7 @@
  * throws `ShortRequest`, which the parser turns into a typed error: a malformed or
  * truncated request is never a crash deep inside a handler.
  */
+import { byteString } from "../sys/bytes.ts";
 
 export class ShortRequest extends Error {
   override name = "ShortRequest";
@@ -72,29 +73,4 @@ export class Cursor {
     this.offset = end + 1;
     return byteString(this.bytes.subarray(start, end));
   }
-}
-
-/** Bytes to a string of the same length, char code = byte. */
-export function byteString(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 8192) {
-    s += String.fromCharCode(...bytes.subarray(i, Math.min(i + 8192, bytes.length)));
-  }
-  return s;
-}
-
-/** The inverse of `byteString`; chars above 0xff are a programming error. */
-export function stringBytes(s: string): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c > 0xff) throw new RangeError(`not a byte string: char ${c} at ${i}`);
-    out[i] = c;
-  }
-  return out;
-}
-
-/** A UTF-8 JS string (a command-line path) as the byte string lib/fuse uses for names. */
-export function utf8ByteString(s: string): string {
-  return byteString(new TextEncoder().encode(s));
 }

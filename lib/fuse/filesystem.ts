@@ -19,6 +19,11 @@ import { errnoName } from "../sys/errno.ts";
 
 export type Awaitable<T> = T | Promise<T>;
 
+/** `f(value)`, now when `value` is here, later when it is a promise (no tick lost). */
+export function then<T, U>(value: Awaitable<T>, f: (v: T) => U): U | Promise<U> {
+  return value instanceof Promise ? value.then(f) : f(value);
+}
+
 export class FuseError extends Error {
   override name = "FuseError";
   constructor(readonly errno: number, message?: string) {

@@ -5,9 +5,9 @@
  * `mountFuse`/`unmountFuse`/`clearStaleMounts` manage the mount.
  */
 export * from "./abi.ts";
-export { byteString, stringBytes, utf8ByteString } from "./cursor.ts";
+export { byteString, stringBytes, utf8ByteString } from "../sys/bytes.ts";
 export type { Awaitable, BackingFiles, Connection, Filesystem } from "./filesystem.ts";
-export { FuseError } from "./filesystem.ts";
+export { FuseError, then } from "./filesystem.ts";
 export * from "./mount.ts";
 export { NodeTable } from "./nodes.ts";
 export type { Node } from "./nodes.ts";

@@ -228,10 +228,6 @@ export function encodeLseek(unique: bigint, offset: bigint): Uint8Array<ArrayBuf
   return buf;
 }
 
-export function encodePoll(unique: bigint, revents: number): Uint8Array<ArrayBuffer> {
-  return encodeWrite(unique, revents);
-}
-
 export function encodeData(unique: bigint, data: Uint8Array): Uint8Array<ArrayBuffer> {
   const [buf] = reply(unique, data.length);
   buf.set(data, OUT_HEADER_SIZE);

@@ -17,7 +17,13 @@ import {
   initFlagNames,
   MAX_STACK_DEPTH,
 } from "./abi.ts";
-import { type BackingFiles, type Connection, type Filesystem, FuseError } from "./filesystem.ts";
+import {
+  type BackingFiles,
+  type Connection,
+  type Filesystem,
+  FuseError,
+  then,
+} from "./filesystem.ts";
 import {
   encodeAttr,
   encodeCreate,
@@ -35,7 +41,7 @@ import {
   encodeWrite,
   encodeXattrSize,
 } from "./reply.ts";
-import { stringBytes } from "./cursor.ts";
+import { stringBytes } from "../sys/bytes.ts";
 import { opcodeInfo, parseRequest, type Request, RequestParseError } from "./request.ts";
 import { Errno, errnoName } from "../sys/errno.ts";
 import { close, errno, libc, SysError } from "../sys/libc.ts";
@@ -99,13 +105,6 @@ type ResultOf<M extends keyof Filesystem> = NonNullable<Filesystem[M]> extends
   (...a: never[]) => infer R ? Awaited<R>
   : never;
 type Handler = (s: FuseSession, req: Request) => ReplyBytes | Promise<ReplyBytes> | null;
-
-function then<T>(
-  value: T | Promise<T>,
-  f: (v: T) => ReplyBytes,
-): ReplyBytes | Promise<ReplyBytes> {
-  return value instanceof Promise ? value.then(f) : f(value);
-}
 
 /** The errno an error carries (FuseError, SysError, or any error with a numeric errno). */
 function errnoOf(err: unknown): number | null {

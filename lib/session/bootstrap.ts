@@ -11,6 +11,7 @@ import { execCommand, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
 import { localCacheDir } from "../home.ts";
 import { type Closure, resolveClosure } from "../elf/mod.ts";
+import { hex } from "../sys/bytes.ts";
 
 export interface PayloadFile {
   name: string;
@@ -33,7 +34,7 @@ const CACHE = localCacheDir();
 /** Hex SHA-256 of `data`, or of its first `bytes` bytes' worth of digest. */
 async function sha256Hex(data: Uint8Array<ArrayBuffer>, bytes = 32): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-  return [...digest.subarray(0, bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return hex(digest.subarray(0, bytes));
 }
 
 async function sha256File(path: string): Promise<string> {

@@ -19,6 +19,7 @@ import { DEFAULT_PATH } from "./which.ts";
 import { RpcPeer } from "../rpc/mod.ts";
 import { loadConfigBlocks, resolveDestination, SshError } from "../ssh/destination.ts";
 import { VERSION } from "../version.ts";
+import { hex } from "../sys/bytes.ts";
 
 export interface Control {
   /** The master's socket. */
@@ -62,11 +63,7 @@ export async function controlFor(
     programStamp(),
   ].join("\0");
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
-  const id = Array.from(
-    new Uint8Array(digest).subarray(0, 10),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  const id = hex(new Uint8Array(digest).subarray(0, 10));
   return {
     path: `${sessionsDir()}/${id}.sock`,
     persist: c.controlPersist ?? 0,

@@ -3,7 +3,7 @@
  * passes names): Deno's own fs API takes UTF-8 strings and would mangle names
  * that are not UTF-8. Each throws `SysError` with the errno name.
  */
-import { byteString, stringBytes } from "../fuse/cursor.ts";
+import { byteString, stringBytes } from "./bytes.ts";
 import { check, libc, O } from "./libc.ts";
 import { decodeStat, type Stat, STAT_SIZE } from "./stat.ts";
 

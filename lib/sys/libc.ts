@@ -154,6 +154,8 @@ export const AT_SYMLINK_NOFOLLOW = 0x100;
 export const AT_EACCESS = 0x200;
 export const UTIME_NOW = (1 << 30) - 1;
 export const UTIME_OMIT = (1 << 30) - 2;
+/** renameat2(2): the two names trade files. */
+export const RENAME_EXCHANGE = 2;
 
 export function open(path: string, flags: number, mode = 0): number {
   return check("open", libc().open(cstr(path), flags, mode), path);

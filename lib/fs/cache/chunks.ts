@@ -4,7 +4,8 @@
  * (node:zlib, native) where the runtime has it, else LZ4 (npm:lz4-wasm).
  */
 import * as lz4 from "lz4-wasm";
-import { CHUNK_SIZE, type ChunkCodec, chunkCount, hex } from "./protocol.ts";
+import { CHUNK_SIZE, type ChunkCodec, chunkCount } from "./protocol.ts";
+import { hex } from "../../sys/bytes.ts";
 import { hasLibzstd, zstdCompress, zstdDecompressInto } from "../../sys/zstd.ts";
 import type { BulkCodec } from "../proxy.ts";
 

@@ -25,13 +25,14 @@ import {
   type OpenOut,
   type Request,
   type StatfsOut,
+  then,
   ZERO_ATTR,
 } from "../../fuse/mod.ts";
 import type { BulkCodec } from "../proxy.ts";
 import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
-import { libc, O } from "../../sys/libc.ts";
-import { S_IFDIR, S_IFMT, S_IFREG } from "../../sys/stat.ts";
+import { libc, O, RENAME_EXCHANGE } from "../../sys/libc.ts";
+import { S_IFMT, S_IFREG } from "../../sys/stat.ts";
 import { bulkCodec, decompressInto } from "./chunks.ts";
 import {
   CACHE_CALLS,
@@ -43,6 +44,7 @@ import {
   fingerprint,
   type HeldColumns,
   isCachedPath,
+  isDir,
   join,
   type MetaRecord,
   packHeld,
@@ -74,8 +76,6 @@ type UsedEntry =
 export const CACHE_BASE = 2 ** 40;
 /** Seconds the kernel may keep cached names and attributes: the whole session. */
 const LONG = 24 * 3600;
-
-const RENAME_EXCHANGE = 2;
 
 interface CacheNode {
   id: number;
@@ -113,15 +113,6 @@ export interface Invalidation {
 
 /** What readdirplus gives for "." and "..", or a name gone since: no entry (not counted). */
 const NO_ENTRY: EntryOut = { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR };
-
-/** `f(value)`, now when `value` is here, later when it is a promise. */
-function then<T, U>(value: T | Promise<T>, f: (v: T) => U): U | Promise<U> {
-  return value instanceof Promise ? value.then(f) : f(value);
-}
-
-function isDir(m: MetaRecord): boolean {
-  return m.attr !== null && (m.attr.mode & S_IFMT) === S_IFDIR;
-}
 
 /** Room to decompress a push's runs into (a push is about 1 MiB compressed). */
 const ARENA_BYTES = 8 * 1024 * 1024;

@@ -10,6 +10,8 @@
  */
 import type { Attr, AttrOut, EntryOut } from "../../fuse/mod.ts";
 import type { BulkCodec, PackedBytes } from "../proxy.ts";
+import { hex } from "../../sys/bytes.ts";
+import { S_IFDIR, S_IFMT } from "../../sys/stat.ts";
 
 export const CACHE_EVENTS = {
   push: "cache.push",
@@ -228,15 +230,6 @@ export interface HeldColumns {
   hashes: Uint8Array;
   /** Those rows' present-chunk bitmaps, each after its length (u32 little-endian). */
   present: Uint8Array;
-}
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-/** `bytes` in lower-case hex (content ids, profile file names). */
-export function hex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += HEX[b];
-  return out;
 }
 
 /** Each hex digit's value by character code (lower case), 255 for any other character. */
@@ -476,4 +469,9 @@ export function resolveLink(link: string, target: string): string {
     else out.push(part);
   }
   return `/${out.join("/")}`;
+}
+
+/** Whether `m` is a directory's. */
+export function isDir(m: MetaRecord): boolean {
+  return m.attr !== null && (m.attr.mode & S_IFMT) === S_IFDIR;
 }

@@ -22,6 +22,7 @@ import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/fi
 import { libc, O, SysError } from "../../sys/libc.ts";
 import { Errno } from "../../sys/errno.ts";
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../sys/stat.ts";
+import { hex } from "../../sys/bytes.ts";
 import type { ContentIndex } from "./content_index.ts";
 import {
   bulkCodec,
@@ -47,8 +48,8 @@ import {
   fingerprint,
   type HeldColumns,
   type HeldEntry,
-  hex,
   isCachedPath,
+  isDir,
   join,
   LOOKUPS_KEPT,
   type MetaRecord,
@@ -1097,8 +1098,4 @@ function realPath(path: string | null): string | null {
   } catch {
     return null; // gone since it was found
   }
-}
-
-function isDir(m: MetaRecord): boolean {
-  return m.attr !== null && (m.attr.mode & S_IFMT) === S_IFDIR;
 }

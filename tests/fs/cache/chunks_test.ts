@@ -12,13 +12,13 @@ import {
 import {
   CHUNK_SIZE,
   fingerprint,
-  hex,
   isCachedPath,
   type MetaRecord,
   packMeta,
   unpackMeta,
 } from "../../../lib/fs/cache/protocol.ts";
 import { decodeValue, encodeValue, type Value } from "../../../lib/rpc/mod.ts";
+import { hex } from "../../../lib/sys/bytes.ts";
 
 function random(n: number): Uint8Array {
   const out = new Uint8Array(n);
