@@ -63,6 +63,7 @@ import {
   type Request,
 } from "../fuse/mod.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
+import { Errno } from "../sys/errno.ts";
 import { O } from "../sys/libc.ts";
 import { S_IFMT, S_IFREG } from "../sys/stat.ts";
 
@@ -182,7 +183,7 @@ class Packing {
 
 function unpacked(codec: BulkCodec | undefined, v: Uint8Array | PackedBytes): Uint8Array {
   if (v instanceof Uint8Array) return v;
-  if (!codec) throw new RpcError(5, "packed data, and no codec to unpack it");
+  if (!codec) throw new RpcError(Errno.EIO, "packed data, and no codec to unpack it");
   return codec.unpack(v);
 }
 
@@ -378,7 +379,6 @@ export const AHEAD_MAX = 4 * 1024 * 1024;
 const AHEAD_AFTER = 2;
 
 const CAPS = "security.capability";
-const ENODATA = 61;
 
 /** Bytes of a handle's writes on their way at most before the next write waits. */
 export const WRITE_BEHIND = 8 * 1024 * 1024;
@@ -525,15 +525,19 @@ export class ProxyFs implements Filesystem {
     self.getxattr = async (req) => {
       const r = req as Request<"GETXATTR">;
       const caps = r.name === CAPS;
-      if (caps && this.#noCaps.has(r.header.nodeid)) throw new RpcError(ENODATA, "no capabilities");
+      if (caps && this.#noCaps.has(r.header.nodeid)) {
+        throw new RpcError(Errno.ENODATA, "no capabilities");
+      }
       const known = this.#xattrsOf(r.header.nodeid);
       if (known && !byteString(known).split("\0").includes(r.name)) {
-        throw new RpcError(ENODATA, "no such attribute");
+        throw new RpcError(Errno.ENODATA, "no such attribute");
       }
       try {
         return await call("getxattr", req);
       } catch (e) {
-        if (caps && e instanceof RpcError && e.errno === ENODATA) this.#noCaps.add(r.header.nodeid);
+        if (caps && e instanceof RpcError && e.errno === Errno.ENODATA) {
+          this.#noCaps.add(r.header.nodeid);
+        }
         throw e;
       }
     };
@@ -714,7 +718,9 @@ export class ProxyFs implements Filesystem {
       { ...req, data: w.packing?.pack(data) ?? data } as unknown as Value,
     )
       .then((written) => {
-        if (written !== n) throw new RpcError(5, `fs.write: ${written} of ${n} bytes written`);
+        if (written !== n) {
+          throw new RpcError(Errno.EIO, `fs.write: ${written} of ${n} bytes written`);
+        }
       })
       .catch((e: Error) => {
         state.error ??= e;

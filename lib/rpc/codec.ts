@@ -2,11 +2,27 @@
  * A compact, self-describing binary encoding for RPC payloads: null, booleans,
  * numbers, bigints, strings, byte arrays, arrays and plain objects. Bytes travel
  * as bytes (no base64), which is most of what the file service moves.
- *
- * Tags: 0 null, 1 false, 2 true, 3 f64, 4 i32, 5 bigint (i64), 6 string (u32 len,
- * UTF-8), 7 bytes (u32 len), 8 array (u32 count), 9 object (u32 count, then
- * key string + value pairs), 10 undefined.
+ * Each value is a tag byte (Tag) and what the tag says follows.
  */
+
+/** The byte before each value: what follows it. */
+export const Tag = {
+  Null: 0,
+  False: 1,
+  True: 2,
+  F64: 3,
+  I32: 4,
+  BigInt: 5,
+  /** u32 length, then UTF-8. */
+  String: 6,
+  /** u32 length, then the bytes. */
+  Bytes: 7,
+  /** u32 count, then the values. */
+  Array: 8,
+  /** u32 count, then key string and value pairs. */
+  Object: 9,
+  Undefined: 10,
+} as const;
 
 export type Value =
   | null
@@ -130,48 +146,48 @@ class Writer {
 
 function put(w: Writer, v: Value, depth: number): void {
   if (depth > 64) throw new CodecError("value nested too deeply");
-  if (v === null) return w.u8(0);
-  if (v === undefined) return w.u8(10);
+  if (v === null) return w.u8(Tag.Null);
+  if (v === undefined) return w.u8(Tag.Undefined);
   switch (typeof v) {
     case "boolean":
-      return w.u8(v ? 2 : 1);
+      return w.u8(v ? Tag.True : Tag.False);
     case "number":
       if (Number.isInteger(v) && v >= -0x80000000 && v <= 0x7fffffff) {
-        w.u8(4);
+        w.u8(Tag.I32);
         const at = w.reserve(4);
         w.view.setInt32(at, v, true);
       } else {
-        w.u8(3);
+        w.u8(Tag.F64);
         const at = w.reserve(8);
         w.view.setFloat64(at, v, true);
       }
       return;
     case "bigint": {
-      w.u8(5);
+      w.u8(Tag.BigInt);
       const at = w.reserve(8);
       w.view.setBigInt64(at, BigInt.asIntN(64, v), true);
       return;
     }
     case "string":
-      w.u8(6);
+      w.u8(Tag.String);
       w.string(v);
       return;
   }
   if (v instanceof Uint8Array) {
-    w.u8(7);
+    w.u8(Tag.Bytes);
     w.bytes(v);
   } else if (v instanceof LazyBytes) {
-    w.u8(7);
+    w.u8(Tag.Bytes);
     w.u32(v.length);
     const at = w.reserve(v.length);
     v.readInto(w.buf.subarray(at, at + v.length));
   } else if (Array.isArray(v)) {
-    w.u8(8);
+    w.u8(Tag.Array);
     w.u32(v.length);
     for (const item of v) put(w, item, depth + 1);
   } else if (typeof v === "object") {
     const keys = Object.keys(v);
-    w.u8(9);
+    w.u8(Tag.Object);
     w.u32(keys.length);
     for (const k of keys) {
       w.string(k);
@@ -246,30 +262,30 @@ function get(r: Reader, depth: number): Value {
   if (depth > 64) throw new CodecError("value nested too deeply");
   const tag = r.buf[r.need(1)];
   switch (tag) {
-    case 0:
+    case Tag.Null:
       return null;
-    case 1:
+    case Tag.False:
       return false;
-    case 2:
+    case Tag.True:
       return true;
-    case 3:
+    case Tag.F64:
       return r.view.getFloat64(r.need(8), true);
-    case 4:
+    case Tag.I32:
       return r.view.getInt32(r.need(4), true);
-    case 5:
+    case Tag.BigInt:
       return r.view.getBigInt64(r.need(8), true);
-    case 6:
+    case Tag.String:
       return r.text();
-    case 7:
+    case Tag.Bytes:
       return r.bytes();
-    case 8: {
+    case Tag.Array: {
       const n = r.u32();
       if (n > r.buf.length - r.at) throw new CodecError("array longer than its message");
       const out: Value[] = [];
       for (let i = 0; i < n; i++) out.push(get(r, depth + 1));
       return out;
     }
-    case 9: {
+    case Tag.Object: {
       const n = r.u32();
       if (n > r.buf.length - r.at) throw new CodecError("object longer than its message");
       const out: { [key: string]: Value } = {};
@@ -280,7 +296,7 @@ function get(r: Reader, depth: number): Value {
       }
       return out;
     }
-    case 10:
+    case Tag.Undefined:
       return undefined;
     default:
       throw new CodecError(`unknown tag ${tag}`);

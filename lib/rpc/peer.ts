@@ -9,8 +9,8 @@
  *   ERROR    id, {errno, message}        (errno 0: not a system error)
  *   EVENT    0, [name, args]             one-way (stdout bytes, exit status, forget, ...)
  */
-import { decodeValue, encodeValue, type Value, valueSize } from "./codec.ts";
-import { errnoName } from "../sys/errno.ts";
+import { decodeValue, encodeValue, Tag, type Value, valueSize } from "./codec.ts";
+import { Errno, errnoName } from "../sys/errno.ts";
 
 export const RPC_PROTOCOL = "outrun-rpc";
 export const RPC_VERSION = 1;
@@ -273,7 +273,7 @@ export class RpcPeer {
   #isTransient(buf: Uint8Array, at: number, end: number): boolean {
     // kind, id, then the value [name, args]: array tag and count, string tag and length.
     if (!this.#transient.length || end - at < 15 || buf[at] !== Kind.Event) return false;
-    if (buf[at + 5] !== 8 || buf[at + 10] !== 6) return false;
+    if (buf[at + 5] !== Tag.Array || buf[at + 10] !== Tag.String) return false;
     const n = buf[at + 11] | buf[at + 12] << 8 | buf[at + 13] << 16 | buf[at + 14] << 24;
     if (end - at - 15 < n) return false;
     return this.#transient.some((t) => t.length === n && t.every((b, i) => b === buf[at + 15 + i]));
@@ -425,7 +425,7 @@ export class RpcPeer {
     const [method, args] = value as [string, Value];
     const handler = this.#handlers.get(method);
     if (!handler) {
-      this.#send(Kind.Error, id, { errno: 38, message: `no method ${method}` }); // ENOSYS
+      this.#send(Kind.Error, id, { errno: Errno.ENOSYS, message: `no method ${method}` });
       return;
     }
     const trace = this.options.trace;

@@ -536,7 +536,7 @@ export class CacheService {
     this.stats.asked++;
     const info = this.#info(req.path);
     if (info.hash !== req.hash) {
-      throw new SysError("read", 116, /* ESTALE */ `${req.path} changed during the session`);
+      throw new SysError("read", Errno.ESTALE, `${req.path} changed during the session`);
     }
     // Asked for: the remote lacks them, whatever was believed (a chunk it found damaged).
     const have = this.#chunks.get(info.hash);
@@ -924,7 +924,7 @@ export class CacheService {
   #info(path: string): ContentInfo {
     // As looked at in this pass (or by the warm-up); gone: lstat says how.
     const attr = this.#metaNow(path, false).attr ?? lstatPath(path);
-    if ((attr.mode & S_IFMT) !== S_IFREG) throw new SysError("open", 21, /* EISDIR */ path);
+    if ((attr.mode & S_IFMT) !== S_IFREG) throw new SysError("open", Errno.EISDIR, path);
     const fp = fingerprint(attr);
     const known = this.#infos.get(path) ?? this.#warm?.infos.get(path) ??
       this.options.contentIndex?.get(path, fp);
