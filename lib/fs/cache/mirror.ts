@@ -56,6 +56,7 @@ import {
   type ValidateRequest,
 } from "./protocol.ts";
 import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta, type HeldMeta } from "./store.ts";
+import { UsageRecorder } from "./usage.ts";
 
 /** All the store holds for a client as a validation sends it, and its change count then. */
 interface HeldList {
@@ -64,13 +65,6 @@ interface HeldList {
   /** Keeps it in the store for the next start (a turn later). */
   keep(): void;
 }
-
-/** A first use: a meta, a chunk, a listing (true) or content the kernel read itself (false). */
-type UsedEntry =
-  | [path: string]
-  | [path: string, chunk: number]
-  | [path: string, list: true]
-  | [path: string, whole: false];
 
 /** Node ids and handles of cached paths start here (the local side's stay below). */
 export const CACHE_BASE = 2 ** 40;
@@ -158,12 +152,8 @@ export class CachedFs implements Filesystem {
   readonly #passthrough: boolean;
   readonly #dirs = new Map<number, DirEntry[]>();
   readonly #inflight = new Map<string, Promise<void>>();
-  readonly #used = new Set<string>();
-  readonly #usedListings = new Set<string>();
-  readonly #usedChunks = new Map<string, Set<number>>();
-  /** Each first use, in order: a mount shared by commands tells each its own part. */
-  readonly #usedLog: UsedEntry[] = [];
-  readonly #usedWhole = new Set<string>();
+  /** What this session used: its executable's next profile. */
+  readonly #usage = new UsageRecorder();
   #nextId = CACHE_BASE;
   /**
    * Pushed names and content ids not yet written to the store's index: that waits for
@@ -429,12 +419,12 @@ export class CachedFs implements Filesystem {
 
   /** What this session used of the cached paths (the executable's next profile). */
   used(): Profile {
-    return this.usedSince(0);
+    return this.#usage.since(0);
   }
 
   /** A mark for `usedSince`: what was used so far. */
   usedMark(): number {
-    return this.#usedLog.length;
+    return this.#usage.mark();
   }
 
   /**
@@ -442,31 +432,7 @@ export class CachedFs implements Filesystem {
    * that no command before it had, plus what others running beside it did.
    */
   usedSince(mark: number): Profile {
-    const metas: string[] = [];
-    const listed: string[] = [];
-    const whole: string[] = [];
-    const chunkSets = new Map<string, number[]>();
-    for (let i = mark; i < this.#usedLog.length; i++) {
-      const [path, what] = this.#usedLog[i];
-      if (what === undefined) metas.push(path);
-      else if (what === true) listed.push(path);
-      else if (what === false) whole.push(path);
-      else {
-        let list = chunkSets.get(path);
-        if (!list) chunkSets.set(path, list = []);
-        list.push(what);
-      }
-    }
-    const chunks: Record<string, number[]> = {};
-    for (const [path, list] of chunkSets) chunks[path] = list.toSorted((a, b) => a - b);
-    return { metas, listed, chunks, whole };
-  }
-
-  /** Logs a first use of a path's meta, listing or whole content (`seen`: those so far). */
-  #useOnce(seen: Set<string>, use: UsedEntry): void {
-    if (seen.has(use[0])) return;
-    seen.add(use[0]);
-    this.#usedLog.push(use);
+    return this.#usage.since(mark);
   }
 
   /** The session is over (its store is about to close): pushes from here on are dropped. */
@@ -478,17 +444,18 @@ export class CachedFs implements Filesystem {
   finish(): void {
     this.#flushMetas();
     const hashes = new Set<string>();
-    for (const p of this.#used) {
+    const used = this.#usage.metas;
+    for (const p of used) {
       const h = this.#hashes.get(p);
       if (h) hashes.add(h);
     }
-    this.#store.touch(this.#client, this.#used, hashes);
+    this.#store.touch(this.#client, used, hashes);
     this.#store.stampChecked();
     // What the next start of this command checks first: what it used now and before
     // (its runs differ: another script, other modules), unless that grew too large.
     if (this.#exe) {
-      const first = new Set([...this.#checkedFirst, ...this.#used]);
-      this.#store.setHot(this.#client, this.#exe, first.size > HOT_MAX ? this.#used : first);
+      const first = new Set([...this.#checkedFirst, ...used]);
+      this.#store.setHot(this.#client, this.#exe, first.size > HOT_MAX ? used : first);
     }
   }
 
@@ -620,7 +587,7 @@ export class CachedFs implements Filesystem {
    * synchronous answer at once, without a trip through the event loop.
    */
   #metaNow(path: string): MetaRecord | undefined {
-    this.#useOnce(this.#used, [path]);
+    this.#usage.meta(path);
     const m = this.#known(path);
     if (m) {
       this.hits.meta++;
@@ -639,7 +606,7 @@ export class CachedFs implements Filesystem {
    */
   #absentFrom(parent: string, pm: MetaRecord, path: string): MetaRecord | undefined {
     const names = this.#children(pm);
-    if (names) this.#useOnce(this.#usedListings, [parent, true]);
+    if (names) this.#usage.listing(parent);
     const name = path.slice(parent.length === 1 ? 1 : parent.length + 1);
     if (pm.attr && (!names || names.has(name))) return undefined;
     this.hits.meta++;
@@ -879,7 +846,7 @@ export class CachedFs implements Filesystem {
       this.#files.set(fh, { path, blob, direct: true });
       // Its reads are not seen here (Profile.whole): the local side keeps what the
       // profile has of it (or takes all of it, when the profile has none).
-      this.#useOnce(this.#usedWhole, [path, false]);
+      this.#usage.whole(path);
       return { fh, openFlags: FOPEN.PASSTHROUGH | FOPEN.NOFLUSH, backingId };
     }
     if (count.direct) {
@@ -940,7 +907,7 @@ export class CachedFs implements Filesystem {
     if (start >= end) return 0;
     const first = Math.floor(start / CHUNK_SIZE);
     const last = Math.floor((end - 1) / CHUNK_SIZE);
-    this.#useChunks(file.path, first, last);
+    this.#usage.chunks(file.path, first, last);
     let present = true;
     for (let i = first; i <= last && present; i++) present = blob.present.has(i);
     if (present) {
@@ -1013,17 +980,6 @@ export class CachedFs implements Filesystem {
     if (fresh) blob.present.bits.set(fresh.present.bits);
   }
 
-  /** Chunks `first`..`last` of `path` were used (the executable's next profile). */
-  #useChunks(path: string, first: number, last: number): void {
-    let used = this.#usedChunks.get(path);
-    if (!used) this.#usedChunks.set(path, used = new Set());
-    for (let i = first; i <= last; i++) {
-      if (used.has(i)) continue;
-      used.add(i);
-      this.#usedLog.push([path, i]);
-    }
-  }
-
   release(req: Request<"RELEASE">): void | Promise<void> {
     const nodeid = req.header.nodeid;
     const file = this.#files.get(req.fh);
@@ -1056,7 +1012,7 @@ export class CachedFs implements Filesystem {
       this.validation.restWaits++;
       await this.#restChecked;
     }
-    this.#useOnce(this.#usedListings, [path, true]);
+    this.#usage.listing(path);
     this.#loadStored(m.children.map((name) => join(path, name)));
     const entries: DirEntry[] = [];
     const names = [".", "..", ...m.children];
