@@ -57,6 +57,7 @@ import {
 } from "./protocol.ts";
 import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta, type HeldMeta } from "./store.ts";
 import { UsageRecorder } from "./usage.ts";
+import { CACHE_BASE, CachedNodes } from "./nodes.ts";
 
 /** All the store holds for a client as a validation sends it, and its change count then. */
 interface HeldList {
@@ -66,18 +67,9 @@ interface HeldList {
   keep(): void;
 }
 
-/** Node ids and handles of cached paths start here (the local side's stay below). */
-export const CACHE_BASE = 2 ** 40;
+export { CACHE_BASE };
 /** Seconds the kernel may keep cached names and attributes: the whole session. */
 const LONG = 24 * 3600;
-
-interface CacheNode {
-  id: number;
-  path: string;
-  nlookup: number;
-  /** The local side's node for the same path, once a change needed it (one lookup held). */
-  localId?: number;
-}
 
 export interface CachedFsOptions {
   peer: RpcPeer;
@@ -130,8 +122,8 @@ export class CachedFs implements Filesystem {
   readonly #stored = new Map<string, Uint8Array>();
   readonly #childSets = new WeakMap<MetaRecord, Set<string>>();
   readonly #hashes = new Map<string, string>();
-  readonly #nodes = new Map<number, CacheNode>();
-  readonly #ids = new Map<string, number>();
+  /** The kernel's nodes for cached paths. */
+  readonly #nodes = new CachedNodes();
   /** Local nodes whose path leads to a cached prefix ("/" and its ancestors' chain). */
   readonly #ancestors = new Map<number, string>([[1, "/"]]);
   readonly #files = new Map<number, { path: string; blob: BlobRow; direct: boolean }>();
@@ -154,7 +146,8 @@ export class CachedFs implements Filesystem {
   readonly #inflight = new Map<string, Promise<void>>();
   /** What this session used: its executable's next profile. */
   readonly #usage = new UsageRecorder();
-  #nextId = CACHE_BASE;
+  /** Handles of cached files and listings (from CACHE_BASE up, as their nodes). */
+  #nextHandle = CACHE_BASE;
   /**
    * Pushed names and content ids not yet written to the store's index: that waits for
    * the end of the command (`finish`). Storing a cold ffmpeg's 2,600 names took the
@@ -403,7 +396,7 @@ export class CachedFs implements Filesystem {
       const stale = staleList.map((p) => ({
         parent: this.#nodeOfPath(dirname(p)),
         name: p.slice(p.lastIndexOf("/") + 1),
-        node: this.#ids.get(p) ?? null,
+        node: this.#nodes.idOf(p) ?? null,
       }));
       const invalidate = this.#invalidate;
       this.settled = this.settled.then(() => invalidate(stale)).catch((e) =>
@@ -412,7 +405,7 @@ export class CachedFs implements Filesystem {
     }
     const gone = pushed ? staleList.filter((p) => !pushed.has(p)) : staleList;
     this.#forgetPaths(gone);
-    for (const p of staleList) this.#ids.delete(p);
+    for (const p of staleList) this.#nodes.detach(p);
     // A fresh push's row is written over the stale one (putMetas) at the end.
     this.#drop(gone);
   }
@@ -646,30 +639,16 @@ export class CachedFs implements Filesystem {
     return m;
   }
 
-  #node(id: number): CacheNode {
-    const n = this.#nodes.get(id);
-    if (!n) throw new FuseError(Errno.ESTALE, `unknown cached node ${id}`);
-    return n;
-  }
-
   #entryFor(path: string, m: MetaRecord): EntryOut {
     if (!m.attr) return { nodeid: 0, entryTimeout: LONG, attrTimeout: LONG, attr: ZERO_ATTR };
-    let id = this.#ids.get(path);
-    let node = id === undefined ? undefined : this.#nodes.get(id);
-    if (!node) {
-      id = this.#nextId++;
-      node = { id, path, nlookup: 0 };
-      this.#nodes.set(id, node);
-      this.#ids.set(path, id);
-    }
-    node.nlookup++;
+    const node = this.#nodes.enter(path);
     return { nodeid: node.id, entryTimeout: LONG, attrTimeout: LONG, attr: m.attr };
   }
 
   /** The meta of `path` if known here (pushed this session, or held and decoded now). */
   /** The node id the kernel knows `path` by, if any: a cached one, or a local ancestor. */
   #nodeOfPath(path: string): number | null {
-    const id = this.#ids.get(path);
+    const id = this.#nodes.idOf(path);
     if (id !== undefined) return id;
     for (const [node, p] of this.#ancestors) if (p === path) return node;
     return null;
@@ -734,7 +713,7 @@ export class CachedFs implements Filesystem {
     const parentId = req.header.nodeid;
     let path: string;
     if (parentId >= CACHE_BASE) {
-      path = join(this.#node(parentId).path, req.name);
+      path = join(this.#nodes.node(parentId).path, req.name);
     } else {
       const parent = this.#ancestors.get(parentId);
       if (parent === undefined) return this.#localLookup(req);
@@ -762,13 +741,8 @@ export class CachedFs implements Filesystem {
 
   forget(nodeid: number, nlookup: number): void {
     if (nodeid < CACHE_BASE) return this.#inner.forget?.(nodeid, nlookup);
-    const node = this.#nodes.get(nodeid);
-    if (!node) return;
-    node.nlookup -= nlookup;
-    if (node.nlookup > 0) return;
-    this.#nodes.delete(nodeid);
-    if (this.#ids.get(node.path) === nodeid) this.#ids.delete(node.path);
-    if (node.localId !== undefined) this.#inner.forget?.(node.localId, 1);
+    const gone = this.#nodes.forget(nodeid, nlookup);
+    if (gone?.localId !== undefined) this.#inner.forget?.(gone.localId, 1);
   }
 
   getattr(req: Request<"GETATTR">): AttrOut | Promise<AttrOut> {
@@ -786,7 +760,7 @@ export class CachedFs implements Filesystem {
 
   /** The meta of a cached node: synchronously when it is here. */
   #metaOf(nodeid: number): MetaRecord | Promise<MetaRecord> {
-    const path = this.#node(nodeid).path;
+    const path = this.#nodes.node(nodeid).path;
     return this.#metaNow(path) ?? this.#meta(path);
   }
 
@@ -806,7 +780,7 @@ export class CachedFs implements Filesystem {
   open(req: Request<"OPEN">): OpenOut | Promise<OpenOut> {
     if (req.header.nodeid < CACHE_BASE) return this.#inner.open!(req);
     if ((req.flags & O.ACCMODE) !== O.RDONLY || (req.flags & O.TRUNC)) return this.#escapeOpen(req);
-    const path = this.#node(req.header.nodeid).path;
+    const path = this.#nodes.node(req.header.nodeid).path;
     const m = this.#metaNow(path);
     const hash = this.#hashes.get(path);
     const blob = m?.attr && (m.attr.mode & S_IFMT) === S_IFREG && hash
@@ -835,7 +809,7 @@ export class CachedFs implements Filesystem {
    * its pages kept for the next session; one still in part is read through here.
    */
   #openBlob(nodeid: number, path: string, blob: BlobRow): OpenOut {
-    const fh = this.#nextId++;
+    const fh = this.#nextHandle++;
     const count = this.#openCount(nodeid);
     const backingId = count.cached || this.#filledHere.has(blob.hash)
       ? null
@@ -1000,7 +974,7 @@ export class CachedFs implements Filesystem {
 
   async opendir(req: Request<"OPENDIR">): Promise<OpenOut> {
     if (req.header.nodeid < CACHE_BASE) return await this.#inner.opendir!(req);
-    const path = this.#node(req.header.nodeid).path;
+    const path = this.#nodes.node(req.header.nodeid).path;
     const m = await this.#withListing(path);
     if (!m.children) return await this.#escape("opendir", req); // too big to list: ask there
     // Its entries' types come from their metas: names not checked yet are waited for.
@@ -1030,7 +1004,7 @@ export class CachedFs implements Filesystem {
         nextOffset: BigInt(i + 1),
       });
     }
-    const fh = this.#nextId++;
+    const fh = this.#nextHandle++;
     this.#dirs.set(fh, entries);
     return { fh, openFlags: FOPEN.KEEP_CACHE | FOPEN.CACHE_DIR };
   }
@@ -1044,7 +1018,7 @@ export class CachedFs implements Filesystem {
   readdirplus(req: Request<"READDIRPLUS">): DirEntry[] | Promise<DirEntry[]> {
     const entries = this.#dirs.get(req.fh);
     if (!entries) return this.#translated(req).then((r) => this.#inner.readdirplus!(r));
-    const dir = this.#node(req.header.nodeid).path;
+    const dir = this.#nodes.node(req.header.nodeid).path;
     return entries.slice(Number(req.offset)).map((e) => {
       const path = join(dir, e.name);
       const m = e.name === "." || e.name === ".." ? undefined : this.#known(path);
@@ -1089,7 +1063,7 @@ export class CachedFs implements Filesystem {
   /** The local side's node for a cached node (resolved by path once, then kept). */
   async #localId(id: number): Promise<number> {
     if (id < CACHE_BASE) return id;
-    const node = this.#node(id);
+    const node = this.#nodes.node(id);
     if (node.localId === undefined) {
       const entry = await this.#call(CACHE_CALLS.lookupPath, {
         path: node.path,
@@ -1183,21 +1157,9 @@ export class CachedFs implements Filesystem {
   }
 
   #movePaths(from: string, to: string, exchange: boolean): void {
+    this.#nodes.move(from, to, exchange);
     const moved = (path: string, a: string, b: string) =>
       path === a ? b : path.startsWith(`${a}/`) ? b + path.slice(a.length) : null;
-    const updates: [CacheNode, string][] = [];
-    for (const node of this.#nodes.values()) {
-      const next = moved(node.path, from, to) ?? (exchange ? moved(node.path, to, from) : null);
-      if (next !== null) updates.push([node, next]);
-      else if (!exchange && moved(node.path, to, to) !== null) updates.push([node, ""]); // replaced
-    }
-    for (const [node] of updates) {
-      if (this.#ids.get(node.path) === node.id) this.#ids.delete(node.path);
-    }
-    for (const [node, next] of updates) {
-      node.path = next;
-      if (next) this.#ids.set(next, node.id);
-    }
     const under = (p: string) => moved(p, from, from) !== null || moved(p, to, to) !== null;
     this.#forgetPaths([...this.#metas.keys(), ...this.#stored.keys()].filter(under));
     // From the store too, what was not read here included, and from what waits for it.
