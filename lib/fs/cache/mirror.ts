@@ -50,14 +50,14 @@ import {
   packHeld,
   type Profile,
   type Push,
-  unpackHeld,
   unpackMeta,
   type ValidateReply,
   type ValidateRequest,
 } from "./protocol.ts";
-import { type BlobRow, CacheCorrupt, type CacheStore, decodeMeta, type HeldMeta } from "./store.ts";
+import { type BlobRow, CacheCorrupt, type CacheStore, type HeldMeta } from "./store.ts";
 import { UsageRecorder } from "./usage.ts";
 import { CACHE_BASE, CachedNodes } from "./nodes.ts";
+import { MetaIndex } from "./meta_index.ts";
 
 /** All the store holds for a client as a validation sends it, and its change count then. */
 interface HeldList {
@@ -117,11 +117,8 @@ export class CachedFs implements Filesystem {
   readonly #store: CacheStore;
   readonly #client: string;
   readonly #prefixes: readonly string[];
-  readonly #metas = new Map<string, MetaRecord>();
-  /** Metas held from earlier sessions, still encoded: decoded on first use. */
-  readonly #stored = new Map<string, Uint8Array>();
-  readonly #childSets = new WeakMap<MetaRecord, Set<string>>();
-  readonly #hashes = new Map<string, string>();
+  /** The metas and content ids known here: pushed, held, or read from the store. */
+  readonly #index: MetaIndex;
   /** The kernel's nodes for cached paths. */
   readonly #nodes = new CachedNodes();
   /** Local nodes whose path leads to a cached prefix ("/" and its ancestors' chain). */
@@ -184,17 +181,6 @@ export class CachedFs implements Filesystem {
    * (held, or not: the command's profile comes with that answer) waits for it.
    */
   #restChecked: Promise<void> | null = null;
-  /**
-   * All the store held, as checked (validateRest): a name not known here is read from
-   * the store when used, if it is as checked there (the store unchanged since, or its
-   * fingerprint the one checked: a name another session added since would never be
-   * checked again by this one, whose ControlMaster revalidates what it checked).
-   * Names not taken from the store are not looked for there again.
-   */
-  #checkedList: HeldList | null = null;
-  /** `#checkedList`'s fingerprints by path, read when the store changed since. */
-  #checkedFps: Map<string, string> | null = null;
-  readonly #notStored = new Set<string>();
   /** The command validated for (one-command sessions), and its names checked first. */
   #exe: string | null = null;
   #checkedFirst: string[] = [];
@@ -207,6 +193,7 @@ export class CachedFs implements Filesystem {
     this.#inner = o.inner;
     this.#store = o.store;
     this.#client = o.client;
+    this.#index = new MetaIndex(o.store, o.client);
     this.#prefixes = o.prefixes;
     this.#logTo = o.log;
     this.#passthrough = o.passthrough ?? true;
@@ -259,11 +246,7 @@ export class CachedFs implements Filesystem {
     // The metas checked first are read while the answer comes, once the request has
     // left (a stream's write goes in a later microtask: what this turn does holds it).
     const metasRead = turn().then(() => {
-      for (const [path, meta, hash] of metas()) {
-        if (this.#metas.has(path)) continue;
-        this.#stored.set(path, meta);
-        if (hash) this.#hashes.set(path, hash);
-      }
+      for (const row of metas()) this.#index.hold(row);
     });
     const hot = used ? this.#store.heldState(this.#client, used) : null;
     this.#checkedFirst = hot?.map((r) => r[0]) ?? [];
@@ -331,7 +314,7 @@ export class CachedFs implements Filesystem {
           this.validation.stale += rest.stale.length;
           this.#dropStale(rest.stale, pushed);
           this.#expect(rest.incoming);
-          this.#checkedList = list; // its stale names gone from the store first
+          this.#index.setChecked(list); // its stale names gone from the store first
           this.#log(`cache: validate: the other ${held - first}: ${rest.stale.length} stale`);
         },
       ).catch((e) => this.#log(`cache: validateRest: ${e}`)).finally(() => {
@@ -404,7 +387,7 @@ export class CachedFs implements Filesystem {
       );
     }
     const gone = pushed ? staleList.filter((p) => !pushed.has(p)) : staleList;
-    this.#forgetPaths(gone);
+    this.#index.forget(gone);
     for (const p of staleList) this.#nodes.detach(p);
     // A fresh push's row is written over the stale one (putMetas) at the end.
     this.#drop(gone);
@@ -439,7 +422,7 @@ export class CachedFs implements Filesystem {
     const hashes = new Set<string>();
     const used = this.#usage.metas;
     for (const p of used) {
-      const h = this.#hashes.get(p);
+      const h = this.#index.hash(p);
       if (h) hashes.add(h);
     }
     this.#store.touch(this.#client, used, hashes);
@@ -466,7 +449,7 @@ export class CachedFs implements Filesystem {
     for (const packed of p.metas ?? []) {
       const m = unpackMeta(packed);
       this.#pushedSince?.add(m.path);
-      const old = this.#known(m.path);
+      const old = this.#index.known(m.path);
       // A listing arrives with a directory asked for; the same directory pushed again as
       // some other directory's child comes without one: keep the listing.
       if (
@@ -475,8 +458,7 @@ export class CachedFs implements Filesystem {
       ) {
         continue;
       }
-      this.#metas.set(m.path, m);
-      this.#hashes.delete(m.path);
+      this.#index.put(m);
       this.#pendingMetas.push(m);
     }
     if (p.contents?.length) {
@@ -484,7 +466,7 @@ export class CachedFs implements Filesystem {
         // The blobs now (their chunks follow); which path has which, with the names.
         this.#store.putContents(this.#client, p.contents, false).forEach((error, i) => {
           if (error) return this.#log(`cache: ${error}`);
-          this.#hashes.set(p.contents![i].path, p.contents![i].hash);
+          this.#index.setHash(p.contents![i].path, p.contents![i].hash);
           this.#pushedSince?.add(p.contents![i].path);
           this.#pendingLinks.push(p.contents![i]);
         });
@@ -567,13 +549,6 @@ export class CachedFs implements Filesystem {
     return p;
   }
 
-  #children(m: MetaRecord): Set<string> | null {
-    if (!m.children) return null;
-    let s = this.#childSets.get(m);
-    if (!s) this.#childSets.set(m, s = new Set(m.children));
-    return s;
-  }
-
   /**
    * The meta of `path` from what is here (a listing answers for absent names too), or
    * undefined when only the local side can say. Synchronous: the FUSE session writes a
@@ -581,7 +556,7 @@ export class CachedFs implements Filesystem {
    */
   #metaNow(path: string): MetaRecord | undefined {
     this.#usage.meta(path);
-    const m = this.#known(path);
+    const m = this.#index.known(path);
     if (m) {
       this.hits.meta++;
       return m;
@@ -598,7 +573,7 @@ export class CachedFs implements Filesystem {
    * (not in its listing, or no parent at all); else undefined.
    */
   #absentFrom(parent: string, pm: MetaRecord, path: string): MetaRecord | undefined {
-    const names = this.#children(pm);
+    const names = this.#index.children(pm);
     if (names) this.#usage.listing(parent);
     const name = path.slice(parent.length === 1 ? 1 : parent.length + 1);
     if (pm.attr && (!names || names.has(name))) return undefined;
@@ -611,7 +586,7 @@ export class CachedFs implements Filesystem {
     const m = await this.#meta(path);
     if (!isDir(m) || m.children) return m;
     await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
-    return this.#known(path) ?? m;
+    return this.#index.known(path) ?? m;
   }
 
   async #meta(path: string): Promise<MetaRecord> {
@@ -626,7 +601,7 @@ export class CachedFs implements Filesystem {
     if (isCachedPath(parent, this.#prefixes)) {
       const absent = this.#absentFrom(parent, await this.#withListing(parent), path);
       if (absent) return absent;
-      m = this.#known(path);
+      m = this.#index.known(path);
       if (m) {
         this.hits.meta++;
         return m;
@@ -634,7 +609,7 @@ export class CachedFs implements Filesystem {
     }
     this.misses.meta++;
     await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
-    m = this.#known(path);
+    m = this.#index.known(path);
     if (!m) throw new FuseError(Errno.EIO, `cache: no answer for ${path}`);
     return m;
   }
@@ -645,66 +620,12 @@ export class CachedFs implements Filesystem {
     return { nodeid: node.id, entryTimeout: LONG, attrTimeout: LONG, attr: m.attr };
   }
 
-  /** The meta of `path` if known here (pushed this session, or held and decoded now). */
   /** The node id the kernel knows `path` by, if any: a cached one, or a local ancestor. */
   #nodeOfPath(path: string): number | null {
     const id = this.#nodes.idOf(path);
     if (id !== undefined) return id;
     for (const [node, p] of this.#ancestors) if (p === path) return node;
     return null;
-  }
-
-  #known(path: string): MetaRecord | undefined {
-    let m = this.#metas.get(path);
-    if (m) return m;
-    let bytes = this.#stored.get(path);
-    if (bytes) {
-      this.#stored.delete(path);
-    } else {
-      if (!this.#checkedList || this.#notStored.has(path)) return undefined;
-      const row = this.#store.heldMeta(this.#client, path);
-      if (!row || !this.#asChecked([row])[0]) {
-        this.#notStored.add(path);
-        return undefined;
-      }
-      if (row[2]) this.#hashes.set(path, row[2]);
-      bytes = row[1];
-    }
-    m = decodeMeta(bytes);
-    this.#metas.set(path, m);
-    return m;
-  }
-
-  /** Reads in one query the metas of `paths` the store holds and are not here yet. */
-  #loadStored(paths: readonly string[]): void {
-    if (!this.#checkedList) return;
-    const left = paths.filter((p) =>
-      !this.#metas.has(p) && !this.#stored.has(p) && !this.#notStored.has(p)
-    );
-    if (left.length < 2) return;
-    const rows = this.#store.heldMetas(this.#client, left);
-    const ok = this.#asChecked(rows);
-    rows.forEach(([path, meta, hash], i) => {
-      if (!ok[i]) return this.#notStored.add(path);
-      this.#stored.set(path, meta);
-      if (hash) this.#hashes.set(path, hash);
-    });
-  }
-
-  /** Whether each row is as the checked list had it (all are, if the store is unchanged). */
-  #asChecked(rows: HeldMeta[]): boolean[] {
-    const list = this.#checkedList!;
-    if (this.#store.heldGen(this.#client) === list.gen) return rows.map(() => true);
-    this.#checkedFps ??= new Map(unpackHeld(list.held, bulkCodec()).map((r) => [r[0], r[1]]));
-    return rows.map(([path, , , fp]) => this.#checkedFps!.get(path) === fp);
-  }
-
-  #forgetPaths(paths: Iterable<string>): void {
-    for (const p of paths) {
-      this.#stored.delete(p);
-      this.#metas.delete(p);
-      this.#hashes.delete(p);
-    }
   }
 
   // ---- Filesystem ----
@@ -782,7 +703,7 @@ export class CachedFs implements Filesystem {
     if ((req.flags & O.ACCMODE) !== O.RDONLY || (req.flags & O.TRUNC)) return this.#escapeOpen(req);
     const path = this.#nodes.node(req.header.nodeid).path;
     const m = this.#metaNow(path);
-    const hash = this.#hashes.get(path);
+    const hash = this.#index.hash(path);
     const blob = m?.attr && (m.attr.mode & S_IFMT) === S_IFREG && hash
       ? this.#store.blob(hash)
       : null;
@@ -860,12 +781,12 @@ export class CachedFs implements Filesystem {
     const m = await this.#meta(path);
     if (!m.attr) throw new FuseError(Errno.ENOENT);
     if ((m.attr.mode & S_IFMT) !== S_IFREG) return await this.#escapeOpen(req);
-    let hash = this.#hashes.get(path);
+    let hash = this.#index.hash(path);
     let blob = hash ? this.#store.blob(hash) : null;
     if (!blob) {
       this.misses.chunk++;
       await this.#once(`content:${path}`, () => this.#call(CACHE_CALLS.content, { path }));
-      hash = this.#hashes.get(path);
+      hash = this.#index.hash(path);
       blob = hash ? this.#store.blob(hash) : null;
       if (!blob) throw new FuseError(Errno.EIO, `cache: no content for ${path}`);
     }
@@ -980,21 +901,21 @@ export class CachedFs implements Filesystem {
     // Its entries' types come from their metas: names not checked yet are waited for.
     const checked = (name: string) => {
       const child = join(path, name);
-      return this.#metas.has(child) || this.#stored.has(child);
+      return this.#index.has(child);
     };
     if (this.#restChecked && !m.children.every(checked)) {
       this.validation.restWaits++;
       await this.#restChecked;
     }
     this.#usage.listing(path);
-    this.#loadStored(m.children.map((name) => join(path, name)));
+    this.#index.loadStored(m.children.map((name) => join(path, name)));
     const entries: DirEntry[] = [];
     const names = [".", "..", ...m.children];
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
       const child = name === "."
         ? m
-        : this.#known(name === ".." ? dirname(path) : join(path, name));
+        : this.#index.known(name === ".." ? dirname(path) : join(path, name));
       const attr = child?.attr;
       entries.push({
         name,
@@ -1021,7 +942,7 @@ export class CachedFs implements Filesystem {
     const dir = this.#nodes.node(req.header.nodeid).path;
     return entries.slice(Number(req.offset)).map((e) => {
       const path = join(dir, e.name);
-      const m = e.name === "." || e.name === ".." ? undefined : this.#known(path);
+      const m = e.name === "." || e.name === ".." ? undefined : this.#index.known(path);
       return { ...e, entry: m?.attr ? this.#entryFor(path, m) : NO_ENTRY };
     });
   }
@@ -1117,7 +1038,7 @@ export class CachedFs implements Filesystem {
       return await f.call(this.#inner, translated) as never;
     } finally {
       const stale = this.#touched(req);
-      this.#forgetPaths(stale);
+      this.#index.forget(stale);
       this.#drop(stale);
     }
   }
@@ -1161,7 +1082,7 @@ export class CachedFs implements Filesystem {
     const moved = (path: string, a: string, b: string) =>
       path === a ? b : path.startsWith(`${a}/`) ? b + path.slice(a.length) : null;
     const under = (p: string) => moved(p, from, from) !== null || moved(p, to, to) !== null;
-    this.#forgetPaths([...this.#metas.keys(), ...this.#stored.keys()].filter(under));
+    this.#index.forget(this.#index.paths().filter(under));
     // From the store too, what was not read here included, and from what waits for it.
     this.#dropPending(under);
     for (const p of [from, to]) this.#store.dropTree(this.#client, p);
