@@ -4,7 +4,7 @@
  * (node:zlib, native) where the runtime has it, else LZ4 (npm:lz4-wasm).
  */
 import * as lz4 from "lz4-wasm";
-import { CHUNK_SIZE, type ChunkCodec, chunkCount } from "./protocol.ts";
+import { CHUNK_SIZE, type ChunkCodec, chunkCount, type ChunkRun } from "./protocol.ts";
 import { hex } from "../../sys/bytes.ts";
 import { hasLibzstd, zstdCompress, zstdDecompressInto } from "../../sys/zstd.ts";
 import type { BulkCodec } from "../proxy.ts";
@@ -208,4 +208,48 @@ export function bulkCodec(codec?: ChunkCodec): BulkCodec {
       return decompress(packed, rawLength, c);
     },
   };
+}
+
+/** A chunk of a pushed run: a view into the decompressed run, not checked yet. */
+export interface RunChunk {
+  hash: string;
+  index: number;
+  data: Uint8Array;
+}
+
+/** Room to decompress a push's runs into (a push is about 1 MiB compressed). */
+const ARENA_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Unpacks the chunks of pushed runs, decompressing into one arena reused from push to
+ * push (the views are valid until the next call). A run that does not decode is left
+ * out and told to `log`; each chunk is still to be checked against its hash.
+ */
+export class RunUnpacker {
+  #arena: Uint8Array | null = null;
+
+  unpack(runs: readonly ChunkRun[], log: (line: string) => void): RunChunk[] {
+    const chunks: RunChunk[] = [];
+    if (!runs.length) return chunks;
+    const arena = this.#arena ??= new Uint8Array(ARENA_BYTES);
+    let used = 0;
+    for (const r of runs) {
+      try {
+        const total = r.lengths.reduce((n, l) => n + l, 0);
+        if (r.indices.length !== r.lengths.length || r.lengths.some((l) => l > CHUNK_SIZE)) {
+          throw new Error("lengths do not fit the indices");
+        }
+        const data = decompressInto(r.data, r.rawLength, r.codec ?? "lz4", arena.subarray(used));
+        if (data.buffer === arena.buffer) used += data.length;
+        if (data.length !== total) throw new Error(`${data.length} bytes for ${total}`);
+        let at = 0;
+        r.indices.forEach((index, i) => {
+          chunks.push({ hash: r.hash, index, data: data.subarray(at, at += r.lengths[i]) });
+        });
+      } catch (e) {
+        log(`cache: chunks ${r.indices.join(",")} of ${r.hash}: ${e}`);
+      }
+    }
+    return chunks;
+  }
 }

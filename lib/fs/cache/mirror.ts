@@ -33,7 +33,7 @@ import type { RpcPeer, Value } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
 import { libc, O, RENAME_EXCHANGE } from "../../sys/libc.ts";
 import { S_IFMT, S_IFREG } from "../../sys/stat.ts";
-import { bulkCodec, decompressInto } from "./chunks.ts";
+import { bulkCodec, RunUnpacker } from "./chunks.ts";
 import {
   CACHE_CALLS,
   CACHE_EVENTS,
@@ -100,9 +100,6 @@ export interface Invalidation {
 /** What readdirplus gives for "." and "..", or a name gone since: no entry (not counted). */
 const NO_ENTRY: EntryOut = { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR };
 
-/** Room to decompress a push's runs into (a push is about 1 MiB compressed). */
-const ARENA_BYTES = 8 * 1024 * 1024;
-
 /** Names a command's start checks first at most (its own and earlier runs'). */
 const HOT_MAX = 4096;
 
@@ -160,8 +157,8 @@ export class CachedFs implements Filesystem {
    * says all are sent: a read that needs one waits for a push instead of asking.
    */
   #incoming = new Map<string, Set<number>>();
-  /** Where a push's runs are decompressed (a view each, until the next push). */
-  #arena: Uint8Array | null = null;
+  /** Decompresses a push's runs (a view each, until the next push). */
+  readonly #runs = new RunUnpacker();
   #finished = false;
   /** Resolves at the next push (or the end of the announced ones), then is replaced. */
   #arrival = Promise.withResolvers<void>();
@@ -474,32 +471,8 @@ export class CachedFs implements Filesystem {
         this.#log(`cache: ${e}`);
       }
     }
-    const chunks: { hash: string; index: number; data: Uint8Array }[] = [];
-    if (p.runs?.length) this.#arena ??= new Uint8Array(ARENA_BYTES);
-    let used = 0;
-    for (const r of p.runs ?? []) {
-      try {
-        const total = r.lengths.reduce((n, l) => n + l, 0);
-        if (r.indices.length !== r.lengths.length || r.lengths.some((l) => l > CHUNK_SIZE)) {
-          throw new Error("lengths do not fit the indices");
-        }
-        const data = decompressInto(
-          r.data,
-          r.rawLength,
-          r.codec ?? "lz4",
-          this.#arena!.subarray(used),
-        );
-        if (data.buffer === this.#arena!.buffer) used += data.length;
-        if (data.length !== total) throw new Error(`${data.length} bytes for ${total}`);
-        let at = 0;
-        r.indices.forEach((index, i) => {
-          // Views into the run: each is checked against its hash before it is kept.
-          chunks.push({ hash: r.hash, index, data: data.subarray(at, at += r.lengths[i]) });
-        });
-      } catch (e) {
-        this.#log(`cache: chunks ${r.indices.join(",")} of ${r.hash}: ${e}`);
-      }
-    }
+    // Views into the runs: each is checked against its hash before it is kept.
+    const chunks = this.#runs.unpack(p.runs ?? [], (line) => this.#log(line));
     for (const c of chunks) this.#filledHere.add(c.hash);
     this.#store.writeChunks(chunks).forEach((stored, i) => {
       if (stored) return;

@@ -7,6 +7,7 @@ import {
   decompress,
   defaultCodec,
   maybeCompress,
+  RunUnpacker,
   sha256,
 } from "../../../lib/fs/cache/chunks.ts";
 import {
@@ -216,4 +217,29 @@ Deno.test("protocol: a meta packed by position unpacks to itself; what is not on
   for (const bad of [null, {}, [], [1, null, null, null], ["/p", [1, 2], null, null]]) {
     assert.throws(() => unpackMeta(bad as never), TypeError, JSON.stringify(bad));
   }
+});
+
+Deno.test("chunks: pushed runs unpack into their chunks; a run that does not fit is left out, said", () => {
+  const a = new TextEncoder().encode("a".repeat(CHUNK_SIZE));
+  const b = new TextEncoder().encode("b".repeat(1000));
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a);
+  joined.set(b, a.length);
+  const [data, rawLength] = maybeCompress(joined);
+  assert.ok(rawLength > 0, "compressed");
+  const said: string[] = [];
+  const runs = new RunUnpacker();
+  const chunks = runs.unpack([
+    { hash: "h1", indices: [0, 1], lengths: [a.length, b.length], data, rawLength },
+    { hash: "h2", indices: [0, 1], lengths: [10], data: new Uint8Array(10), rawLength: 0 },
+    { hash: "h3", indices: [4], lengths: [3], data: new Uint8Array([7, 8, 9]), rawLength: 0 },
+  ], (line) => said.push(line));
+  assert.deepEqual(chunks.map((c) => [c.hash, c.index, c.data.length]), [
+    ["h1", 0, a.length],
+    ["h1", 1, b.length],
+    ["h3", 4, 3],
+  ]);
+  assert.deepEqual(chunks[1].data, b);
+  assert.equal(said.length, 1);
+  assert.match(said[0], /chunks 0,1 of h2: .*do not fit/);
 });
