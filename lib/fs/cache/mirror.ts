@@ -39,7 +39,6 @@ import {
   CACHE_EVENTS,
   CHUNK_SIZE,
   type ChunkRequest,
-  type ContentInfo,
   dirname,
   fingerprint,
   type HeldColumns,
@@ -58,6 +57,7 @@ import { type BlobRow, CacheCorrupt, type CacheStore, type HeldMeta } from "./st
 import { UsageRecorder } from "./usage.ts";
 import { CACHE_BASE, CachedNodes } from "./nodes.ts";
 import { MetaIndex } from "./meta_index.ts";
+import { DeferredIndexWrites } from "./index_writes.ts";
 
 /** All the store holds for a client as a validation sends it, and its change count then. */
 interface HeldList {
@@ -142,13 +142,8 @@ export class CachedFs implements Filesystem {
   readonly #usage = new UsageRecorder();
   /** Handles of cached files and listings (from CACHE_BASE up, as their nodes). */
   #nextHandle = CACHE_BASE;
-  /**
-   * Pushed names and content ids not yet written to the store's index: that waits for
-   * the end of the command (`finish`). Storing a cold ffmpeg's 2,600 names took the
-   * agent 0.1-0.2 s while the command waited to start; this session has them in memory.
-   */
-  #pendingMetas: MetaRecord[] = [];
-  #pendingLinks: ContentInfo[] = [];
+  /** Pushed names and content ids, written to the store's index at `finish`. */
+  readonly #deferred: DeferredIndexWrites;
   /** Lookups of local nodes answered ahead: "parent/name" -> entry (used once). */
   readonly #ahead = new Map<string, EntryOut>();
   #rootAttr: AttrOut | null = null;
@@ -191,6 +186,7 @@ export class CachedFs implements Filesystem {
     this.#store = o.store;
     this.#client = o.client;
     this.#index = new MetaIndex(o.store, o.client);
+    this.#deferred = new DeferredIndexWrites(o.store, o.client);
     this.#prefixes = o.prefixes;
     this.#logTo = o.log;
     this.#passthrough = o.passthrough ?? true;
@@ -387,7 +383,7 @@ export class CachedFs implements Filesystem {
     this.#index.forget(gone);
     for (const p of staleList) this.#nodes.detach(p);
     // A fresh push's row is written over the stale one (putMetas) at the end.
-    this.#drop(gone);
+    this.#deferred.drop(gone);
   }
 
   /** What this session used of the cached paths (the executable's next profile). */
@@ -415,7 +411,7 @@ export class CachedFs implements Filesystem {
 
   /** At the end of the session: mark what was used (for LRU eviction). */
   finish(): void {
-    this.#flushMetas();
+    this.#deferred.flush();
     const hashes = new Set<string>();
     const used = this.#usage.metas;
     for (const p of used) {
@@ -456,7 +452,7 @@ export class CachedFs implements Filesystem {
         continue;
       }
       this.#index.put(m);
-      this.#pendingMetas.push(m);
+      this.#deferred.meta(m);
     }
     if (p.contents?.length) {
       try {
@@ -465,7 +461,7 @@ export class CachedFs implements Filesystem {
           if (error) return this.#log(`cache: ${error}`);
           this.#index.setHash(p.contents![i].path, p.contents![i].hash);
           this.#pushedSince?.add(p.contents![i].path);
-          this.#pendingLinks.push(p.contents![i]);
+          this.#deferred.link(p.contents![i]);
         });
       } catch (e) {
         this.#log(`cache: ${e}`);
@@ -480,30 +476,6 @@ export class CachedFs implements Filesystem {
         `cache: chunk ${chunks[i].index} of ${chunks[i].hash} does not match its hash: dropped`,
       );
     });
-  }
-
-  #flushMetas(): void {
-    if (!this.#pendingMetas.length && !this.#pendingLinks.length) return;
-    this.#store.tx(() => {
-      this.#store.putMetas(this.#client, this.#pendingMetas);
-      this.#store.linkContents(this.#client, this.#pendingLinks);
-    });
-    this.#pendingMetas = [];
-    this.#pendingLinks = [];
-  }
-
-  /** Drops paths from the store's index, and what of them waits to be written there. */
-  #drop(paths: string[]): void {
-    if (!paths.length) return;
-    const gone = new Set(paths);
-    this.#dropPending((p) => gone.has(p));
-    this.#store.drop(this.#client, paths);
-  }
-
-  /** Forgets the metas and content ids of `gone` paths waiting to be written to the store. */
-  #dropPending(gone: (path: string) => boolean): void {
-    this.#pendingMetas = this.#pendingMetas.filter((m) => !gone(m.path));
-    this.#pendingLinks = this.#pendingLinks.filter((c) => !gone(c.path));
   }
 
   #log(line: string): void {
@@ -1012,7 +984,7 @@ export class CachedFs implements Filesystem {
     } finally {
       const stale = this.#touched(req);
       this.#index.forget(stale);
-      this.#drop(stale);
+      this.#deferred.drop(stale);
     }
   }
 
@@ -1057,7 +1029,7 @@ export class CachedFs implements Filesystem {
     const under = (p: string) => moved(p, from, from) !== null || moved(p, to, to) !== null;
     this.#index.forget(this.#index.paths().filter(under));
     // From the store too, what was not read here included, and from what waits for it.
-    this.#dropPending(under);
+    this.#deferred.forget(under);
     for (const p of [from, to]) this.#store.dropTree(this.#client, p);
   }
   link(req: Request<"LINK">) {
