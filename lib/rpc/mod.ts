@@ -5,3 +5,4 @@
 export * from "./codec.ts";
 export * from "./peer.ts";
 export * from "./tunnel.ts";
+export * from "./typed.ts";

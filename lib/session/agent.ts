@@ -22,9 +22,15 @@ import { ProxyFs } from "../fs/proxy.ts";
 import { bulkCodec } from "../fs/cache/chunks.ts";
 import { CachedFs, type Invalidation } from "../fs/cache/mirror.ts";
 import { CacheStore } from "../fs/cache/store.ts";
-import { CACHE_EVENTS, CHUNK_SIZE, type UsedReport } from "../fs/cache/protocol.ts";
+import {
+  CACHE_EVENTS,
+  type CacheCalls,
+  type CacheEvents,
+  CHUNK_SIZE,
+  type UsedReport,
+} from "../fs/cache/protocol.ts";
 import type { Filesystem } from "../fuse/mod.ts";
-import { RpcPeer, Tunnels, type Value } from "../rpc/mod.ts";
+import { RpcPeer, Tunnels, TypedPeer, type Value } from "../rpc/mod.ts";
 import { check, CLONE_NEWNS, libc } from "../sys/libc.ts";
 import {
   closeQuietly,
@@ -46,7 +52,7 @@ import {
   type RemoteStats,
   type RunRequest,
   type RunResult,
-  type ServeRequest,
+  type SessionCalls,
   type WindowSize,
 } from "./protocol.ts";
 import { openPty, ptyWriter, readPty, setWindowSize } from "../sys/pty.ts";
@@ -101,8 +107,8 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   let cache: Cache | null = null;
 
   // One command per connection, outrun's usual way: validate, mount, run, unmount.
-  peer.handle("session.run", async (args) => {
-    const req = args as unknown as RunRequest;
+  const session = new TypedPeer<SessionCalls, Record<never, never>>(peer);
+  session.handle("session.run", async (req) => {
     // From here on, what the local side sends for the command (stdin, its end,
     // signals, window sizes) is kept until the command exists: the cache's
     // validation round trip comes first.
@@ -126,8 +132,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
 
   // Many commands through one connection (ControlMaster): the mirror stays mounted
   // and a helper stays ready; each command comes through a tunnel as its own "run".
-  peer.handle("session.serve", async (args) => {
-    const req = args as unknown as ServeRequest;
+  session.handle("session.serve", async (req) => {
     if (mirror) throw new Error("already serving");
     // The kernel keeps what it learns across commands: what a command's validation
     // finds stale is dropped from its caches before that command starts.
@@ -141,8 +146,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     new Tunnels(peer, (transport) => {
       const run = new RpcPeer(transport, { program: `outrun-agent ${VERSION}` });
       const events = new HeldEvents(run, COMMAND_EVENTS);
-      run.handle("session.run", async (args) => {
-        const req = args as unknown as RunRequest;
+      new TypedPeer<SessionCalls, Record<never, never>>(run).handle("session.run", async (req) => {
         const stats = emptyStats();
         try {
           return await runCommand({
@@ -299,7 +303,7 @@ interface RunContext {
 }
 
 /** Validates (with the cache), runs the command in the mirror and answers with how it ended. */
-async function runCommand(c: RunContext): Promise<Value> {
+async function runCommand(c: RunContext): Promise<RunResult> {
   const { main, cache, stats } = c;
   const callsBefore = { ...main.callsByMethod };
   const usedMark = cache?.fs.usedMark() ?? 0;
@@ -338,10 +342,10 @@ async function runCommand(c: RunContext): Promise<Value> {
     if (cache && c.mirror.shared) {
       // To the session's local side (the command's own may not be there any more).
       const report: UsedReport = { exe: c.req.exe ?? "", used: cache.fs.usedSince(usedMark) };
-      if (report.exe) main.event(CACHE_EVENTS.used, report as unknown as Value);
+      if (report.exe) new TypedPeer<CacheCalls, CacheEvents>(main).event(CACHE_EVENTS.used, report);
       cache.fs.finish();
     }
-    return { ...result, stats, used } as unknown as Value;
+    return { ...result, stats, used };
   } finally {
     await run.cleanup();
     c.runs.delete(run.cleanup);

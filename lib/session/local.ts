@@ -9,7 +9,7 @@ import type { CacheService } from "../fs/cache/service.ts";
 import { DEFAULT_PATH, exePrefix, resolveCommand } from "./which.ts";
 import { userEnv } from "../sys/env.ts";
 import { rawOutput } from "../sys/pty.ts";
-import type { RpcPeer, Value } from "../rpc/mod.ts";
+import { type RpcPeer, TypedPeer } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
 import { libc } from "../sys/libc.ts";
@@ -21,7 +21,7 @@ import {
   FORWARDED_SIGNALS,
   LEAVE_AFTER_S,
   type RunRequest,
-  type RunResult,
+  type SessionCalls,
 } from "./protocol.ts";
 import { formatStats } from "./stats.ts";
 import { PING_LIMIT_S, startHeartbeat } from "./heartbeat.ts";
@@ -252,10 +252,13 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     const ahead = r.storePresent === false && req.exe && r.cache ? r.cache : null;
     if (ahead) req.validatedAhead = true;
     lap("start");
-    const running = peer.call("session.run", req as unknown as Value);
+    const running = new TypedPeer<SessionCalls, Record<never, never>>(peer).call(
+      "session.run",
+      req,
+    );
     ahead?.pushAhead(req.exe!, aheadPaths(req));
     const answered = running.then(
-      (result) => ({ result: result as unknown as RunResult }),
+      (result) => ({ result }),
       async (err) => {
         await r.agentUp; // the agent never started: say why
         throw new SshError(`outrun: connection to ${r.alias} lost: ${err.message}`);

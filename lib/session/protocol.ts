@@ -93,6 +93,12 @@ export interface ServeRequest {
   cache: CacheSettings | null;
 }
 
+/** The session's calls (local -> agent), with their types. */
+export type SessionCalls = {
+  "session.run": { args: RunRequest; result: RunResult };
+  "session.serve": { args: ServeRequest; result: null };
+};
+
 /** What the agent hands its exec helper (on the helper's stdin, see exec_helper.ts). */
 export interface ExecPlan extends Omit<RunRequest, "tty" | "cache"> {
   root: string;

@@ -29,7 +29,7 @@ import {
   ZERO_ATTR,
 } from "../../fuse/mod.ts";
 import type { BulkCodec } from "../proxy.ts";
-import type { RpcPeer, Value } from "../../rpc/mod.ts";
+import { type RpcPeer, TypedPeer } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
 import { libc, O, RENAME_EXCHANGE } from "../../sys/libc.ts";
 import { S_IFMT, S_IFREG } from "../../sys/stat.ts";
@@ -37,6 +37,8 @@ import { bulkCodec, RunUnpacker } from "./chunks.ts";
 import {
   CACHE_CALLS,
   CACHE_EVENTS,
+  type CacheCalls,
+  type CacheEvents,
   CHUNK_SIZE,
   type ChunkRequest,
   dirname,
@@ -110,6 +112,8 @@ export class CachedFs implements Filesystem {
   /** The last validation: paths held (as far as known here) and found stale. */
   readonly validation = { held: 0, stale: 0, checkedFirst: 0, restWaits: 0 };
   readonly #peer: RpcPeer;
+  /** The cache's calls and events on it, typed. */
+  readonly #rpc: TypedPeer<CacheCalls, CacheEvents>;
   readonly #inner: Filesystem;
   readonly #store: CacheStore;
   readonly #client: string;
@@ -182,6 +186,7 @@ export class CachedFs implements Filesystem {
   constructor(o: CachedFsOptions) {
     this.#invalidate = o.invalidate;
     this.#peer = o.peer;
+    this.#rpc = new TypedPeer(o.peer);
     this.#inner = o.inner;
     this.#store = o.store;
     this.#client = o.client;
@@ -192,22 +197,19 @@ export class CachedFs implements Filesystem {
     this.#passthrough = o.passthrough ?? true;
     // Transient: a push's chunks are written to the store (and its other bytes copied
     // into it) before the handler returns, so they may be views of the read buffer.
-    this.#peer.onEvent(CACHE_EVENTS.push, (p) => {
+    this.#rpc.onEvent(CACHE_EVENTS.push, (p) => {
       // A command may end before its profile's last chunks come: what follows the end
       // of the session is dropped (its store is closed by then).
       if (this.#finished) return;
-      this.#onPush(p as unknown as Push);
+      this.#onPush(p);
       this.#arrived();
     }, { transient: true });
-    this.#peer.onEvent(CACHE_EVENTS.pushed, () => {
+    this.#rpc.onEvent(CACHE_EVENTS.pushed, () => {
       this.#incoming.clear();
       this.#arrived();
     });
-    this.#peer.onEvent(CACHE_EVENTS.validated, (r) => {
-      this.#answered.resolve(r as unknown as ValidateReply);
-    });
-    this.#peer.onEvent(CACHE_EVENTS.revalidated, (r) => {
-      const reply = r as unknown as ValidateReply;
+    this.#rpc.onEvent(CACHE_EVENTS.validated, (r) => this.#answered.resolve(r));
+    this.#rpc.onEvent(CACHE_EVENTS.revalidated, (reply) => {
       this.#apply(reply);
       this.#log(`cache: revalidated: ${reply.stale.length} stale, ${reply.ahead.length} ahead`);
     });
@@ -233,8 +235,8 @@ export class CachedFs implements Filesystem {
     const pushed = this.#pushedSince = new Set<string>();
     const turn = () => new Promise((resolve) => setTimeout(resolve, 0));
     let held: number;
-    let answer: Promise<Value>;
-    let restAnswer: Promise<{ reply: Value; list: HeldList }> | null = null;
+    let answer: Promise<ValidateReply>;
+    let restAnswer: Promise<{ reply: ValidateReply; list: HeldList }> | null = null;
     let metas: () => HeldMeta[] = () => [];
     // The metas checked first are read while the answer comes, once the request has
     // left (a stream's write goes in a later microtask: what this turn does holds it).
@@ -247,20 +249,20 @@ export class CachedFs implements Filesystem {
     // All it holds is what the command used: checked at once, as without a record.
     if (hot && hot.length < count) {
       held = count;
-      answer = this.#call(CACHE_CALLS.validate, {
+      answer = this.#rpc.call(CACHE_CALLS.validate, {
         ...req,
         held: packHeld(hot, codec),
         rest: true,
-      } as unknown as Value);
+      });
       metas = () => this.#store.heldMetas(this.#client, this.#checkedFirst);
       // Then the whole list; the other names' metas stay in the store until used.
       restAnswer = metasRead.then(() => {
         const list = this.#heldList(codec);
-        const reply = this.#call(CACHE_CALLS.validateRest, {
+        const reply = this.#rpc.call(CACHE_CALLS.validateRest, {
           held: list.held,
           exe: req.exe,
           prefetch: req.prefetch,
-        } as unknown as Value);
+        });
         list.keep();
         return reply.then((r) => ({ reply: r, list }));
       });
@@ -272,17 +274,17 @@ export class CachedFs implements Filesystem {
       // must be checked, so asked as usual (the answer sent ahead is then not used).
       answer = answeredAhead && !held
         ? Promise.race([
-          this.#answered.promise as unknown as Promise<Value>,
+          this.#answered.promise,
           this.#peer.closed.then((e) => Promise.reject(e)),
         ])
-        : this.#call(CACHE_CALLS.validate, { ...req, held: list.held } as unknown as Value);
+        : this.#rpc.call(CACHE_CALLS.validate, { ...req, held: list.held });
       list.keep();
       metas = () => this.#store.heldMetas(this.#client);
     }
     this.#exe = req.exe;
     let reply: ValidateReply;
     try {
-      reply = await answer as unknown as ValidateReply;
+      reply = await answer;
       await metasRead;
     } finally {
       if (!restAnswer) this.#pushedSince = null;
@@ -303,7 +305,7 @@ export class CachedFs implements Filesystem {
           // After the session's end (a short command) the store is closed: what it found
           // stale stays held, and the next start finds it stale again before any use.
           if (this.#finished) return;
-          const rest = reply as unknown as ValidateReply;
+          const rest = reply;
           this.validation.stale += rest.stale.length;
           this.#dropStale(rest.stale, pushed);
           this.#expect(rest.incoming);
@@ -434,10 +436,6 @@ export class CachedFs implements Filesystem {
     this.#arrival = Promise.withResolvers<void>();
   }
 
-  #call(method: string, args: Value): Promise<Value> {
-    return this.#peer.call(method, args);
-  }
-
   #onPush(p: Push): void {
     for (const packed of p.metas ?? []) {
       const m = unpackMeta(packed);
@@ -530,7 +528,7 @@ export class CachedFs implements Filesystem {
   async #withListing(path: string): Promise<MetaRecord> {
     const m = await this.#meta(path);
     if (!isDir(m) || m.children) return m;
-    await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
+    await this.#once(`meta:${path}`, () => this.#rpc.call(CACHE_CALLS.meta, { path }));
     return this.#index.known(path) ?? m;
   }
 
@@ -553,7 +551,7 @@ export class CachedFs implements Filesystem {
       }
     }
     this.misses.meta++;
-    await this.#once(`meta:${path}`, () => this.#call(CACHE_CALLS.meta, { path }));
+    await this.#once(`meta:${path}`, () => this.#rpc.call(CACHE_CALLS.meta, { path }));
     m = this.#index.known(path);
     if (!m) throw new FuseError(Errno.EIO, `cache: no answer for ${path}`);
     return m;
@@ -730,7 +728,7 @@ export class CachedFs implements Filesystem {
     let blob = hash ? this.#store.blob(hash) : null;
     if (!blob) {
       this.misses.chunk++;
-      await this.#once(`content:${path}`, () => this.#call(CACHE_CALLS.content, { path }));
+      await this.#once(`content:${path}`, () => this.#rpc.call(CACHE_CALLS.content, { path }));
       hash = this.#index.hash(path);
       blob = hash ? this.#store.blob(hash) : null;
       if (!blob) throw new FuseError(Errno.EIO, `cache: no content for ${path}`);
@@ -805,7 +803,7 @@ export class CachedFs implements Filesystem {
     }
     if (ask.length) {
       const req: ChunkRequest = { path, hash: blob.hash, indices: ask };
-      const p = this.#call(CACHE_CALLS.chunks, req as unknown as Value).then(() => {
+      const p = this.#rpc.call(CACHE_CALLS.chunks, req).then(() => {
         const fresh = this.#store.blob(blob.hash);
         if (fresh) blob.present.bits.set(fresh.present.bits);
       });
@@ -931,9 +929,7 @@ export class CachedFs implements Filesystem {
     if (id < CACHE_BASE) return id;
     const node = this.#nodes.node(id);
     if (node.localId === undefined) {
-      const entry = await this.#call(CACHE_CALLS.lookupPath, {
-        path: node.path,
-      }) as unknown as EntryOut;
+      const entry = await this.#rpc.call(CACHE_CALLS.lookupPath, { path: node.path });
       if (!entry?.nodeid) throw new FuseError(Errno.ENOENT);
       if (node.localId === undefined) node.localId = entry.nodeid;
       else this.#inner.forget?.(entry.nodeid, 1);

@@ -62,6 +62,25 @@ export const CACHE_CALLS = {
   lookupPath: "fs.lookupPath",
 } as const;
 
+/** The cache's calls (remote -> local), as CACHE_CALLS names them, with their types. */
+export type CacheCalls = {
+  "cache.validate": { args: ValidateRequest; result: ValidateReply };
+  "cache.validateRest": { args: ValidateRestRequest; result: ValidateReply };
+  "cache.meta": { args: { path: string }; result: null };
+  "cache.content": { args: { path: string }; result: null };
+  "cache.chunks": { args: ChunkRequest; result: null };
+  "fs.lookupPath": { args: { path: string }; result: EntryOut | null };
+};
+
+/** The cache's events, as CACHE_EVENTS names them, with their payloads. */
+export type CacheEvents = {
+  "cache.push": Push;
+  "cache.revalidated": ValidateReply;
+  "cache.pushed": null;
+  "cache.used": UsedReport;
+  "cache.validated": ValidateReply;
+};
+
 /**
  * Bytes per chunk: the unit of transfer, verification and sparse storage. It is
  * part of every content id: stores made with another size are rebuilt (their

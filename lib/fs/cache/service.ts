@@ -15,9 +15,9 @@
  * What the remote holds is learnt from its validate request and updated as
  * pushes go out, so nothing is sent twice in a session.
  */
-import type { AttrOut, Filesystem, Request } from "../../fuse/mod.ts";
+import type { AttrOut, EntryOut, Filesystem, Request } from "../../fuse/mod.ts";
 import { loaderRanges, parseElfFile, resolveClosure } from "../../elf/mod.ts";
-import type { LazyBytes, RpcPeer, Value } from "../../rpc/mod.ts";
+import { type LazyBytes, type RpcPeer, TypedPeer } from "../../rpc/mod.ts";
 import { bpath, listDir, lstatPath, readlinkPath, readWhole } from "../../sys/files.ts";
 import { libc, O, SysError } from "../../sys/libc.ts";
 import { Errno } from "../../sys/errno.ts";
@@ -37,6 +37,8 @@ import {
   type AheadEntry,
   CACHE_CALLS,
   CACHE_EVENTS,
+  type CacheCalls,
+  type CacheEvents,
   CHUNK_SIZE,
   type ChunkCodec,
   chunkCount,
@@ -59,7 +61,6 @@ import {
   resolveLink,
   SCRATCH_DIRS,
   unpackHeld,
-  type UsedReport,
   type ValidateReply,
   type ValidateRequest,
   type ValidateRestRequest,
@@ -270,41 +271,25 @@ export class CacheService {
   readonly #codec: ChunkCodec;
   /** Reads and compresses a replayed profile's chunks off this thread. */
   #packer: ChunkPacker | null = null;
+  /** The cache's calls and events on `peer`, typed. */
+  readonly #rpc: TypedPeer<CacheCalls, CacheEvents>;
 
   constructor(readonly peer: RpcPeer, readonly options: CacheServiceOptions) {
     this.#codec = options.compression === "lz4" ? "lz4" : defaultCodec();
     this.#warm = options.warmup ?? null;
     libc(); // loaded now (~20 ms), not when the first call is waiting
-    peer.handle(
-      CACHE_CALLS.validate,
-      (a) => this.validate(a as unknown as ValidateRequest) as unknown as Value,
-    );
-    peer.handle(
-      CACHE_CALLS.validateRest,
-      (a) => this.validateRest(a as unknown as ValidateRestRequest) as unknown as Value,
-    );
-    peer.handle(
-      CACHE_CALLS.meta,
-      (a) => this.#answer(() => this.meta((a as { path: string }).path)),
-    );
-    peer.handle(
-      CACHE_CALLS.content,
-      (a) => this.#answer(() => this.content((a as { path: string }).path)),
-    );
-    peer.handle(
-      CACHE_CALLS.chunks,
-      (a) => this.#answer(() => this.chunks(a as unknown as ChunkRequest)),
-    );
+    const rpc = this.#rpc = new TypedPeer(peer);
+    rpc.handle(CACHE_CALLS.validate, (req) => this.validate(req));
+    rpc.handle(CACHE_CALLS.validateRest, (req) => this.validateRest(req));
+    rpc.handle(CACHE_CALLS.meta, ({ path }) => this.#answer(() => this.meta(path)));
+    rpc.handle(CACHE_CALLS.content, ({ path }) => this.#answer(() => this.content(path)));
+    rpc.handle(CACHE_CALLS.chunks, (req) => this.#answer(() => this.chunks(req)));
     // What a command through a master used first: its executable's profile grows.
-    peer.onEvent(CACHE_EVENTS.used, (args) => {
-      const { exe, used } = args as unknown as UsedReport;
+    rpc.onEvent(CACHE_EVENTS.used, ({ exe, used }) => {
       const real = this.options.profileDir ? realPath(exe) : null;
       if (real) this.saveProfile(used, this.#profileFile(real)).catch(() => {});
     });
-    peer.handle(
-      CACHE_CALLS.lookupPath,
-      (a) => this.lookupPath((a as { path: string }).path) as unknown as Value,
-    );
+    rpc.handle(CACHE_CALLS.lookupPath, ({ path }) => this.lookupPath(path));
   }
 
   #answer(f: () => void): null {
@@ -399,7 +384,7 @@ export class CacheService {
         ahead: this.#lookupsAhead(req.ahead, req.prefetch ? req.exe : null),
         root: this.#rootAttr(),
       };
-      this.peer.event(CACHE_EVENTS.revalidated, reply as unknown as Value);
+      this.#rpc.event(CACHE_EVENTS.revalidated, reply);
       return req.prefetch ? this.#prefetchFor(req.exe).done : null;
     });
     await done;
@@ -453,7 +438,7 @@ export class CacheService {
         incoming,
       };
       this.#flush();
-      this.peer.event(CACHE_EVENTS.validated, reply as unknown as Value);
+      this.#rpc.event(CACHE_EVENTS.validated, reply);
     }
   }
 
@@ -552,10 +537,10 @@ export class CacheService {
   }
 
   /** The served filesystem's node for `path` (one lookup count, kept by the caller). */
-  lookupPath(path: string): Value {
+  lookupPath(path: string): EntryOut | null {
     const fs = this.options.fs;
     let nodeid = 1;
-    let entry: Value = null;
+    let entry: EntryOut | null = null;
     for (const name of path.split("/").filter(Boolean)) {
       const req = { op: "LOOKUP", header: { nodeid }, name } as unknown as Request<"LOOKUP">;
       const e = fs.lookup!(req);
@@ -564,7 +549,7 @@ export class CacheService {
       // Not there (a negative entry): as a failed lookup.
       if (!e.nodeid) throw new SysError("lookup", Errno.ENOENT, path);
       nodeid = e.nodeid;
-      entry = e as unknown as Value;
+      entry = e;
     }
     return entry;
   }
@@ -717,7 +702,7 @@ export class CacheService {
     const jobs = plan.map(({ path, info, missing }) => ({ path, info, indices: missing }));
     const done = this.#sendPlanned(jobs, unasked).finally(() => {
       this.#flush();
-      this.peer.event(CACHE_EVENTS.pushed, null);
+      this.#rpc.event(CACHE_EVENTS.pushed, null);
     });
     return { incoming, done };
   }
@@ -1015,7 +1000,8 @@ export class CacheService {
 
   #flush(): void {
     if (!this.#pending.metas && !this.#pending.contents && !this.#pending.runs) return;
-    this.peer.event(CACHE_EVENTS.push, this.#pending as unknown as Value);
+    // Its LazyBytes go on the wire as the bytes a Push has.
+    this.#rpc.event(CACHE_EVENTS.push, this.#pending as Push);
     this.#pending = {};
     this.#pendingBytes = 0;
   }
