@@ -20,7 +20,8 @@ import {
 } from "../fuse/mod.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
 import { delayedFilesystem } from "../fs/delayed.ts";
-import { ProxyFs, serveFilesystem } from "../fs/proxy.ts";
+import { ProxyFs } from "../fs/proxy.ts";
+import { serveFilesystem } from "../fs/serve.ts";
 import { RpcClosed, RpcPeer } from "../rpc/mod.ts";
 import type { Filesystem } from "../fuse/mod.ts";
 import { VERSION } from "../version.ts";

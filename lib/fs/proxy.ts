@@ -1,8 +1,7 @@
 /**
  * A filesystem carried over RPC. The side with the files runs `serveFilesystem`
- * over any `Filesystem` (outrun's local side: a LoopbackFs of "/", as the invoking
- * user, so the local kernel enforces permissions); the side with the FUSE mount
- * serves `ProxyFs`, which forwards each typed request and returns the typed answer.
+ * (serve.ts) over any `Filesystem`; the side with the FUSE mount serves `ProxyFs`,
+ * which forwards each typed request and returns the typed answer (file_wire.ts).
  * Node ids, handles and errno values pass through unchanged. FORGET travels as a
  * one-way event, like in the kernel protocol.
  *
@@ -61,315 +60,26 @@ import {
   FOPEN,
   type OpenOut,
   type Request,
+  type StatfsOut,
 } from "../fuse/mod.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
+import {
+  type BulkCodec,
+  type EntryWithXattrs,
+  LIST_FIRST,
+  LIST_MORE,
+  type Listing,
+  OPEN_AHEAD,
+  type OpenedDir,
+  type OpenedFile,
+  type PackedBytes,
+  Packing,
+  type Proxied,
+  unpacked,
+  type UNWAITED_CALLS,
+} from "./file_wire.ts";
 import { Errno } from "../sys/errno.ts";
 import { O } from "../sys/libc.ts";
-import { S_IFMT, S_IFREG } from "../sys/stat.ts";
-
-/** Every Filesystem method that answers (init, destroy and forget do not travel as calls). */
-export const PROXIED_METHODS = [
-  "lookup",
-  "getattr",
-  "setattr",
-  "readlink",
-  "symlink",
-  "mknod",
-  "mkdir",
-  "unlink",
-  "rmdir",
-  "rename",
-  "link",
-  "open",
-  "read",
-  "write",
-  "statfs",
-  "release",
-  "fsync",
-  "setxattr",
-  "getxattr",
-  "listxattr",
-  "removexattr",
-  "flush",
-  "opendir",
-  "readdir",
-  "readdirplus",
-  "releasedir",
-  "fsyncdir",
-  "access",
-  "create",
-  "fallocate",
-  "lseek",
-  "copyFileRange",
-  "syncfs",
-] as const satisfies readonly (keyof Filesystem)[];
-
-type Proxied = (typeof PROXIED_METHODS)[number];
-
-/**
- * Calls nobody waits on, under names of their own so that they are not counted as
- * round trips: blocks read ahead, writes written behind, directory handles let go.
- */
-export const UNWAITED_CALLS = {
-  "fs.readAhead": "read",
-  "fs.writeBehind": "write",
-  "fs.releaseBehind": "release",
-  "fs.releasedirBehind": "releasedir",
-} as const;
-type AnyMethod = (req: Request, into?: Uint8Array) => unknown;
-
-/** Bulk data packed for the way: `packed` is `rawLength` bytes once unpacked with `codec`. */
-export interface PackedBytes {
-  packed: Uint8Array;
-  rawLength: number;
-  codec: string;
-}
-
-/** How the session packs bulk data (blocks read ahead, writes written behind). */
-export interface BulkCodec {
-  /** `data` packed, or null where that does not pay. */
-  pack(data: Uint8Array): PackedBytes | null;
-  /** The bytes again; throws on data that does not unpack to its length. */
-  unpack(p: PackedBytes): Uint8Array;
-}
-
-/** Bytes of a regular file that come with its opening to read (`fs.openAhead`). */
-export const OPEN_AHEAD = 128 * 1024;
-
-/**
- * `fs.openAhead`'s answer: the handle, and the file's first `size` bytes (all, when
- * fewer; `size` is 0 for an opening to write).
- */
-export interface OpenedFile {
-  open: OpenOut;
-  /** null: not a regular file, or nothing asked (nothing read ahead). */
-  head: Uint8Array | PackedBytes | null;
-  /** Its attributes at the opening (the kernel asks for them next, for fstat). */
-  attr: AttrOut | null;
-}
-
-/** Bytes below which data goes as it is. */
-const PACK_MIN = 16 * 1024;
-/** Blocks a handle leaves unpacked at most after its data did not pack. */
-const PACK_BACKOFF_MAX = 64;
-
-/**
- * A handle's packing: after a block that did not pack, the next `skip` go as they
- * are, twice as many each time it fails again (a file's data is mostly of one kind).
- */
-class Packing {
-  #skip = 0;
-  #backoff = 1;
-
-  constructor(readonly codec: BulkCodec) {}
-
-  /** `data` as it travels. */
-  pack(data: Uint8Array): Uint8Array | PackedBytes {
-    if (data.length < PACK_MIN) return data;
-    if (this.#skip > 0) {
-      this.#skip--;
-      return data;
-    }
-    const p = this.codec.pack(data);
-    if (p) {
-      this.#backoff = 1;
-      return p;
-    }
-    this.#skip = this.#backoff;
-    this.#backoff = Math.min(PACK_BACKOFF_MAX, this.#backoff * 2);
-    return data;
-  }
-}
-
-function unpacked(codec: BulkCodec | undefined, v: Uint8Array | PackedBytes): Uint8Array {
-  if (v instanceof Uint8Array) return v;
-  if (!codec) throw new RpcError(Errno.EIO, "packed data, and no codec to unpack it");
-  return codec.unpack(v);
-}
-
-/** READDIRPLUS bytes of entries that come with a directory's opening (~400 entries). */
-export const LIST_FIRST = 64 * 1024;
-/** ... and that each later call for more brings. */
-export const LIST_MORE = 256 * 1024;
-
-/** `fs.opendirAhead`'s and `fs.readdirAhead`'s answer (entries each with its lookup). */
-export interface Listing {
-  entries: DirEntry[];
-  /** No entry comes after these. */
-  end: boolean;
-}
-
-/** `fs.opendirAhead`: the handle, the first of its entries, the directory's attributes. */
-export interface OpenedDir extends Listing {
-  open: OpenOut;
-  /** As at its opening (null: not known): the kernel asks for them again after a READDIR. */
-  attr: AttrOut | null;
-}
-
-/** `fs.readdirAhead`'s arguments: a READDIRPLUS of `size` bytes, told apart from the kernel's. */
-type ListRequest = Request<"READDIRPLUS">;
-
-/** Calls that may change a local node's attributes (and so drop those kept here). */
-const CHANGING_METHODS = [
-  "setattr",
-  "write",
-  "mknod",
-  "mkdir",
-  "unlink",
-  "rmdir",
-  "rename",
-  "link",
-  "symlink",
-  "create",
-  "setxattr",
-  "removexattr",
-  "fallocate",
-  "copyFileRange",
-] as const satisfies readonly Proxied[];
-
-/** Methods whose answer is an entry (CREATE's: with its handle): it carries xattr names. */
-const ENTRY_METHODS = new Set<string>(["lookup", "mknod", "mkdir", "symlink", "link", "create"]);
-
-/** An entry as it travels: with its node's extended attributes' names (see withXattrs). */
-type EntryWithXattrs = EntryOut & { xattrs?: Uint8Array };
-
-/**
- * `entry` with the names of its node's extended attributes (as LISTXATTR gives them),
- * when `fs` tells them at once; as it is otherwise.
- */
-function withXattrs(fs: Filesystem, entry: EntryOut): EntryOut {
-  if (!entry.nodeid || !fs.listxattr) return entry;
-  try {
-    const names = fs.listxattr({ header: { nodeid: entry.nodeid } } as Request<"LISTXATTR">);
-    if (names instanceof Uint8Array) (entry as EntryWithXattrs).xattrs = names;
-  } catch { /* not known: asked when wanted */ }
-  return entry;
-}
-
-/** The entries of `req`'s directory handle from req.offset on, `req.size` bytes' worth. */
-async function listAhead(fs: Filesystem, req: ListRequest): Promise<Listing> {
-  const entries = await fs.readdirplus!(req);
-  for (const e of entries) if (e.entry) withXattrs(fs, e.entry);
-  const last = entries.at(-1)?.nextOffset ?? req.offset;
-  // Whether the next call would come back empty: a READDIR (no lookups) asks.
-  const after = await fs.readdir!(
-    { ...req, op: "READDIR", offset: last, size: 64 } as Request<"READDIR">,
-  );
-  return { entries, end: after.length === 0 };
-}
-
-export interface ServeOptions {
-  /** Told of each LOOKUP asked (the directory's node and the name). */
-  onLookup?: (parent: number, name: string) => void;
-  /** Packs blocks read ahead, unpacks writes written behind (none: all goes raw). */
-  codec?: BulkCodec;
-}
-
-/** Answers the other side's calls with `fs` (which may be synchronous). */
-export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOptions = {}): void {
-  const { onLookup, codec } = options;
-  /**
-   * The attributes of the node `req` is about, or null. By its node: an OPEN's flags
-   * are not a GETATTR's (O_WRONLY's bit is GETATTR_FH).
-   */
-  const attrOf = async (req: Request): Promise<AttrOut | null> => {
-    const ask = { header: req.header, flags: 0, fh: 0 } as unknown as Request<"GETATTR">;
-    return await Promise.resolve(fs.getattr?.(ask)).catch(() => null) ?? null;
-  };
-  for (const name of PROXIED_METHODS) {
-    const method = fs[name] as AnyMethod | undefined;
-    if (!method) continue; // the caller gets ENOSYS, as from a kernel
-    peer.handle(`fs.${name}`, (args) => {
-      const req = args as unknown as Request;
-      if (name === "read") {
-        const size = (req as Request<"READ">).size;
-        const into = new Uint8Array(size);
-        const bytes = (n: Uint8Array | number) => typeof n === "number" ? into.subarray(0, n) : n;
-        const n = method.call(fs, req, into) as Uint8Array | number | Promise<Uint8Array | number>;
-        return n instanceof Promise ? n.then(bytes) : bytes(n);
-      }
-      if (name === "lookup") onLookup?.(req.header.nodeid, (req as Request<"LOOKUP">).name);
-      if (ENTRY_METHODS.has(name)) {
-        // The entry with its xattr names (a new file's "none" saves the GETXATTR of
-        // security.capability the kernel makes before its first write).
-        const add = (r: EntryOut | { entry: EntryOut }) => {
-          withXattrs(fs, "entry" in r ? r.entry : r);
-          return r as unknown as Value;
-        };
-        const r = method.call(fs, req) as EntryOut | { entry: EntryOut } | Promise<EntryOut>;
-        return r instanceof Promise ? r.then(add) : add(r);
-      }
-      const result = method.call(fs, req) as Value | Promise<Value>;
-      return result === undefined ? null : result;
-    });
-  }
-  for (const [alias, name] of Object.entries(UNWAITED_CALLS)) {
-    const handler = peer.handlerOf(`fs.${name}`);
-    if (handler) peer.handle(alias, handler);
-  }
-  // Blocks read ahead go packed when that pays (the handle's Packing says when to try);
-  // writes written behind come packed so.
-  const packings = new Map<number, Packing>();
-  const read = peer.handlerOf("fs.read");
-  if (read && fs.open && fs.getattr) {
-    peer.handle("fs.openAhead", async (args) => {
-      const { size, ...req } = args as unknown as Request<"OPEN"> & { size: number };
-      const open = await fs.open!(req);
-      // Only a regular file: reading a FIFO or a device here would take its data, or wait.
-      const attr = await attrOf(req);
-      let head: Uint8Array | PackedBytes | null = null;
-      if (size > 0 && attr && (attr.attr.mode & S_IFMT) === S_IFREG) {
-        const ask = { ...req, op: "READ", fh: open.fh, offset: 0n, size, readFlags: 0 };
-        const bytes = await Promise.resolve(read!(ask as unknown as Value)).catch(() => null) as
-          | Uint8Array
-          | null;
-        if (bytes) head = (bytes.length >= PACK_MIN && codec?.pack(bytes)) || bytes;
-      }
-      return { open, head, attr } satisfies OpenedFile as unknown as Value;
-    });
-  }
-  if (read && codec) {
-    peer.handle("fs.readAhead", async (args) => {
-      const fh = (args as unknown as Request<"READ">).fh;
-      const bytes = await read(args) as Uint8Array;
-      let p = packings.get(fh);
-      if (!p) packings.set(fh, p = new Packing(codec));
-      return p.pack(bytes) as unknown as Value;
-    });
-  }
-  const write = peer.handlerOf("fs.write");
-  if (write) {
-    peer.handle("fs.writeBehind", (args) => {
-      const req = args as unknown as Request<"WRITE"> & { data: Uint8Array | PackedBytes };
-      return write({ ...req, data: unpacked(codec, req.data) } as unknown as Value);
-    });
-  }
-  const release = peer.handlerOf("fs.release");
-  if (release) {
-    peer.handle("fs.releaseBehind", (args) => {
-      packings.delete((args as unknown as Request<"RELEASE">).fh);
-      return release(args);
-    });
-  }
-  if (fs.opendir && fs.readdir && fs.readdirplus) {
-    peer.handle("fs.opendirAhead", async (args) => {
-      const { size, ...req } = args as unknown as Request<"OPENDIR"> & { size: number };
-      const open = await fs.opendir!(req);
-      const list = { ...req, fh: open.fh, offset: 0n, size } as unknown as ListRequest;
-      const listing = await listAhead(fs, list).catch(() => ({ entries: [], end: false }));
-      const attr = await attrOf(req);
-      return { open, ...listing, attr } satisfies OpenedDir as unknown as Value;
-    });
-    peer.handle(
-      "fs.readdirAhead",
-      async (args) => await listAhead(fs, args as unknown as ListRequest) as unknown as Value,
-    );
-  }
-  peer.onEvent("fs.forget", (args) => {
-    const [nodeid, nlookup] = args as [number, number];
-    fs.forget?.(nodeid, nlookup);
-  });
-}
 
 /** Read-ahead blocks: the unit fetched ahead of sequential reads. */
 export const AHEAD_BLOCK = 256 * 1024;
@@ -441,155 +151,264 @@ export class ProxyFs implements Filesystem {
     /** Packs writes written behind, unpacks blocks read ahead (none: all goes raw). */
     readonly codec?: BulkCodec,
   ) {
-    const self = this as unknown as Record<Proxied, AnyMethod>;
-    const call = (name: Proxied, req: Request) =>
-      this.peer.call(`fs.${name}`, req as unknown as Value);
-    for (const name of PROXIED_METHODS) self[name] = (req: Request) => call(name, req);
-    self.read = (req) => this.#read(req as Request<"READ">);
-    self.write = (req) => this.#write(req as Request<"WRITE">);
-    // Written behind: a handle's writes are there before it is flushed, synced or let go,
-    // and a failure among them is the answer. A flush is answered here once they are:
-    // the local side's does nothing more (LoopbackFs writes each block with pwrite, whose
-    // failure is told at once; locks are the remote kernel's), and it cost a round trip
-    // at every close() of a file written there.
-    self.flush = async (req) => {
-      const failed = await this.#settle((req as Request<"FLUSH">).fh);
-      if (failed) throw failed;
-    };
-    self.fsync = async (req) => {
-      const failed = await this.#settle((req as Request<"FSYNC">).fh);
-      const answer = await call("fsync", req);
-      if (failed) throw failed;
-      return answer;
-    };
-    // The kernel does not wait for a RELEASE (close() returned at its FLUSH): it goes
-    // unwaited, once the handle's writes are there (a failure was told at the flush).
-    self.release = async (req) => {
-      const fh = (req as Request<"RELEASE">).fh;
-      await this.#settle(fh);
-      this.#reads.delete(fh);
-      this.#writes.delete(fh);
-      this.#heads.delete(fh);
-      this.peer.call("fs.releaseBehind", req as unknown as Value).catch(() => {});
-    };
-    // A handle opened to read has nothing to flush: the kernel is told not to send a
-    // FLUSH at its close(), which waits for the answer (a round trip per file read).
-    // Every open comes with the file's attributes (the fstat after it is answered here),
-    // one opened to read with its first bytes too.
-    self.open = async (req) => {
-      const flags = (req as Request<"OPEN">).flags;
-      if (flags & O.TRUNC) this.#attrsChanged();
-      const reading = (flags & O.ACCMODE) === O.RDONLY;
-      const args = { ...req, size: reading ? OPEN_AHEAD : 0 } as unknown as Value;
-      const gen = this.#attrGen;
-      const { open, head, attr } = await this.peer.call(
-        "fs.openAhead",
-        args,
-      ) as unknown as OpenedFile;
-      if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
-      if (head) {
-        const data = unpacked(this.codec, head);
-        this.#heads.set(open.fh, {
-          nodeid: req.header.nodeid,
-          data,
-          whole: data.length < OPEN_AHEAD,
-        });
-      }
-      return reading ? { ...open, openFlags: (open.openFlags ?? 0) | FOPEN.NOFLUSH } : open;
-    };
-    // A change of a file's bytes drops what was read ahead of it, on every handle (and
-    // a chmod may change its ACL).
-    for (const name of ["setattr", "fallocate"] as const) {
-      self[name] = (req) => {
-        this.#forgetNode(req.header.nodeid);
-        this.#xattrs.delete(req.header.nodeid);
-        return call(name, req);
-      };
+  }
+
+  /** A call to the local file service, its answer as `T` (the one cast of the answers). */
+  #ask<T>(name: Proxied, req: Request): Promise<T> {
+    return this.peer.call(`fs.${name}`, req as unknown as Value) as Promise<T>;
+  }
+
+  /** A call nobody waits on (UNWAITED_CALLS): a failure is told elsewhere, or is nothing. */
+  #tell(method: keyof typeof UNWAITED_CALLS, req: Request): void {
+    this.peer.call(method, req as unknown as Value).catch(() => {});
+  }
+
+  // ---- names: each entry's attributes and xattr names are kept as told ----
+
+  async lookup(req: Request<"LOOKUP">): Promise<EntryOut> {
+    const gen = this.#attrGen;
+    return this.#learn(await this.#ask<EntryOut>("lookup", req), gen);
+  }
+
+  /** What makes a name: every node's kept attributes go first (see #attrsChanged). */
+  async #made(name: "mknod" | "mkdir" | "symlink" | "link", req: Request): Promise<EntryOut> {
+    this.#attrsChanged();
+    const gen = this.#attrGen;
+    return this.#learn(await this.#ask<EntryOut>(name, req), gen);
+  }
+
+  mknod(req: Request<"MKNOD">): Promise<EntryOut> {
+    return this.#made("mknod", req);
+  }
+
+  mkdir(req: Request<"MKDIR">): Promise<EntryOut> {
+    return this.#made("mkdir", req);
+  }
+
+  symlink(req: Request<"SYMLINK">): Promise<EntryOut> {
+    return this.#made("symlink", req);
+  }
+
+  link(req: Request<"LINK">): Promise<EntryOut> {
+    return this.#made("link", req);
+  }
+
+  async create(req: Request<"CREATE">): Promise<{ entry: EntryOut; open: OpenOut }> {
+    this.#attrsChanged();
+    const gen = this.#attrGen;
+    const made = await this.#ask<{ entry: EntryOut; open: OpenOut }>("create", req);
+    this.#learn(made.entry, gen);
+    return made;
+  }
+
+  readlink(req: Request<"READLINK">): Promise<string> {
+    return this.#ask("readlink", req);
+  }
+
+  unlink(req: Request<"UNLINK">): Promise<void> {
+    this.#attrsChanged();
+    return this.#ask("unlink", req);
+  }
+
+  rmdir(req: Request<"RMDIR">): Promise<void> {
+    this.#attrsChanged();
+    return this.#ask("rmdir", req);
+  }
+
+  rename(req: Request<"RENAME" | "RENAME2">): Promise<void> {
+    this.#attrsChanged();
+    return this.#ask("rename", req);
+  }
+
+  // ---- attributes ----
+
+  async getattr(req: Request<"GETATTR">): Promise<AttrOut> {
+    const known = this.#attrs.get(req.header.nodeid);
+    const left = known ? known.until - performance.now() : 0;
+    if (known && left > 0) return { attr: known.attr, attrTimeout: left / 1000 };
+    const gen = this.#attrGen;
+    const out = await this.#ask<AttrOut>("getattr", req);
+    this.#keepAttr(req.header.nodeid, out.attr, out.attrTimeout, gen);
+    return out;
+  }
+
+  /** A change of a file's bytes drops what was read ahead of it, on every handle (and a
+   * chmod may change its ACL). */
+  setattr(req: Request<"SETATTR">): Promise<AttrOut> {
+    this.#attrsChanged();
+    this.#forgetNode(req.header.nodeid);
+    this.#xattrs.delete(req.header.nodeid);
+    return this.#ask("setattr", req);
+  }
+
+  fallocate(req: Request<"FALLOCATE">): Promise<void> {
+    this.#attrsChanged();
+    this.#forgetNode(req.header.nodeid);
+    this.#xattrs.delete(req.header.nodeid);
+    return this.#ask("fallocate", req);
+  }
+
+  listxattr(req: Request<"LISTXATTR">): Uint8Array | Promise<Uint8Array> {
+    const known = this.#xattrsOf(req.header.nodeid);
+    return known ? known.slice() : this.#ask("listxattr", req);
+  }
+
+  async getxattr(req: Request<"GETXATTR">): Promise<Uint8Array> {
+    const caps = req.name === CAPS;
+    if (caps && this.#noCaps.has(req.header.nodeid)) {
+      throw new RpcError(Errno.ENODATA, "no capabilities");
     }
-    for (const name of ["lookup", "mknod", "mkdir", "symlink", "link"] as const) {
-      self[name] = async (req) => {
-        const gen = this.#attrGen;
-        return this.#learn(await call(name, req) as unknown as EntryOut, gen);
-      };
+    const known = this.#xattrsOf(req.header.nodeid);
+    if (known && !byteString(known).split("\0").includes(req.name)) {
+      throw new RpcError(Errno.ENODATA, "no such attribute");
     }
-    self.create = async (req) => {
-      const gen = this.#attrGen;
-      const made = await call("create", req) as unknown as { entry: EntryOut; open: OpenOut };
-      this.#learn(made.entry, gen);
-      return made;
-    };
-    self.listxattr = (req) => {
-      const known = this.#xattrsOf(req.header.nodeid);
-      return known ? known.slice() : call("listxattr", req);
-    };
-    self.getxattr = async (req) => {
-      const r = req as Request<"GETXATTR">;
-      const caps = r.name === CAPS;
-      if (caps && this.#noCaps.has(r.header.nodeid)) {
-        throw new RpcError(Errno.ENODATA, "no capabilities");
+    try {
+      return await this.#ask<Uint8Array>("getxattr", req);
+    } catch (e) {
+      if (caps && e instanceof RpcError && e.errno === Errno.ENODATA) {
+        this.#noCaps.add(req.header.nodeid);
       }
-      const known = this.#xattrsOf(r.header.nodeid);
-      if (known && !byteString(known).split("\0").includes(r.name)) {
-        throw new RpcError(Errno.ENODATA, "no such attribute");
-      }
-      try {
-        return await call("getxattr", req);
-      } catch (e) {
-        if (caps && e instanceof RpcError && e.errno === Errno.ENODATA) {
-          this.#noCaps.add(r.header.nodeid);
-        }
-        throw e;
-      }
-    };
-    for (const name of ["setxattr", "removexattr"] as const) {
-      self[name] = (req) => {
-        this.#noCaps.delete(req.header.nodeid);
-        this.#xattrs.delete(req.header.nodeid);
-        return call(name, req);
-      };
+      throw e;
     }
-    self.copyFileRange = (req) => {
-      this.#forgetNode((req as Request<"COPY_FILE_RANGE">).nodeidOut);
-      return call("copyFileRange", req);
-    };
-    self.getattr = async (req) => {
-      const known = this.#attrs.get(req.header.nodeid);
-      const left = known ? known.until - performance.now() : 0;
-      if (known && left > 0) return { attr: known.attr, attrTimeout: left / 1000 };
-      const gen = this.#attrGen;
-      const out = await call("getattr", req) as unknown as AttrOut;
-      this.#keepAttr(req.header.nodeid, out.attr, out.attrTimeout, gen);
-      return out;
-    };
-    // Anything that may change a node drops every node's attributes kept here (a
-    // rename or an unlink changes others' too).
-    for (const name of CHANGING_METHODS) {
-      const inner = self[name];
-      self[name] = (req, into) => {
-        this.#attrsChanged();
-        return inner(req, into);
-      };
+  }
+
+  setxattr(req: Request<"SETXATTR">): Promise<void> {
+    this.#attrsChanged();
+    this.#noCaps.delete(req.header.nodeid);
+    this.#xattrs.delete(req.header.nodeid);
+    return this.#ask("setxattr", req);
+  }
+
+  removexattr(req: Request<"REMOVEXATTR">): Promise<void> {
+    this.#attrsChanged();
+    this.#noCaps.delete(req.header.nodeid);
+    this.#xattrs.delete(req.header.nodeid);
+    return this.#ask("removexattr", req);
+  }
+
+  // ---- files: read ahead, written behind ----
+
+  /**
+   * Every open comes with the file's attributes (the fstat after it is answered here),
+   * one opened to read with its first bytes too; such a handle has nothing to flush:
+   * the kernel is told not to send a FLUSH at its close(), which waits for the answer
+   * (a round trip per file read).
+   */
+  async open(req: Request<"OPEN">): Promise<OpenOut> {
+    if (req.flags & O.TRUNC) this.#attrsChanged();
+    const reading = (req.flags & O.ACCMODE) === O.RDONLY;
+    const args = { ...req, size: reading ? OPEN_AHEAD : 0 } as unknown as Value;
+    const gen = this.#attrGen;
+    const { open, head, attr } = await this.peer.call(
+      "fs.openAhead",
+      args,
+    ) as unknown as OpenedFile;
+    if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
+    if (head) {
+      const data = unpacked(this.codec, head);
+      this.#heads.set(open.fh, {
+        nodeid: req.header.nodeid,
+        data,
+        whole: data.length < OPEN_AHEAD,
+      });
     }
-    self.opendir = async (req) => {
-      const args = { ...req, size: LIST_FIRST } as unknown as Value;
-      const gen = this.#attrGen;
-      const { open, entries, end, attr } = await this.peer.call(
-        "fs.opendirAhead",
-        args,
-      ) as unknown as OpenedDir;
-      if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
-      for (const e of entries) if (e.entry) this.#learn(e.entry, gen);
-      this.#dirs.set(open.fh, { from: 0n, entries, end });
-      return open;
-    };
-    self.readdir = (req) => this.#readdir(req as Request<"READDIR">, false);
-    self.readdirplus = (req) => this.#readdir(req as Request<"READDIRPLUS">, true);
-    self.releasedir = (req) => {
-      const fh = (req as Request<"RELEASEDIR">).fh;
-      this.#dropListing(fh);
-      // Nothing to wait for: what comes after it is handled after it there.
-      this.peer.call("fs.releasedirBehind", req as unknown as Value).catch(() => {});
-    };
+    return reading ? { ...open, openFlags: (open.openFlags ?? 0) | FOPEN.NOFLUSH } : open;
+  }
+
+  read(req: Request<"READ">): Promise<Uint8Array> {
+    return this.#read(req);
+  }
+
+  write(req: Request<"WRITE">): Promise<number> {
+    this.#attrsChanged();
+    return this.#write(req);
+  }
+
+  copyFileRange(req: Request<"COPY_FILE_RANGE">): Promise<number> {
+    this.#attrsChanged();
+    this.#forgetNode(req.nodeidOut);
+    return this.#ask("copyFileRange", req);
+  }
+
+  /**
+   * Written behind: a handle's writes are there before it is flushed, synced or let go,
+   * and a failure among them is the answer. A flush is answered here once they are:
+   * the local side's does nothing more (LoopbackFs writes each block with pwrite, whose
+   * failure is told at once; locks are the remote kernel's), and it cost a round trip
+   * at every close() of a file written there.
+   */
+  async flush(req: Request<"FLUSH">): Promise<void> {
+    const failed = await this.#settle(req.fh);
+    if (failed) throw failed;
+  }
+
+  async fsync(req: Request<"FSYNC">): Promise<void> {
+    const failed = await this.#settle(req.fh);
+    await this.#ask("fsync", req);
+    if (failed) throw failed;
+  }
+
+  /**
+   * The kernel does not wait for a RELEASE (close() returned at its FLUSH): it goes
+   * unwaited, once the handle's writes are there (a failure was told at the flush).
+   */
+  async release(req: Request<"RELEASE">): Promise<void> {
+    await this.#settle(req.fh);
+    this.#reads.delete(req.fh);
+    this.#writes.delete(req.fh);
+    this.#heads.delete(req.fh);
+    this.#tell("fs.releaseBehind", req);
+  }
+
+  lseek(req: Request<"LSEEK">): Promise<bigint> {
+    return this.#ask("lseek", req);
+  }
+
+  // ---- directories: listings come with their opening ----
+
+  async opendir(req: Request<"OPENDIR">): Promise<OpenOut> {
+    const args = { ...req, size: LIST_FIRST } as unknown as Value;
+    const gen = this.#attrGen;
+    const { open, entries, end, attr } = await this.peer.call(
+      "fs.opendirAhead",
+      args,
+    ) as unknown as OpenedDir;
+    if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
+    for (const e of entries) if (e.entry) this.#learn(e.entry, gen);
+    this.#dirs.set(open.fh, { from: 0n, entries, end });
+    return open;
+  }
+
+  readdir(req: Request<"READDIR">): Promise<DirEntry[]> {
+    return this.#readdir(req, false);
+  }
+
+  readdirplus(req: Request<"READDIRPLUS">): Promise<DirEntry[]> {
+    return this.#readdir(req, true);
+  }
+
+  releasedir(req: Request<"RELEASEDIR">): void {
+    this.#dropListing(req.fh);
+    // Nothing to wait for: what comes after it is handled after it there.
+    this.#tell("fs.releasedirBehind", req);
+  }
+
+  fsyncdir(req: Request<"FSYNCDIR">): Promise<void> {
+    return this.#ask("fsyncdir", req);
+  }
+
+  // ---- the rest, as asked ----
+
+  statfs(req: Request<"STATFS">): Promise<StatfsOut> {
+    return this.#ask("statfs", req);
+  }
+
+  access(req: Request<"ACCESS">): Promise<void> {
+    return this.#ask("access", req);
+  }
+
+  syncfs(req: Request<"SYNCFS">): Promise<void> {
+    return this.#ask("syncfs", req);
   }
 
   /**
@@ -637,7 +456,11 @@ export class ProxyFs implements Filesystem {
     return out.map(({ entry: _, ...e }) => e);
   }
 
-  /** Something changed through the mount: no attributes told before it are answered again. */
+  /**
+   * Something changed through the mount: no attributes told before it are answered
+   * again. Every call that may change a node calls it first (a rename or an unlink
+   * changes others' attributes too: all go).
+   */
   #attrsChanged(): void {
     this.#attrs.clear();
     this.#attrGen++;

@@ -8,7 +8,7 @@ import type { Client, ClientChannel } from "ssh2";
 import type { Socket } from "node:net";
 import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
-import { serveFilesystem } from "../fs/proxy.ts";
+import { serveFilesystem } from "../fs/serve.ts";
 import { CacheService, ProfileWarmup } from "../fs/cache/service.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
 import { bulkCodec } from "../fs/cache/chunks.ts";

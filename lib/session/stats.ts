@@ -1,7 +1,7 @@
 /** The `--stats` report printed on stderr at exit. */
 import type { PushStats } from "../fs/cache/service.ts";
 import type { RemoteStats } from "./protocol.ts";
-import { UNWAITED_CALLS } from "../fs/proxy.ts";
+import { UNWAITED_CALLS } from "../fs/file_wire.ts";
 
 export interface StatsInput {
   /** Local phases in milliseconds: connect, bootstrap, start, command, teardown. */

@@ -7,7 +7,7 @@ import * as lz4 from "lz4-wasm";
 import { CHUNK_SIZE, type ChunkCodec, chunkCount, type ChunkRun } from "./protocol.ts";
 import { hex } from "../../sys/bytes.ts";
 import { hasLibzstd, zstdCompress, zstdDecompressInto } from "../../sys/zstd.ts";
-import type { BulkCodec } from "../proxy.ts";
+import type { BulkCodec } from "../file_wire.ts";
 
 type CreateHash = (algorithm: string) => {
   update(b: Uint8Array): { digest(): Uint8Array };

@@ -28,7 +28,7 @@ import {
   then,
   ZERO_ATTR,
 } from "../../fuse/mod.ts";
-import type { BulkCodec } from "../proxy.ts";
+import type { BulkCodec } from "../file_wire.ts";
 import { type RpcPeer, TypedPeer } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
 import { libc, O, RENAME_EXCHANGE } from "../../sys/libc.ts";

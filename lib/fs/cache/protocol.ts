@@ -9,7 +9,7 @@
  * Paths and symlink targets are byte strings (one char per byte), like lib/fuse's.
  */
 import type { Attr, AttrOut, EntryOut } from "../../fuse/mod.ts";
-import type { BulkCodec, PackedBytes } from "../proxy.ts";
+import type { BulkCodec, PackedBytes } from "../file_wire.ts";
 import { hex } from "../../sys/bytes.ts";
 import { S_IFDIR, S_IFMT } from "../../sys/stat.ts";
 
