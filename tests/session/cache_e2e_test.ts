@@ -327,14 +327,16 @@ Deno.test("cache e2e deb-wan: ffmpeg's profile makes a cold start a handful of r
     assert.doesNotMatch(warm.stderr, /the remote cache is empty/);
     assert.equal(warm.stats!.push!.early, 0);
     // What it holds beyond what ffmpeg used (the closure's other names) is checked while
-    // it runs, with no round trip of its own: one round trip, the validation. Names
-    // outside the cache (a few, in /) come with it, each kept by the remote for the 1 s
-    // the local side allows: a run slower than that (a loaded machine) asks again.
+    // it runs, with no round trip of its own: one round trip, the validation. The few
+    // names it touches outside the cache (3, in /) come with it, each kept by the
+    // remote for the 1 s the local side allows: a run slower than that (the suite
+    // under load) asks again, a lookup and a getattr each at most.
     assert.equal(cacheCalls(warm)["cache.validate"], 1, calls(warm));
-    const beyond = Object.entries(warm.stats!.remote.calls)
-      .filter(([m]) => !["cache.validate", "cache.validateRest", "fs.lookup"].includes(m));
+    const beyond = Object.entries(warm.stats!.remote.calls).filter(([m]) =>
+      !["cache.validate", "cache.validateRest", "fs.lookup", "fs.getattr"].includes(m)
+    );
     assert.deepEqual(beyond, [], calls(warm));
-    assert.ok(trips(warm.stats) <= 1 + 3, calls(warm));
+    assert.ok(trips(warm.stats) <= 1 + 2 * 3, calls(warm));
     assert.ok(
       warm.stats!.rpc.bytesIn + warm.stats!.rpc.bytesOut < 2e6,
       "warm moves metadata only",
