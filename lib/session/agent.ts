@@ -52,7 +52,7 @@ import {
   type RemoteStats,
   type RunRequest,
   type RunResult,
-  type SessionCalls,
+  sessionPeer,
   type WindowSize,
 } from "./protocol.ts";
 import { openPty, ptyWriter, readPty, setWindowSize } from "../sys/pty.ts";
@@ -107,7 +107,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
   let cache: Cache | null = null;
 
   // One command per connection, outrun's usual way: validate, mount, run, unmount.
-  const session = new TypedPeer<SessionCalls, Record<never, never>>(peer);
+  const session = sessionPeer(peer);
   session.handle("session.run", async (req) => {
     // From here on, what the local side sends for the command (stdin, its end,
     // signals, window sizes) is kept until the command exists: the cache's
@@ -146,7 +146,7 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     new Tunnels(peer, (transport) => {
       const run = new RpcPeer(transport, { program: `outrun-agent ${VERSION}` });
       const events = new HeldEvents(run, COMMAND_EVENTS);
-      new TypedPeer<SessionCalls, Record<never, never>>(run).handle("session.run", async (req) => {
+      sessionPeer(run).handle("session.run", async (req) => {
         const stats = emptyStats();
         try {
           return await runCommand({

@@ -9,7 +9,7 @@ import type { CacheService } from "../fs/cache/service.ts";
 import { DEFAULT_PATH, exePrefix, resolveCommand } from "./which.ts";
 import { userEnv } from "../sys/env.ts";
 import { rawOutput } from "../sys/pty.ts";
-import { type RpcPeer, TypedPeer } from "../rpc/mod.ts";
+import type { RpcPeer } from "../rpc/mod.ts";
 import { SshError } from "../ssh/destination.ts";
 import { attachMaster, controlCommand, controlFor } from "./control.ts";
 import { libc } from "../sys/libc.ts";
@@ -21,7 +21,7 @@ import {
   FORWARDED_SIGNALS,
   LEAVE_AFTER_S,
   type RunRequest,
-  type SessionCalls,
+  sessionPeer,
 } from "./protocol.ts";
 import { formatStats } from "./stats.ts";
 import { PING_LIMIT_S, startHeartbeat } from "./heartbeat.ts";
@@ -252,7 +252,7 @@ async function runOn(peer: RpcPeer, o: CliOptions, r: RunOptions): Promise<numbe
     const ahead = r.storePresent === false && req.exe && r.cache ? r.cache : null;
     if (ahead) req.validatedAhead = true;
     lap("start");
-    const running = new TypedPeer<SessionCalls, Record<never, never>>(peer).call(
+    const running = sessionPeer(peer).call(
       "session.run",
       req,
     );

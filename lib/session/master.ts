@@ -11,8 +11,8 @@
  */
 import type { CliOptions } from "../cli.ts";
 import { readConfig } from "../config.ts";
-import { Tunnels, TypedPeer } from "../rpc/mod.ts";
-import { aheadPaths, type ServeRequest, type SessionCalls } from "./protocol.ts";
+import { Tunnels } from "../rpc/mod.ts";
+import { aheadPaths, type ServeRequest, sessionPeer } from "./protocol.ts";
 import { readLine, type RunHeader } from "./control.ts";
 import { openSession, type Session } from "./open.ts";
 import { PING, startHeartbeat } from "./heartbeat.ts";
@@ -90,7 +90,7 @@ export async function runMaster(spec: MasterSpec): Promise<number> {
     session = s;
     s.peer.closed.then((reason) => end(`the session ended: ${reason.message}`));
     const req: ServeRequest = { cache: s.cacheSettings };
-    await new TypedPeer<SessionCalls, Record<never, never>>(s.peer).call("session.serve", req);
+    await sessionPeer(s.peer).call("session.serve", req);
     // The agent pings this side; this side pings it too, so a silent cut ends both.
     startHeartbeat(s.peer, "the agent", (why) => void end(why));
     return { session: s, tunnels: new Tunnels(s.peer) };

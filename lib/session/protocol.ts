@@ -4,6 +4,7 @@
  */
 
 import type { Profile } from "../fs/cache/protocol.ts";
+import { type RpcPeer, TypedPeer } from "../rpc/mod.ts";
 
 /** Local -> agent call "run": what to run, where, as whom. */
 export interface RunRequest {
@@ -98,6 +99,11 @@ export type SessionCalls = {
   "session.run": { args: RunRequest; result: RunResult };
   "session.serve": { args: ServeRequest; result: null };
 };
+
+/** `peer` seen through the session's calls (it has no events of its own: EVENTS are raw). */
+export function sessionPeer(peer: RpcPeer): TypedPeer<SessionCalls, Record<never, never>> {
+  return new TypedPeer(peer);
+}
 
 /** What the agent hands its exec helper (on the helper's stdin, see exec_helper.ts). */
 export interface ExecPlan extends Omit<RunRequest, "tty" | "cache"> {

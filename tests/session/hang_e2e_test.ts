@@ -99,6 +99,14 @@ for (const host of ["deb", "deb-wan"]) {
   }
 }
 
+/** 64 KiB of random bytes in `dir`/input, readable by all; returns them. */
+async function inputFile(dir: string): Promise<Uint8Array<ArrayBuffer>> {
+  const data = crypto.getRandomValues(new Uint8Array(65536));
+  await Deno.writeFile(`${dir}/input`, data);
+  await Deno.chmod(`${dir}/input`, 0o644);
+  return data;
+}
+
 const SOURCES = 12;
 
 const distccCases: [string, boolean][] = [["deb", false], ["deb", true], ["deb-wan", true]];
@@ -166,9 +174,7 @@ for (const host of ["deb", "deb-wan"]) {
     await up();
     const dir = await workdir("outrun-hang-e2e-");
     try {
-      const data = crypto.getRandomValues(new Uint8Array(65536));
-      await Deno.writeFile(`${dir}/input`, data);
-      await Deno.chmod(`${dir}/input`, 0o644);
+      const data = await inputFile(dir);
       // 16 MB waits for a reader that never comes, far past every pipe's room.
       const r = await run(
         [OUTRUN, "-F", sshConfigPath, host, "sh", "-c", `cp ${dir}/input ${dir}/copy; echo copied`],
@@ -186,9 +192,7 @@ for (const host of ["deb", "deb-wan"]) {
     await up();
     const dir = await workdir("outrun-hang-e2e-");
     try {
-      const data = crypto.getRandomValues(new Uint8Array(65536));
-      await Deno.writeFile(`${dir}/input`, data);
-      await Deno.chmod(`${dir}/input`, 0o644);
+      const data = await inputFile(dir);
       // The reader starts only once the copy made after 16 MB of output is here.
       const r = await run([
         "bash",

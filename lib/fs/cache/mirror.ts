@@ -57,7 +57,7 @@ import {
 } from "./protocol.ts";
 import { type BlobRow, CacheCorrupt, type CacheStore, type HeldMeta } from "./store.ts";
 import { UsageRecorder } from "./usage.ts";
-import { CACHE_BASE, CachedNodes } from "./nodes.ts";
+import { CACHE_BASE, CachedNodes, movedPath } from "./nodes.ts";
 import { MetaIndex } from "./meta_index.ts";
 import { DeferredIndexWrites } from "./index_writes.ts";
 
@@ -69,7 +69,6 @@ interface HeldList {
   keep(): void;
 }
 
-export { CACHE_BASE };
 /** Seconds the kernel may keep cached names and attributes: the whole session. */
 const LONG = 24 * 3600;
 
@@ -305,12 +304,11 @@ export class CachedFs implements Filesystem {
           // After the session's end (a short command) the store is closed: what it found
           // stale stays held, and the next start finds it stale again before any use.
           if (this.#finished) return;
-          const rest = reply;
-          this.validation.stale += rest.stale.length;
-          this.#dropStale(rest.stale, pushed);
-          this.#expect(rest.incoming);
+          this.validation.stale += reply.stale.length;
+          this.#dropStale(reply.stale, pushed);
+          this.#expect(reply.incoming);
           this.#index.setChecked(list); // its stale names gone from the store first
-          this.#log(`cache: validate: the other ${held - first}: ${rest.stale.length} stale`);
+          this.#log(`cache: validate: the other ${held - first}: ${reply.stale.length} stale`);
         },
       ).catch((e) => this.#log(`cache: validateRest: ${e}`)).finally(() => {
         this.#restChecked = null;
@@ -1020,9 +1018,7 @@ export class CachedFs implements Filesystem {
 
   #movePaths(from: string, to: string, exchange: boolean): void {
     this.#nodes.move(from, to, exchange);
-    const moved = (path: string, a: string, b: string) =>
-      path === a ? b : path.startsWith(`${a}/`) ? b + path.slice(a.length) : null;
-    const under = (p: string) => moved(p, from, from) !== null || moved(p, to, to) !== null;
+    const under = (p: string) => movedPath(p, from, from) !== null || movedPath(p, to, to) !== null;
     this.#index.forget(this.#index.paths().filter(under));
     // From the store too, what was not read here included, and from what waits for it.
     this.#deferred.forget(under);

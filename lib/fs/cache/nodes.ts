@@ -19,6 +19,11 @@ export interface CacheNode {
   localId?: number;
 }
 
+/** `path` with `from` (itself or a directory above it) renamed to `to`, or null if not under it. */
+export function movedPath(path: string, from: string, to: string): string | null {
+  return path === from ? to : path.startsWith(`${from}/`) ? to + path.slice(from.length) : null;
+}
+
 export class CachedNodes {
   readonly #byId = new Map<number, CacheNode>();
   readonly #byPath = new Map<string, number>();
@@ -75,13 +80,12 @@ export class CachedNodes {
    * moved paths follow, and one that `to` replaced keeps no path.
    */
   move(from: string, to: string, exchange: boolean): void {
-    const moved = (path: string, a: string, b: string) =>
-      path === a ? b : path.startsWith(`${a}/`) ? b + path.slice(a.length) : null;
     const updates: [CacheNode, string][] = [];
     for (const node of this.#byId.values()) {
-      const next = moved(node.path, from, to) ?? (exchange ? moved(node.path, to, from) : null);
+      const next = movedPath(node.path, from, to) ??
+        (exchange ? movedPath(node.path, to, from) : null);
       if (next !== null) updates.push([node, next]);
-      else if (!exchange && moved(node.path, to, to) !== null) updates.push([node, ""]); // replaced
+      else if (!exchange && movedPath(node.path, to, to) !== null) updates.push([node, ""]); // replaced
     }
     for (const [node] of updates) {
       if (this.#byPath.get(node.path) === node.id) this.#byPath.delete(node.path);

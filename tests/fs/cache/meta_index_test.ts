@@ -4,26 +4,7 @@ import { MetaIndex } from "../../../lib/fs/cache/meta_index.ts";
 import { type MetaRecord, packHeld } from "../../../lib/fs/cache/protocol.ts";
 import { CacheStore } from "../../../lib/fs/cache/store.ts";
 import { removeTree } from "../../remove_tree.ts";
-
-function attr(size: number, mode = 0o100644) {
-  return {
-    ino: 1n,
-    size: BigInt(size),
-    blocks: 0n,
-    atimeSec: 0n,
-    atimeNsec: 0,
-    mtimeSec: BigInt(size),
-    mtimeNsec: 0,
-    ctimeSec: 0n,
-    ctimeNsec: 0,
-    mode,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    blksize: 4096,
-  };
-}
+import { attr } from "./fixtures.ts";
 
 async function withStore(body: (store: CacheStore) => void | Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "outrun-meta-index-" });

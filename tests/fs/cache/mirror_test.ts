@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { mountsAt } from "../../../lib/fuse/mount.ts";
 import { fuseMounted, fuseWaiting, waitFor } from "../loopback_helper.ts";
 import { removeTree } from "../../remove_tree.ts";
+import { attr } from "./fixtures.ts";
 import { pipePair } from "../../rpc/pipe.ts";
 import { CachedFs } from "../../../lib/fs/cache/mirror.ts";
 import { CacheStore } from "../../../lib/fs/cache/store.ts";
@@ -152,27 +153,6 @@ async function checkSame(b: Bed, files = FILES): Promise<void> {
   }
   assert.equal(await Deno.readLink(`${b.view}/link`), await Deno.readLink(`${b.src}/link`));
   await assert.rejects(Deno.stat(`${b.view}/no-such-file`), Deno.errors.NotFound);
-}
-
-/** Attributes of a file (or, with its mode, a directory) whose size is also its mtime. */
-function attr(size: number, mode = 0o100644) {
-  return {
-    ino: 9n,
-    size: BigInt(size),
-    blocks: 0n,
-    atimeSec: 0n,
-    atimeNsec: 0,
-    mtimeSec: BigInt(size),
-    mtimeNsec: 0,
-    ctimeSec: 0n,
-    ctimeNsec: 0,
-    mode,
-    nlink: 1,
-    uid: 0,
-    gid: 0,
-    rdev: 0,
-    blksize: 4096,
-  };
 }
 
 /** A store in a temporary directory and an RPC pair whose local end the test answers. */
