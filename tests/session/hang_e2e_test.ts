@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { sshConfigPath, up } from "../testbed/testbed.ts";
 import { removeTree } from "../remove_tree.ts";
 import { eventually, OUTRUN, outrunEnv } from "./outrun_run.ts";
-import { CLEAN, cProject, localPids, remoteLeftovers, workdir } from "./leftovers.ts";
+import { cProject, localPids, remoteClean, remoteLeftovers, workdir } from "./leftovers.ts";
 
 /** Long enough for the slowest run here on a loaded machine; a hang is far longer. */
 const LIMIT_MS = 180_000;
@@ -158,10 +158,7 @@ for (const [host, master] of distccCases) {
         });
         assert.equal(exit.code, 0, exit.errors);
       }
-      await eventually(
-        "the remote to be left clean",
-        async () => (await remoteLeftovers(host, ["distccd"])) === CLEAN,
-      );
+      await remoteClean(host, 30_000, ["distccd"]);
     } finally {
       await removeTree(dir);
       await removeTree(home);
@@ -217,10 +214,7 @@ for (const host of ["deb", "deb-wan"]) {
     ]);
     // yes died of SIGPIPE there: 128 + 13.
     assert.equal(new TextDecoder().decode(r.stdout), "y\nstatus 141\n", r.errors);
-    await eventually(
-      "the remote to be left clean",
-      async () => (await remoteLeftovers(host, ["yes"])) === CLEAN,
-    );
+    await remoteClean(host, 30_000, ["yes"]);
   });
 }
 
@@ -244,10 +238,7 @@ Deno.test("hang e2e deb: outrun whose parent dies ends its command there and exi
       "outrun to exit",
       async () => (await localPids(`main.ts.*${marker}`)).length === 0,
     );
-    await eventually(
-      "the remote to be left clean",
-      async () => (await remoteLeftovers("deb", ["sleep"])) === CLEAN,
-    );
+    await remoteClean("deb", 30_000, ["sleep"]);
   } finally {
     await new Deno.Command("pkill", { args: ["-9", "-f", marker] }).output();
   }
@@ -270,8 +261,5 @@ Deno.test("hang e2e deb: a command that ignores SIGTERM is left behind, with not
   // 124: outrun left by itself (LEAVE_AFTER_S after the TERM); 137 would be the kill.
   assert.equal(r.code, 124, r.errors);
   assert.match(r.errors, /did not end after SIGTERM/);
-  await eventually(
-    "the remote to be left clean",
-    async () => (await remoteLeftovers("deb", ["sleep"])) === CLEAN,
-  );
+  await remoteClean("deb", 30_000, ["sleep"]);
 });

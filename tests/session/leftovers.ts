@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { sshConfigPath } from "../testbed/testbed.ts";
+import { eventually } from "../eventually.ts";
 
 /** Runs `script` on `host`'s machine (a `-wan` alias goes the direct way). */
 export async function onRemote(host: string, script: string): Promise<string> {
@@ -34,6 +35,18 @@ export function remoteLeftovers(host: string, names: string[]): Promise<string> 
       `dirs=$(ls -d /tmp/$o-root-* 2>/dev/null | wc -l) ` +
       `named=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -cxE '${names.join("|")}')"`,
   );
+}
+
+/** Waits until `host` shows nothing of a session (remoteLeftovers), or fails saying what is left. */
+export async function remoteClean(host: string, ms: number, names: string[]): Promise<void> {
+  let last = "";
+  await eventually(
+    `nothing of the session left on ${host}`,
+    async () => (last = await remoteLeftovers(host, names)) === CLEAN,
+    ms,
+  ).catch((e) => {
+    throw new Error(`${e.message}: ${last}`);
+  });
 }
 
 /** Pids of the remote processes whose command line (spaces for NULs) holds `part`. */
