@@ -32,7 +32,16 @@ export function waitFor(what: string, cond: () => boolean, ms = 10_000): Promise
 export function fuseWaiting(mnt: string): number {
   const m = mountsAt(mnt).filter((m) => m.fstype === "fuse.outrun").at(-1);
   if (!m) throw new Error(`no FUSE mount at ${mnt}`);
+  mountFusectl();
   return Number(Deno.readTextFileSync(`/sys/fs/fuse/connections/${m.minor}/waiting`));
+}
+
+/** fusectl where a machine has not mounted it (systemd does; a bare boot may not). */
+function mountFusectl(): void {
+  const at = "/sys/fs/fuse/connections";
+  if (mountsAt(at).some((m) => m.fstype === "fusectl")) return;
+  const out = new Deno.Command("mount", { args: ["-t", "fusectl", "none", at] }).outputSync();
+  if (!out.success) throw new Error(`mount fusectl: ${new TextDecoder().decode(out.stderr)}`);
 }
 
 /**

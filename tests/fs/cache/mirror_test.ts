@@ -295,8 +295,11 @@ Deno.test("cache mirror: a session killed mid-read, and two sessions at once, le
       stdout: "null",
       stderr: "null",
     }).spawn();
-    await waitFor("the read to wait on the server", () => fuseWaiting(b.mnt) > 0);
-    killed.server.kill("SIGKILL");
+    try {
+      await waitFor("the read to wait on the server", () => fuseWaiting(b.mnt) > 0);
+    } finally {
+      killed.server.kill("SIGKILL"); // stopped, it would wait forever for the cleanup
+    }
     await killed.server.status;
     b.live.delete(killed.server);
     assert.equal((await reader.status).success, false, "the read was cut off");
