@@ -151,3 +151,17 @@ export type ListRequest = Request<"READDIRPLUS">;
 
 /** An entry as it travels: with its node's extended attributes' names (see withXattrs). */
 export type EntryWithXattrs = EntryOut & { xattrs?: Uint8Array };
+
+/**
+ * A local change the remote kernel must learn of (see change_watch.ts): the name
+ * `name` in directory `parent` (a node id, or null) and the node `node` (null: none
+ * known) are no longer as told.
+ */
+export interface Invalidation {
+  parent: number | null;
+  name: string;
+  node: number | null;
+}
+
+/** The event that carries local changes to the remote: an Invalidation[]. */
+export const CHANGED_EVENT = "fs.changed";

@@ -65,6 +65,14 @@ export interface LoopbackOptions {
   keepCache?: boolean;
 }
 
+/** What LoopbackFs asks of a change watch. */
+export interface DirectoryWatch {
+  /** Watches directory `dir`: whether changes to its entries will be told. */
+  cover(dir: Node): boolean;
+  /** Seconds names and attributes of a covered directory's entries hold. */
+  readonly timeout: number;
+}
+
 const DT_UNKNOWN = 0;
 
 interface DirHandle {
@@ -82,6 +90,7 @@ export class LoopbackFs implements Filesystem {
   readonly #statBuf = new Uint8Array(STAT_SIZE);
   readonly #asRoot = Deno.uid() === 0;
   readonly #openFlags: number;
+  #watch: DirectoryWatch | null = null;
 
   constructor(options: LoopbackOptions) {
     this.#root = options.root.length > 1 ? options.root.replace(/\/+$/, "") : options.root;
@@ -89,6 +98,32 @@ export class LoopbackFs implements Filesystem {
     this.#entryTimeout = options.entryTimeout ?? 1;
     this.#attrTimeout = options.attrTimeout ?? 1;
     this.#openFlags = options.keepCache ? FOPEN.KEEP_CACHE : 0;
+  }
+
+  /**
+   * From now on the other side is told of local changes to the directories it looks
+   * into (change_watch.ts): their entries' names and attributes are given for
+   * `watch.timeout` seconds.
+   */
+  useWatch(watch: DirectoryWatch): void {
+    this.#watch = watch;
+  }
+
+  /**
+   * Seconds a name in directory `dir` may be kept when changes to it are told; null:
+   * as the options say. `attr`: the entry's file; one with more links may change
+   * through a name not watched.
+   */
+  #watchedTimeout(dir: Node | undefined, attr?: Stat): number | null {
+    if (!this.#watch || !dir || !this.#watch.cover(dir)) return null;
+    if (attr && attr.nlink > 1 && (attr.mode & S_IFMT) !== S_IFDIR) return null;
+    return this.#watch.timeout;
+  }
+
+  /** Seconds `node`'s attributes `attr` may be kept. */
+  #attrTimeoutOf(node: Node, attr: Stat): number {
+    const dir = node === this.nodes.root ? node : node.links[0]?.parent;
+    return this.#watchedTimeout(dir, attr) ?? this.#attrTimeout;
   }
 
   /**
@@ -130,6 +165,8 @@ export class LoopbackFs implements Filesystem {
   }
 
   #childPath(parentId: number, name: string): string {
+    // Watched before the call looks, so that no change after it goes untold.
+    this.#watch?.cover(this.#node(parentId));
     const parent = this.#pathOf(parentId);
     const path = parent === "/" ? `/${name}` : `${parent}/${name}`;
     if (this.#hide.has(path)) throw new FuseError(Errno.ENOENT);
@@ -147,10 +184,11 @@ export class LoopbackFs implements Filesystem {
   }
 
   #entry(node: Node, attr: Stat): EntryOut {
+    const watched = this.#watchedTimeout(node.links[0]?.parent, attr);
     return {
       nodeid: node.id,
-      entryTimeout: this.#entryTimeout,
-      attrTimeout: this.#attrTimeout,
+      entryTimeout: watched ?? this.#entryTimeout,
+      attrTimeout: watched ?? this.#attrTimeout,
       attr,
     };
   }
@@ -191,7 +229,9 @@ export class LoopbackFs implements Filesystem {
       return this.#lookupCreated(req.header.nodeid, req.name, path);
     } catch (e) {
       if (!(e instanceof SysError) || e.errno !== Errno.ENOENT) throw e;
-      return { nodeid: 0, entryTimeout: this.#entryTimeout, attrTimeout: 0, attr: NO_ATTR };
+      const timeout = this.#watchedTimeout(this.nodes.get(req.header.nodeid)) ??
+        this.#entryTimeout;
+      return { nodeid: 0, entryTimeout: timeout, attrTimeout: 0, attr: NO_ATTR };
     }
   }
 
@@ -203,7 +243,7 @@ export class LoopbackFs implements Filesystem {
     const attr = req.flags & GETATTR_FH
       ? this.#fstat(req.fh)
       : this.#lstat(this.#pathOf(req.header.nodeid));
-    return { attr, attrTimeout: this.#attrTimeout };
+    return { attr, attrTimeout: this.#attrTimeoutOf(this.#node(req.header.nodeid), attr) };
   }
 
   setattr(req: Request<"SETATTR">): AttrOut {
@@ -239,7 +279,7 @@ export class LoopbackFs implements Filesystem {
       else check("futimens", lib.futimens(req.fh, bytes));
     }
     const attr = path === null ? this.#fstat(req.fh) : this.#lstat(path);
-    return { attr, attrTimeout: this.#attrTimeout };
+    return { attr, attrTimeout: this.#attrTimeoutOf(this.#node(req.header.nodeid), attr) };
   }
 
   readlink(req: Request<"READLINK">): string {
@@ -413,6 +453,7 @@ export class LoopbackFs implements Filesystem {
 
   readdirplus(req: Request<"READDIRPLUS">): DirEntry[] {
     const { entries } = this.#dir(req.fh);
+    this.#watch?.cover(this.#node(req.header.nodeid));
     const parentPath = this.#pathOf(req.header.nodeid);
     const out: DirEntry[] = [];
     let used = 0;

@@ -66,6 +66,7 @@ import type { RpcPeer, Value } from "../rpc/mod.ts";
 import {
   type BulkCodec,
   type EntryWithXattrs,
+  type Invalidation,
   LIST_FIRST,
   LIST_MORE,
   type Listing,
@@ -507,6 +508,21 @@ export class ProxyFs implements Filesystem {
 
   #forgetEntries(entries: DirEntry[]): void {
     for (const e of entries) if (e.entry?.nodeid) this.forget(e.entry.nodeid, 1);
+  }
+
+  /**
+   * Local changes, told by the local side's change watch: what is kept of those
+   * nodes and names is dropped (the kernel's own copies are the caller's to drop).
+   */
+  changed(changes: Invalidation[]): void {
+    for (const c of changes) {
+      if (c.parent !== null) this.#attrs.delete(c.parent); // its times changed
+      if (c.node === null) continue;
+      this.#attrs.delete(c.node);
+      this.#xattrs.delete(c.node);
+      this.#noCaps.delete(c.node);
+      this.#forgetNode(c.node);
+    }
   }
 
   forget(nodeid: number, nlookup: number): void {

@@ -57,6 +57,11 @@ export interface ServeOptions {
   onLookup?: (parent: number, name: string) => void;
   /** Packs blocks read ahead, unpacks writes written behind (none: all goes raw). */
   codec?: BulkCodec;
+  /**
+   * Called after each call, before its answer goes (or its error): a change watch
+   * sends what changed meanwhile (change_watch.ts), so that it arrives first.
+   */
+  afterCall?: (req: Request) => void;
 }
 
 /** Answers the other side's calls with `fs` (which may be synchronous). */
@@ -158,6 +163,40 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
       "fs.readdirAhead",
       async (args) => await listAhead(fs, args as unknown as ListRequest) as unknown as Value,
     );
+  }
+  const afterCall = options.afterCall;
+  if (afterCall) {
+    const names = [
+      ...PROXIED_METHODS.map((name) => `fs.${name}`),
+      ...Object.keys(UNWAITED_CALLS),
+      ...["fs.openAhead", "fs.readAhead", "fs.writeBehind", "fs.releaseBehind"],
+      ...["fs.opendirAhead", "fs.readdirAhead"],
+    ];
+    for (const name of new Set(names)) {
+      const handler = peer.handlerOf(name);
+      if (!handler) continue;
+      peer.handle(name, (args) => {
+        const after = () => afterCall(args as unknown as Request);
+        let result;
+        try {
+          result = handler(args);
+        } catch (e) {
+          after();
+          throw e;
+        }
+        if (!(result instanceof Promise)) {
+          after();
+          return result;
+        }
+        return result.then((v) => {
+          after();
+          return v;
+        }, (e) => {
+          after();
+          throw e;
+        });
+      });
+    }
   }
   peer.onEvent("fs.forget", (args) => {
     const [nodeid, nlookup] = args as [number, number];

@@ -20,7 +20,8 @@ import {
 } from "../fuse/mod.ts";
 import { ProxyFs } from "../fs/proxy.ts";
 import { bulkCodec } from "../fs/cache/chunks.ts";
-import { CachedFs, type Invalidation } from "../fs/cache/mirror.ts";
+import { CachedFs } from "../fs/cache/mirror.ts";
+import { CHANGED_EVENT, type Invalidation } from "../fs/file_wire.ts";
 import { CacheStore } from "../fs/cache/store.ts";
 import {
   CACHE_EVENTS,
@@ -117,7 +118,9 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     cache = req.cache ? openCache(peer, req.cache) : null;
     try {
       // The helper (a second Deno process) starts while the cache validates.
-      mirror = Mirror.open(cache?.fs ?? proxyFs(peer), spawnHelper, false);
+      const fs = cache?.fs ?? proxyFs(peer);
+      mirror = Mirror.open(fs, spawnHelper, false);
+      followChanges(peer, fs, mirror);
       warden.removeAfter(mirror.root);
       stats.mountMs = mirror.mountMs;
       return await runCommand({ peer, main: peer, req, events, mirror, cache, stats, runs });
@@ -139,7 +142,9 @@ export async function runAgent(agentScript: string, runtime: string[]): Promise<
     let shared: Mirror | null = null;
     const invalidate = (stale: Invalidation[]) => shared?.invalidate(stale) ?? Promise.resolve();
     cache = req.cache ? openCache(peer, req.cache, invalidate) : null;
-    mirror = shared = Mirror.open(cache?.fs ?? proxyFs(peer), spawnHelper, true);
+    const fs = cache?.fs ?? proxyFs(peer);
+    mirror = shared = Mirror.open(fs, spawnHelper, true);
+    followChanges(peer, fs, shared);
     warden.removeAfter(shared.root);
     if (cache) await validate(cache.fs, null, emptyStats());
     const sharedCache = cache;
@@ -227,6 +232,18 @@ function proxyFs(peer: RpcPeer): ProxyFs {
       `the program is told by its next write or close() of the file\n`;
     peer.event(EVENTS.stderr, new TextEncoder().encode(line));
   }, bulkCodec());
+}
+
+/**
+ * Local changes the local side's watch tells of (lib/fs/change_watch.ts): the file
+ * system's copies of them go, then the kernel's.
+ */
+function followChanges(peer: RpcPeer, fs: CachedFs | ProxyFs, mirror: Mirror): void {
+  peer.onEvent(CHANGED_EVENT, (args) => {
+    const changes = args as unknown as Invalidation[];
+    fs.changed(changes);
+    mirror.invalidate(changes).catch(() => {});
+  });
 }
 
 /** Opens the store; `validate` then says what of it still holds. */
@@ -436,6 +453,11 @@ class Mirror {
       // their opening: ProxyFs): each page with them, so stats of the entries that
       // follow (ls -l, find) are the kernel's.
       readdirplusAuto: false,
+      // Local changes are told (lib/fs/change_watch.ts) and a file's pages go at each
+      // open anyway: a read of a file being written need not ask for its attributes
+      // and drop what it just wrote (\`as\` reads back its object: a getattr and a read
+      // a write).
+      autoInvalData: false,
       // A command's requests come in bursts (ld.so, imports): waiting a little on this
       // thread for the next one, rather than through a poll() worker, took a warm
       // ffmpeg -version's 2,400 requests from ~0.6 to ~0.5 s on -wan. Other events

@@ -8,6 +8,8 @@ import type { Client, ClientChannel } from "ssh2";
 import type { Socket } from "node:net";
 import { type CliOptions, sshOptions } from "../cli.ts";
 import { LoopbackFs } from "../fs/loopback.ts";
+import { ChangeWatch } from "../fs/change_watch.ts";
+import { CHANGED_EVENT } from "../fs/file_wire.ts";
 import { serveFilesystem } from "../fs/serve.ts";
 import { CacheService, ProfileWarmup } from "../fs/cache/service.ts";
 import { ContentIndex } from "../fs/cache/content_index.ts";
@@ -15,7 +17,7 @@ import { bulkCodec } from "../fs/cache/chunks.ts";
 import { clientId, type OutrunConfig, outrunHome } from "../config.ts";
 import { localCacheDir } from "../home.ts";
 import { userEnv } from "../sys/env.ts";
-import { RpcPeer } from "../rpc/mod.ts";
+import { RpcPeer, type Value } from "../rpc/mod.ts";
 import { channelWritable, connect, type Resolved, SshError } from "../ssh/connect.ts";
 import { VERSION } from "../version.ts";
 import { localPayload, startAgent } from "./bootstrap.ts";
@@ -135,11 +137,22 @@ export async function openSession(
     channel.once("close", () => void peer.close(new Error("the remote agent exited")));
     // This machine's files, as this user: the local kernel decides what may be read.
     const files = new LoopbackFs({ root: "/" });
+    // Changes made here to what the remote looked at are sent to it at once, so it
+    // may keep names and attributes long (lib/fs/change_watch.ts).
+    const watch = new ChangeWatch(
+      files.nodes,
+      (id) => files.pathOf(id),
+      (changes) => peer.event(CHANGED_EVENT, changes as unknown as Value),
+      log,
+    );
+    files.useWatch(watch);
+    peer.closed.then(() => watch.stop());
     // What is looked up outside the cached prefixes goes into the command's profile:
     // the next run's validation answers those lookups ahead.
     serveFilesystem(peer, files, {
       onLookup: (parent, name) => cache?.noteLookup(files.pathOf(parent), name),
       codec: bulkCodec(config.cache.compression),
+      afterCall: (req) => watch.afterCall(req),
     });
     const cache = o.noCache ? null : new CacheService(peer, {
       prefixes: config.cache.prefixes,
@@ -181,6 +194,7 @@ export async function openSession(
       storePresent: started.storePresent,
       agentUp,
       close: async () => {
+        watch.stop();
         cache?.close();
         await peer.close();
         await close();

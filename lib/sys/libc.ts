@@ -92,6 +92,9 @@ const symbols = {
   /** fcntl(2) with an int argument (F_SETPIPE_SZ, F_GETPIPE_SZ, ...). */
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   umask: { parameters: ["u32"], result: "u32" },
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  inotify_add_watch: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  inotify_rm_watch: { parameters: ["i32", "i32"], result: "i32" },
   execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   setsid: { parameters: [], result: "i32" },
   signal: { parameters: ["i32", "pointer"], result: "pointer" },

@@ -19,6 +19,7 @@ import {
 } from "../../tests/testbed/testbed.ts";
 
 import { roundTrips } from "../../lib/session/stats.ts";
+import { configureArgv, makeArgv, writeCProject } from "./c_project.ts";
 
 const OUTRUN = new URL("../../outrun", import.meta.url).pathname;
 
@@ -26,6 +27,9 @@ export interface Workload {
   name: string;
   argv: string[];
 }
+
+/** Compile units of the generated project (scripts/bench/c_project.ts), main.c included. */
+export const PROJECT_UNITS = 33;
 
 export const WORKLOADS: Workload[] = [
   { name: "echo hi", argv: ["echo", "hi"] },
@@ -44,6 +48,9 @@ export const WORKLOADS: Workload[] = [
     name: "dd 50 MB out",
     argv: ["dd", "if=/dev/zero", "of=out.bin", "bs=32k", "count=1600", "status=none"],
   },
+  // A build in the cwd: sources, local headers, objects, gcc's temporary files.
+  { name: `make -j2 (${PROJECT_UNITS} units)`, argv: makeArgv("proj") },
+  { name: "configure (30 checks)", argv: configureArgv("proj") },
 ];
 
 /**
@@ -77,6 +84,8 @@ export interface RemoteBenchRow {
   /** Bytes through the host's veth, both ways, median. */
   wireBytes: number | null;
   runs: number;
+  /** Blocking calls from the remote by name, of the last run (outrun modes). */
+  calls?: Record<string, number>;
 }
 
 /**
@@ -92,6 +101,7 @@ export interface Link {
 }
 
 interface OneRun {
+  calls?: Record<string, number>;
   seconds: number;
   roundTrips: number | null;
   rpcBytes: number | null;
@@ -165,6 +175,7 @@ export async function runRemoteBench(
   const statsFile = `${o.workDir}/stats.json`;
   await Deno.mkdir(home, { recursive: true });
   await Deno.writeTextFile(`${o.workDir}/small.c`, "int square(int x) { return x * x; }\n");
+  await writeCProject(`${o.workDir}/proj`, PROJECT_UNITS - 1);
   const input = new Uint8Array(50e6);
   for (let i = 0; i < input.length; i += 65536) {
     crypto.getRandomValues(input.subarray(i, i + 65536));
@@ -196,8 +207,13 @@ export async function runRemoteBench(
         veth,
       );
       const s = JSON.parse(await Deno.readTextFile(statsFile));
-      const calls = roundTrips(s.remote.calls as Record<string, number>);
-      return { ...r, roundTrips: calls, rpcBytes: s.rpc.bytesIn + s.rpc.bytesOut };
+      const calls = s.remote.calls as Record<string, number>;
+      return {
+        ...r,
+        roundTrips: roundTrips(calls),
+        rpcBytes: s.rpc.bytesIn + s.rpc.bytesOut,
+        calls,
+      };
     };
     // The payload is uploaded once per host before anything is measured.
     await outrun(["true"]);
@@ -263,6 +279,7 @@ export async function runRemoteBench(
           rpcBytes: med((r) => r.rpcBytes),
           wireBytes: med((r) => r.wireBytes),
           runs: rs.length,
+          ...(rs.at(-1)?.calls ? { calls: rs.at(-1)!.calls } : {}),
         };
         rows.push(row);
         o.log(`${host} ${w.name} ${mode}: ${row.seconds.toFixed(2)} s`);

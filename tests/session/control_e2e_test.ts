@@ -166,6 +166,64 @@ Deno.test("control e2e deb: changes here between commands reach the master's mir
   }
 });
 
+Deno.test("control e2e deb-wan: a header edited here while the master is up: the next build there uses it", async () => {
+  const b = await bed("deb-wan");
+  try {
+    // Outside the cached prefixes (the test's HOME): names and attributes kept long
+    // there, true because the local side tells of each change.
+    const src = `${b.home}/src`;
+    await Deno.mkdir(src);
+    await Deno.writeTextFile(`${src}/v.h`, "#define V 1\n");
+    await Deno.writeTextFile(
+      `${src}/main.c`,
+      '#include <stdio.h>\n#include "v.h"\n#if __has_include("extra.h")\n#include "extra.h"\n' +
+        '#else\n#define EXTRA 0\n#endif\nint main(void) { printf("%d %d\\n", V, EXTRA); }\n',
+    );
+    const build = ["sh", "-c", `cd ${src} && gcc -o prog main.c && ./prog`];
+    let r = await b.run(build);
+    assert.equal(r.text, "1 0\n", r.stderr);
+    r = await b.run(build);
+    assert.equal(r.text, "1 0\n", r.stderr);
+    // A longer header (its old size kept there would cut it short) and a header that
+    // was not there (a name known absent there).
+    await Deno.writeTextFile(`${src}/v.h`, "#define V 22\n");
+    await Deno.writeTextFile(`${src}/extra.h`, "#define EXTRA 5\n");
+    r = await b.run(build);
+    assert.equal(r.text, "22 5\n", r.stderr);
+    await Deno.remove(`${src}/extra.h`);
+    r = await b.run(build);
+    assert.equal(r.text, "22 0\n", r.stderr);
+  } finally {
+    await b.cleanup();
+  }
+});
+
+Deno.test("control e2e deb-wan: a file appended here while a command there polls it: the command sees it", async () => {
+  const b = await bed("deb-wan");
+  try {
+    const log = `${b.home}/log`;
+    await Deno.writeTextFile(log, "start\n");
+    // Reads the file until it holds "done" (up to 30 s), having said it started.
+    const poll = `touch ${b.home}/polling; ` +
+      `i=0; while [ $i -lt 300 ]; do grep -q done ${log} && exit 0; sleep 0.1; i=$((i+1)); done; exit 1`;
+    const running = b.run(["sh", "-c", poll]);
+    await eventually("the command polling", async () => {
+      try {
+        await Deno.stat(`${b.home}/polling`);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 60_000);
+    await new Promise((r) => setTimeout(r, 500)); // a few reads of the old contents first
+    await Deno.writeTextFile(log, "done\n", { append: true });
+    const r = await running;
+    assert.equal(r.code, 0, `the command did not see the append: ${r.stderr}`);
+  } finally {
+    await b.cleanup();
+  }
+});
+
 Deno.test("control e2e deb: commands run side by side through one master", async () => {
   const b = await bed("deb");
   try {

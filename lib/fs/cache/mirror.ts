@@ -28,7 +28,7 @@ import {
   then,
   ZERO_ATTR,
 } from "../../fuse/mod.ts";
-import type { BulkCodec } from "../file_wire.ts";
+import type { BulkCodec, Invalidation } from "../file_wire.ts";
 import { type RpcPeer, TypedPeer } from "../../rpc/mod.ts";
 import { Errno } from "../../sys/errno.ts";
 import { libc, O, RENAME_EXCHANGE } from "../../sys/libc.ts";
@@ -74,7 +74,8 @@ const LONG = 24 * 3600;
 
 export interface CachedFsOptions {
   peer: RpcPeer;
-  inner: Filesystem;
+  /** `changed`: told of local changes outside the cache (ProxyFs has it). */
+  inner: Filesystem & { changed?(changes: Invalidation[]): void };
   store: CacheStore;
   client: string;
   prefixes: readonly string[];
@@ -92,12 +93,6 @@ export interface CachedFsOptions {
   log?: (line: string) => void;
 }
 
-export interface Invalidation {
-  parent: number | null;
-  name: string;
-  node: number | null;
-}
-
 /** What readdirplus gives for "." and "..", or a name gone since: no entry (not counted). */
 const NO_ENTRY: EntryOut = { nodeid: 0, entryTimeout: 0, attrTimeout: 0, attr: ZERO_ATTR };
 
@@ -113,7 +108,7 @@ export class CachedFs implements Filesystem {
   readonly #peer: RpcPeer;
   /** The cache's calls and events on it, typed. */
   readonly #rpc: TypedPeer<CacheCalls, CacheEvents>;
-  readonly #inner: Filesystem;
+  readonly #inner: CachedFsOptions["inner"];
   readonly #store: CacheStore;
   readonly #client: string;
   readonly #prefixes: readonly string[];
@@ -599,6 +594,22 @@ export class CachedFs implements Filesystem {
     if (!entry) return this.#inner.lookup!(req);
     this.#ahead.delete(key);
     return entry;
+  }
+
+  /**
+   * Local changes (change_watch.ts) to paths outside the cache: a lookup answered
+   * ahead for a changed name is dropped, and the proxy drops what it keeps.
+   */
+  changed(changes: Invalidation[]): void {
+    for (const c of changes) {
+      if (c.parent === null) continue;
+      const key = `${c.parent}/${c.name}`;
+      const entry = this.#ahead.get(key);
+      if (!entry) continue;
+      this.#ahead.delete(key);
+      if (entry.nodeid) this.#inner.forget?.(entry.nodeid, 1);
+    }
+    this.#inner.changed?.(changes);
   }
 
   forget(nodeid: number, nlookup: number): void {
