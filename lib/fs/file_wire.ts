@@ -56,6 +56,7 @@ export const UNWAITED_CALLS = {
   "fs.writeBehind": "write",
   "fs.releaseBehind": "release",
   "fs.releasedirBehind": "releasedir",
+  "fs.unlinkBehind": "unlink",
 } as const;
 
 /** Bulk data packed for the way: `packed` is `rawLength` bytes once unpacked with `codec`. */
@@ -165,3 +166,28 @@ export interface Invalidation {
 
 /** The event that carries local changes to the remote: an Invalidation[]. */
 export const CHANGED_EVENT = "fs.changed";
+
+/**
+ * What a call that adds or removes a name (create, mknod, mkdir, symlink, link, unlink,
+ * rmdir, rename) brings besides its answer: the directory's attributes after it
+ * (`newParentAttr`: a rename's other directory). The kernel drops a directory's
+ * attributes when a name in it changes, and asks again at the next path walk through
+ * it (its permission check): a round trip after each file gcc or configure made.
+ */
+export interface ParentAttrs {
+  parentAttr?: AttrOut | null;
+  newParentAttr?: AttrOut | null;
+}
+
+/** Calls whose answer carries ParentAttrs. */
+export const NAME_CHANGING_CALLS = [
+  "fs.create",
+  "fs.mknod",
+  "fs.mkdir",
+  "fs.symlink",
+  "fs.link",
+  "fs.unlink",
+  "fs.unlinkBehind",
+  "fs.rmdir",
+  "fs.rename",
+] as const;

@@ -75,12 +75,13 @@ import {
   type OpenedFile,
   type PackedBytes,
   Packing,
+  type ParentAttrs,
   type Proxied,
   unpacked,
   type UNWAITED_CALLS,
 } from "./file_wire.ts";
 import { Errno } from "../sys/errno.ts";
-import { O } from "../sys/libc.ts";
+import { O, RENAME_EXCHANGE } from "../sys/libc.ts";
 
 /** Read-ahead blocks: the unit fetched ahead of sequential reads. */
 export const AHEAD_BLOCK = 256 * 1024;
@@ -137,7 +138,21 @@ export class ProxyFs implements Filesystem {
   #attrGen = 0;
   /** Nodes' extended attributes' names (LISTXATTR's answer), as told with an entry, and until when. */
   readonly #xattrs = new Map<number, { names: Uint8Array; until: number }>();
-  /** Reads answered from blocks read ahead, and blocks fetched (for tests and -v). */
+  /**
+   * Files being written through the mount, by node: their attributes when the writing
+   * began, with the size the writes made since, and the handles that wrote. The
+   * kernel drops a file's size at each write and asks again before a read past it
+   * (`as` writes its object, seeks back and reads a page: a GETATTR a write); answered
+   * here until those handles are closed (times and blocks as they were then: a stat
+   * after close() asks the local side).
+   */
+  readonly #writing = new Map<number, { attr: AttrOut["attr"]; handles: Set<number> }>();
+  /**
+   * Names made through this mount (create, mknod, symlink, link) and neither removed nor
+   * moved since, as "parent\0name": removing one goes unwaited (gcc's temporary files,
+   * configure's conftest.*), as the local side made it for this same user a moment ago.
+   */
+  readonly #madeHere = new Set<string>();
   /** Reads ahead: answered from a block fetched ahead, blocks asked for, answers come. */
   readonly ahead = { hits: 0, blocks: 0, settled: 0 };
 
@@ -148,7 +163,7 @@ export class ProxyFs implements Filesystem {
      * (to the next write, or close()): a program that ignores close()'s errors would
      * otherwise lose data without a word.
      */
-    readonly onLateWriteError: (error: Error) => void = () => {},
+    readonly onLateWriteError: (error: Error, what?: string) => void = () => {},
     /** Packs writes written behind, unpacks blocks read ahead (none: all goes raw). */
     readonly codec?: BulkCodec,
   ) {
@@ -175,7 +190,14 @@ export class ProxyFs implements Filesystem {
   async #made(name: "mknod" | "mkdir" | "symlink" | "link", req: Request): Promise<EntryOut> {
     this.#attrsChanged();
     const gen = this.#attrGen;
-    return this.#learn(await this.#ask<EntryOut>(name, req), gen);
+    const made = await this.#ask<EntryOut & ParentAttrs>(name, req);
+    this.#keepParents(req, made, gen);
+    const entry = this.#learn(made, gen);
+    if (name !== "mkdir") {
+      const made = req as { name?: string; newName?: string };
+      this.#madeHere.add(`${req.header.nodeid}\0${made.newName ?? made.name}`);
+    }
+    return entry;
   }
 
   mknod(req: Request<"MKNOD">): Promise<EntryOut> {
@@ -197,8 +219,10 @@ export class ProxyFs implements Filesystem {
   async create(req: Request<"CREATE">): Promise<{ entry: EntryOut; open: OpenOut }> {
     this.#attrsChanged();
     const gen = this.#attrGen;
-    const made = await this.#ask<{ entry: EntryOut; open: OpenOut }>("create", req);
+    const made = await this.#ask<{ entry: EntryOut; open: OpenOut } & ParentAttrs>("create", req);
+    this.#keepParents(req, made, gen);
     this.#learn(made.entry, gen);
+    this.#madeHere.add(`${req.header.nodeid}\0${req.name}`);
     return made;
   }
 
@@ -206,24 +230,49 @@ export class ProxyFs implements Filesystem {
     return this.#ask("readlink", req);
   }
 
-  unlink(req: Request<"UNLINK">): Promise<void> {
+  /**
+   * A name made through this mount is removed without waiting (see #madeHere): the
+   * kernel drops it at once, the local side removes it in order after what came
+   * before; should that fail, the user is told, as of a late write error.
+   */
+  async unlink(req: Request<"UNLINK">): Promise<void> {
     this.#attrsChanged();
-    return this.#ask("unlink", req);
+    const gen = this.#attrGen;
+    const key = `${req.header.nodeid}\0${req.name}`;
+    if (!this.#madeHere.delete(key)) {
+      this.#keepParents(req, await this.#ask<ParentAttrs | null>("unlink", req), gen);
+      return;
+    }
+    (this.peer.call("fs.unlinkBehind", req as unknown as Value) as Promise<ParentAttrs | null>)
+      .then(
+        (done) => this.#keepParents(req, done, gen),
+        (e: Error) => this.onLateWriteError(e, `removing ${req.name}`),
+      );
   }
 
-  rmdir(req: Request<"RMDIR">): Promise<void> {
+  async rmdir(req: Request<"RMDIR">): Promise<void> {
     this.#attrsChanged();
-    return this.#ask("rmdir", req);
+    const gen = this.#attrGen;
+    this.#keepParents(req, await this.#ask<ParentAttrs | null>("rmdir", req), gen);
   }
 
-  rename(req: Request<"RENAME" | "RENAME2">): Promise<void> {
+  async rename(req: Request<"RENAME" | "RENAME2">): Promise<void> {
     this.#attrsChanged();
-    return this.#ask("rename", req);
+    const from = `${req.header.nodeid}\0${req.name}`;
+    const to = `${req.newdir}\0${req.newName}`;
+    // Both names are as they were until the rename is done there (an exchange swaps them).
+    const [fromMade, toMade] = [this.#madeHere.delete(from), this.#madeHere.delete(to)];
+    const gen = this.#attrGen;
+    this.#keepParents(req, await this.#ask<ParentAttrs | null>("rename", req), gen);
+    if (fromMade) this.#madeHere.add(to);
+    if (toMade && req.flags & RENAME_EXCHANGE) this.#madeHere.add(from);
   }
 
   // ---- attributes ----
 
   async getattr(req: Request<"GETATTR">): Promise<AttrOut> {
+    const writing = this.#writing.get(req.header.nodeid);
+    if (writing) return { attr: { ...writing.attr }, attrTimeout: 0 };
     const known = this.#attrs.get(req.header.nodeid);
     const left = known ? known.until - performance.now() : 0;
     if (known && left > 0) return { attr: known.attr, attrTimeout: left / 1000 };
@@ -238,6 +287,7 @@ export class ProxyFs implements Filesystem {
   setattr(req: Request<"SETATTR">): Promise<AttrOut> {
     this.#attrsChanged();
     this.#forgetNode(req.header.nodeid);
+    this.#doneWriting(req.header.nodeid, null);
     this.#xattrs.delete(req.header.nodeid);
     return this.#ask("setattr", req);
   }
@@ -245,6 +295,7 @@ export class ProxyFs implements Filesystem {
   fallocate(req: Request<"FALLOCATE">): Promise<void> {
     this.#attrsChanged();
     this.#forgetNode(req.header.nodeid);
+    this.#doneWriting(req.header.nodeid, null);
     this.#xattrs.delete(req.header.nodeid);
     return this.#ask("fallocate", req);
   }
@@ -320,14 +371,37 @@ export class ProxyFs implements Filesystem {
     return this.#read(req);
   }
 
+  /** Changes this node's attributes alone: the others' kept stay (see #writing). */
   write(req: Request<"WRITE">): Promise<number> {
-    this.#attrsChanged();
+    const node = req.header.nodeid;
+    let writing = this.#writing.get(node);
+    const known = this.#attrs.get(node);
+    if (!writing && known && known.until > performance.now()) {
+      writing = { attr: { ...known.attr }, handles: new Set() };
+      this.#writing.set(node, writing);
+    }
+    this.#attrs.delete(node);
+    this.#attrGen++; // an answer asked for before this write is not kept
+    if (writing) {
+      writing.handles.add(req.fh);
+      const end = req.offset + BigInt(req.data.length);
+      if (end > writing.attr.size) writing.attr.size = end;
+    }
     return this.#write(req);
+  }
+
+  /** Handle `fh` of `node` wrote its last (closed): its size is asked for there again. */
+  #doneWriting(node: number, fh: number | null): void {
+    const writing = this.#writing.get(node);
+    if (!writing) return;
+    if (fh !== null) writing.handles.delete(fh);
+    if (fh === null || !writing.handles.size) this.#writing.delete(node);
   }
 
   copyFileRange(req: Request<"COPY_FILE_RANGE">): Promise<number> {
     this.#attrsChanged();
     this.#forgetNode(req.nodeidOut);
+    this.#doneWriting(req.nodeidOut, null);
     return this.#ask("copyFileRange", req);
   }
 
@@ -340,6 +414,7 @@ export class ProxyFs implements Filesystem {
    */
   async flush(req: Request<"FLUSH">): Promise<void> {
     const failed = await this.#settle(req.fh);
+    this.#doneWriting(req.header.nodeid, req.fh);
     if (failed) throw failed;
   }
 
@@ -355,6 +430,7 @@ export class ProxyFs implements Filesystem {
    */
   async release(req: Request<"RELEASE">): Promise<void> {
     await this.#settle(req.fh);
+    this.#doneWriting(req.header.nodeid, req.fh);
     this.#reads.delete(req.fh);
     this.#writes.delete(req.fh);
     this.#heads.delete(req.fh);
@@ -474,6 +550,22 @@ export class ProxyFs implements Filesystem {
     }
   }
 
+  /**
+   * Keeps the directories' attributes a name's change came with (see ParentAttrs), and
+   * takes them off the answer (the kernel is not to see them).
+   */
+  #keepParents(req: Request, answer: ParentAttrs | null, gen: number): void {
+    if (!answer) return;
+    const { parentAttr, newParentAttr } = answer;
+    delete answer.parentAttr;
+    delete answer.newParentAttr;
+    if (parentAttr) this.#keepAttr(req.header.nodeid, parentAttr.attr, parentAttr.attrTimeout, gen);
+    const newdir = (req as Request<"RENAME">).newdir;
+    if (newParentAttr && newdir) {
+      this.#keepAttr(newdir, newParentAttr.attr, newParentAttr.attrTimeout, gen);
+    }
+  }
+
   /** Keeps the attributes and xattr names an entry came with (and takes the names off it). */
   #learn(entry: EntryOut, gen: number): EntryOut {
     this.#keepAttr(entry.nodeid, entry.attr, entry.attrTimeout, gen);
@@ -522,11 +614,13 @@ export class ProxyFs implements Filesystem {
       this.#xattrs.delete(c.node);
       this.#noCaps.delete(c.node);
       this.#forgetNode(c.node);
+      this.#doneWriting(c.node, null);
     }
   }
 
   forget(nodeid: number, nlookup: number): void {
     this.#attrs.delete(nodeid);
+    this.#doneWriting(nodeid, null);
     this.#noCaps.delete(nodeid); // the id may name another file later
     this.#xattrs.delete(nodeid);
     this.peer.event("fs.forget", [nodeid, nlookup]);

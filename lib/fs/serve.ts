@@ -11,11 +11,13 @@ import {
   type EntryWithXattrs,
   type Listing,
   type ListRequest,
+  NAME_CHANGING_CALLS,
   type OpenedDir,
   type OpenedFile,
   PACK_MIN,
   type PackedBytes,
   Packing,
+  type ParentAttrs,
   PROXIED_METHODS,
   unpacked,
   UNWAITED_CALLS,
@@ -163,6 +165,21 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
       "fs.readdirAhead",
       async (args) => await listAhead(fs, args as unknown as ListRequest) as unknown as Value,
     );
+  }
+  // A name added or removed: the directory's attributes after it go with the answer.
+  for (const name of NAME_CHANGING_CALLS) {
+    const handler = peer.handlerOf(name);
+    if (!handler) continue;
+    peer.handle(name, async (args) => {
+      const req = args as unknown as Request<"RENAME">;
+      const result = await handler(args);
+      const out = (result ?? {}) as ParentAttrs;
+      out.parentAttr = await attrOf(req);
+      if (name === "fs.rename" && req.newdir !== req.header.nodeid) {
+        out.newParentAttr = await attrOf({ ...req, header: { ...req.header, nodeid: req.newdir } });
+      }
+      return out as unknown as Value;
+    });
   }
   const afterCall = options.afterCall;
   if (afterCall) {

@@ -225,11 +225,13 @@ interface Cache {
   store: CacheStore;
 }
 
-/** The local files through `peer`; a write that fails late is also told on stderr. */
+/** The local files through `peer`; a write or removal that fails late is told on stderr. */
 function proxyFs(peer: RpcPeer): ProxyFs {
-  return new ProxyFs(peer, (e) => {
-    const line = `outrun: a write failed after write() had returned (${e.message}); ` +
-      `the program is told by its next write or close() of the file\n`;
+  return new ProxyFs(peer, (e, what) => {
+    const line = what
+      ? `outrun: ${what} failed after the program was told it was done (${e.message})\n`
+      : `outrun: a write failed after write() had returned (${e.message}); ` +
+        `the program is told by its next write or close() of the file\n`;
     peer.event(EVENTS.stderr, new TextEncoder().encode(line));
   }, bulkCodec());
 }

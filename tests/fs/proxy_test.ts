@@ -529,7 +529,8 @@ Deno.test("proxy: attributes told are answered again while they hold, until anyt
     await read(proxy, node, fh, 0, 3); // the kernel asks again after a read (atime)
     await getattr();
     assert.equal(asked(), before, "answered here");
-    // A write through the mount: asked again, the new size.
+    // A write through the mount: the size it made is answered here while the handle
+    // writes (the kernel asks before each read past the size it knew)...
     await proxy.write!({
       header: header(node),
       fh,
@@ -538,6 +539,10 @@ Deno.test("proxy: attributes told are answered again while they hold, until anyt
       writeFlags: 0,
       flags: 0,
     } as unknown as Request<"WRITE">);
+    assert.equal((await getattr()).attr.size, 5n);
+    assert.equal(asked(), before, "the size the write made, answered here");
+    // ...and asked there once it is closed (the times are the local side's).
+    await proxy.flush!({ header: header(node), fh, lockOwner: 0n } as unknown as Request<"FLUSH">);
     assert.equal((await getattr()).attr.size, 5n);
     assert.equal(asked(), before + 1);
     // Changed here behind the mount's back: seen once the second is over.
@@ -617,5 +622,63 @@ Deno.test("proxy: a regular file opened to read comes with its first bytes; read
     await openRead("zero");
     const came = (proxy as unknown as ProxyFs).peer.stats.bytesIn - inBefore;
     assert.ok(came < 4096, `${came} bytes came with a device's opening`);
+  });
+});
+
+Deno.test("proxy: a name made through the mount is removed without waiting; one that was there waits; a late failure is told", async () => {
+  await withProxy(async (proxy, dir) => {
+    const calls = () => ({ ...(proxy as unknown as ProxyFs).peer.callsByMethod });
+    const create = (name: string) =>
+      proxy.create!(
+        {
+          header: header(1),
+          name,
+          flags: 0o1 | 0o100, // O_WRONLY | O_CREAT
+          mode: 0o100644,
+          umask: 0o022,
+          openFlags: 0,
+        } as unknown as Request<"CREATE">,
+      ) as Promise<{ entry: { nodeid: number }; open: { fh: number } }>;
+    const unlink = (name: string) =>
+      proxy.unlink!({ header: header(1), name } as unknown as Request<"UNLINK">) as Promise<void>;
+    const exists = (name: string) => {
+      try {
+        Deno.statSync(`${dir}/${name}`);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await create("cc1.s");
+    const before = calls();
+    await unlink("cc1.s");
+    assert.equal(calls()["fs.unlink"], before["fs.unlink"], "not waited for");
+    assert.equal(calls()["fs.unlinkBehind"], (before["fs.unlinkBehind"] ?? 0) + 1);
+    await landed("cc1.s removed here", () => !exists("cc1.s"));
+    // A name that was there before (not made through the mount) waits for its answer.
+    await Deno.writeTextFile(`${dir}/old`, "x");
+    await unlink("old");
+    assert.equal(calls()["fs.unlink"], (before["fs.unlink"] ?? 0) + 1);
+    assert.equal(exists("old"), false);
+    // Made, moved, removed: its new name goes unwaited too; the old one is not "made".
+    await create("a.tmp");
+    await proxy.rename!(
+      {
+        header: header(1),
+        name: "a.tmp",
+        newdir: 1,
+        newName: "a.o",
+        flags: 0,
+      } as unknown as Request<"RENAME">,
+    );
+    await unlink("a.o");
+    assert.equal(calls()["fs.unlink"], (before["fs.unlink"] ?? 0) + 1, "a.o went unwaited");
+    await landed("a.o removed here", () => !exists("a.o"));
+    // Removed here behind the mount's back first: the removal there fails late, and is told.
+    await create("gone");
+    await Deno.remove(`${dir}/gone`);
+    await unlink("gone");
+    await landed("the late failure told", () => proxy.late.length === 1);
+    assert.match(proxy.late[0].message, /ENOENT|No such file/);
   });
 });

@@ -203,9 +203,11 @@ Deno.test("control e2e deb-wan: a file appended here while a command there polls
   try {
     const log = `${b.home}/log`;
     await Deno.writeTextFile(log, "start\n");
-    // Reads the file until it holds "done" (up to 30 s), having said it started.
-    const poll = `touch ${b.home}/polling; ` +
-      `i=0; while [ $i -lt 300 ]; do grep -q done ${log} && exit 0; sleep 0.1; i=$((i+1)); done; exit 1`;
+    // Reads the file through one open descriptor, as tail -f does, until "done" comes
+    // (up to 30 s), having said it started: no open to bring fresh attributes, only
+    // the local side's word that the file grew.
+    const poll = `exec 3< ${log}; touch ${b.home}/polling; i=0; ` +
+      `while [ $i -lt 300 ]; do grep -q done <&3 && exit 0; sleep 0.1; i=$((i+1)); done; exit 1`;
     const running = b.run(["sh", "-c", poll]);
     await eventually("the command polling", async () => {
       try {
