@@ -92,6 +92,9 @@ const AHEAD_AFTER = 2;
 
 const CAPS = "security.capability";
 
+/** Names kept at most (see #names): negative ones are never forgotten by the kernel. */
+const MAX_NAMES = 200_000;
+
 /** Bytes of a handle's writes on their way at most before the next write waits. */
 export const WRITE_BEHIND = 8 * 1024 * 1024;
 
@@ -153,6 +156,13 @@ export class ProxyFs implements Filesystem {
    * configure's conftest.*), as the local side made it for this same user a moment ago.
    */
   readonly #madeHere = new Set<string>();
+  /**
+   * What each name told to the kernel is ("parent\0name" -> node id, 0 for none), so
+   * that removing or moving it drops that node's kept attributes alone; and the other
+   * way, for forgetting.
+   */
+  readonly #names = new Map<string, number>();
+  readonly #keysOf = new Map<number, Set<string>>();
   /** Reads ahead: answered from a block fetched ahead, blocks asked for, answers come. */
   readonly ahead = { hits: 0, blocks: 0, settled: 0 };
 
@@ -183,20 +193,22 @@ export class ProxyFs implements Filesystem {
 
   async lookup(req: Request<"LOOKUP">): Promise<EntryOut> {
     const gen = this.#attrGen;
-    return this.#learn(await this.#ask<EntryOut>("lookup", req), gen);
+    const entry = this.#learn(await this.#ask<EntryOut>("lookup", req), gen);
+    this.#named(req.header.nodeid, req.name, entry.nodeid);
+    return entry;
   }
 
-  /** What makes a name: every node's kept attributes go first (see #attrsChanged). */
+  /** What makes a name: the directory's kept attributes go first (see #attrsChanged). */
   async #made(name: "mknod" | "mkdir" | "symlink" | "link", req: Request): Promise<EntryOut> {
-    this.#attrsChanged();
+    this.#attrsChanged(req.header.nodeid, (req as Partial<Request<"LINK">>).oldNodeid ?? 0);
     const gen = this.#attrGen;
     const made = await this.#ask<EntryOut & ParentAttrs>(name, req);
     this.#keepParents(req, made, gen);
     const entry = this.#learn(made, gen);
-    if (name !== "mkdir") {
-      const made = req as { name?: string; newName?: string };
-      this.#madeHere.add(`${req.header.nodeid}\0${made.newName ?? made.name}`);
-    }
+    const asked = req as { name?: string; newName?: string };
+    const madeName = asked.newName ?? asked.name!;
+    this.#named(req.header.nodeid, madeName, entry.nodeid);
+    if (name !== "mkdir") this.#madeHere.add(`${req.header.nodeid}\0${madeName}`);
     return entry;
   }
 
@@ -217,11 +229,12 @@ export class ProxyFs implements Filesystem {
   }
 
   async create(req: Request<"CREATE">): Promise<{ entry: EntryOut; open: OpenOut }> {
-    this.#attrsChanged();
+    this.#attrsChanged(req.header.nodeid);
     const gen = this.#attrGen;
     const made = await this.#ask<{ entry: EntryOut; open: OpenOut } & ParentAttrs>("create", req);
     this.#keepParents(req, made, gen);
     this.#learn(made.entry, gen);
+    this.#named(req.header.nodeid, req.name, made.entry.nodeid);
     this.#madeHere.add(`${req.header.nodeid}\0${req.name}`);
     return made;
   }
@@ -236,13 +249,15 @@ export class ProxyFs implements Filesystem {
    * before; should that fail, the user is told, as of a late write error.
    */
   async unlink(req: Request<"UNLINK">): Promise<void> {
-    this.#attrsChanged();
+    this.#nameChanged(req.header.nodeid, req.name);
     const gen = this.#attrGen;
     const key = `${req.header.nodeid}\0${req.name}`;
     if (!this.#madeHere.delete(key)) {
       this.#keepParents(req, await this.#ask<ParentAttrs | null>("unlink", req), gen);
+      this.#named(req.header.nodeid, req.name, 0);
       return;
     }
+    this.#named(req.header.nodeid, req.name, 0);
     (this.peer.call("fs.unlinkBehind", req as unknown as Value) as Promise<ParentAttrs | null>)
       .then(
         (done) => this.#keepParents(req, done, gen),
@@ -251,19 +266,25 @@ export class ProxyFs implements Filesystem {
   }
 
   async rmdir(req: Request<"RMDIR">): Promise<void> {
-    this.#attrsChanged();
+    this.#nameChanged(req.header.nodeid, req.name);
     const gen = this.#attrGen;
     this.#keepParents(req, await this.#ask<ParentAttrs | null>("rmdir", req), gen);
+    this.#named(req.header.nodeid, req.name, 0);
   }
 
   async rename(req: Request<"RENAME" | "RENAME2">): Promise<void> {
-    this.#attrsChanged();
+    this.#nameChanged(req.header.nodeid, req.name, req.newdir, req.newName);
     const from = `${req.header.nodeid}\0${req.name}`;
     const to = `${req.newdir}\0${req.newName}`;
     // Both names are as they were until the rename is done there (an exchange swaps them).
     const [fromMade, toMade] = [this.#madeHere.delete(from), this.#madeHere.delete(to)];
     const gen = this.#attrGen;
+    const moved = this.#names.get(from);
+    const replaced = this.#names.get(to);
     this.#keepParents(req, await this.#ask<ParentAttrs | null>("rename", req), gen);
+    this.#named(req.newdir, req.newName, moved ?? 0);
+    const exchanged = req.flags & RENAME_EXCHANGE ? replaced : undefined;
+    this.#named(req.header.nodeid, req.name, exchanged ?? 0);
     if (fromMade) this.#madeHere.add(to);
     if (toMade && req.flags & RENAME_EXCHANGE) this.#madeHere.add(from);
   }
@@ -285,7 +306,7 @@ export class ProxyFs implements Filesystem {
   /** A change of a file's bytes drops what was read ahead of it, on every handle (and a
    * chmod may change its ACL). */
   setattr(req: Request<"SETATTR">): Promise<AttrOut> {
-    this.#attrsChanged();
+    this.#attrsChanged(req.header.nodeid);
     this.#forgetNode(req.header.nodeid);
     this.#doneWriting(req.header.nodeid, null);
     this.#xattrs.delete(req.header.nodeid);
@@ -293,7 +314,7 @@ export class ProxyFs implements Filesystem {
   }
 
   fallocate(req: Request<"FALLOCATE">): Promise<void> {
-    this.#attrsChanged();
+    this.#attrsChanged(req.header.nodeid);
     this.#forgetNode(req.header.nodeid);
     this.#doneWriting(req.header.nodeid, null);
     this.#xattrs.delete(req.header.nodeid);
@@ -325,14 +346,14 @@ export class ProxyFs implements Filesystem {
   }
 
   setxattr(req: Request<"SETXATTR">): Promise<void> {
-    this.#attrsChanged();
+    this.#attrsChanged(req.header.nodeid);
     this.#noCaps.delete(req.header.nodeid);
     this.#xattrs.delete(req.header.nodeid);
     return this.#ask("setxattr", req);
   }
 
   removexattr(req: Request<"REMOVEXATTR">): Promise<void> {
-    this.#attrsChanged();
+    this.#attrsChanged(req.header.nodeid);
     this.#noCaps.delete(req.header.nodeid);
     this.#xattrs.delete(req.header.nodeid);
     return this.#ask("removexattr", req);
@@ -347,7 +368,7 @@ export class ProxyFs implements Filesystem {
    * (a round trip per file read).
    */
   async open(req: Request<"OPEN">): Promise<OpenOut> {
-    if (req.flags & O.TRUNC) this.#attrsChanged();
+    if (req.flags & O.TRUNC) this.#attrsChanged(req.header.nodeid);
     const reading = (req.flags & O.ACCMODE) === O.RDONLY;
     const args = { ...req, size: reading ? OPEN_AHEAD : 0 } as unknown as Value;
     const gen = this.#attrGen;
@@ -399,7 +420,7 @@ export class ProxyFs implements Filesystem {
   }
 
   copyFileRange(req: Request<"COPY_FILE_RANGE">): Promise<number> {
-    this.#attrsChanged();
+    this.#attrsChanged(req.nodeidOut);
     this.#forgetNode(req.nodeidOut);
     this.#doneWriting(req.nodeidOut, null);
     return this.#ask("copyFileRange", req);
@@ -451,7 +472,7 @@ export class ProxyFs implements Filesystem {
       args,
     ) as unknown as OpenedDir;
     if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
-    for (const e of entries) if (e.entry) this.#learn(e.entry, gen);
+    for (const e of entries) this.#learnListed(req.header.nodeid, e, gen);
     this.#dirs.set(open.fh, { from: 0n, entries, end });
     return open;
   }
@@ -514,7 +535,7 @@ export class ProxyFs implements Filesystem {
         this.#forgetEntries(next.entries);
         return await this.#readdir(req, plus);
       }
-      for (const e of next.entries) if (e.entry) this.#learn(e.entry, gen);
+      for (const e of next.entries) this.#learnListed(req.header.nodeid, e, gen);
       dir.entries = next.entries;
       dir.end = next.end || !next.entries.length;
     }
@@ -534,13 +555,59 @@ export class ProxyFs implements Filesystem {
   }
 
   /**
-   * Something changed through the mount: no attributes told before it are answered
-   * again. Every call that may change a node calls it first (a rename or an unlink
-   * changes others' attributes too: all go).
+   * Something changed through the mount: the attributes kept of `nodes` go (all when
+   * none is named), and no answer asked for before it is kept. Every call that may
+   * change a node calls it first with the nodes it changes; changes made locally by
+   * others are told by the local side (change_watch.ts, `changed`).
    */
-  #attrsChanged(): void {
-    this.#attrs.clear();
+  #attrsChanged(...nodes: number[]): void {
+    if (nodes.length) { for (const n of nodes) this.#attrs.delete(n); }
+    else this.#attrs.clear();
     this.#attrGen++;
+  }
+
+  /**
+   * A name removed or moved (`newParent`/`newName`: a rename's target, which it may
+   * replace): the directories' attributes and the nodes' (their link counts, ctime)
+   * go; all of them when a node there is not known by its name here.
+   */
+  #nameChanged(parent: number, name: string, newParent?: number, newName?: string): void {
+    const nodes = [parent];
+    const names: [number, string][] = [[parent, name]];
+    if (newParent !== undefined && newName !== undefined) {
+      nodes.push(newParent);
+      names.push([newParent, newName]);
+    }
+    for (const [dir, n] of names) {
+      const node = this.#names.get(`${dir}\0${n}`);
+      if (node === undefined) return this.#attrsChanged();
+      nodes.push(node);
+    }
+    this.#attrsChanged(...nodes);
+  }
+
+  /** A listed entry of directory `parent`: its attributes and name kept, as a lookup's. */
+  #learnListed(parent: number, e: DirEntry, gen: number): void {
+    if (!e.entry) return;
+    this.#learn(e.entry, gen);
+    if (e.entry.nodeid) this.#named(parent, e.name, e.entry.nodeid);
+  }
+
+  /** Notes that `name` in `parent` is node `node` (0: no such name), as an answer told. */
+  #named(parent: number, name: string, node: number): void {
+    const key = `${parent}\0${name}`;
+    const before = this.#names.get(key);
+    if (before) this.#keysOf.get(before)?.delete(key);
+    // Known absent (0) too: a rename's target is looked up first, and is usually that.
+    if (this.#names.size >= MAX_NAMES && !this.#names.has(key)) {
+      this.#names.clear(); // unknown names drop all kept attributes: safe, if slower
+      this.#keysOf.clear();
+    }
+    this.#names.set(key, node);
+    if (!node) return;
+    let keys = this.#keysOf.get(node);
+    if (!keys) this.#keysOf.set(node, keys = new Set());
+    keys.add(key);
   }
 
   /** Keeps attributes told by an answer to a call made in generation `gen`, if still current. */
@@ -608,7 +675,10 @@ export class ProxyFs implements Filesystem {
    */
   changed(changes: Invalidation[]): void {
     for (const c of changes) {
-      if (c.parent !== null) this.#attrs.delete(c.parent); // its times changed
+      if (c.parent !== null) {
+        this.#attrs.delete(c.parent); // its times changed
+        this.#named(c.parent, c.name, 0); // and what the name is, not known now
+      }
       if (c.node === null) continue;
       this.#attrs.delete(c.node);
       this.#xattrs.delete(c.node);
@@ -619,6 +689,8 @@ export class ProxyFs implements Filesystem {
   }
 
   forget(nodeid: number, nlookup: number): void {
+    for (const key of this.#keysOf.get(nodeid) ?? []) this.#names.delete(key);
+    this.#keysOf.delete(nodeid);
     this.#attrs.delete(nodeid);
     this.#doneWriting(nodeid, null);
     this.#noCaps.delete(nodeid); // the id may name another file later

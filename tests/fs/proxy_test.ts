@@ -513,7 +513,7 @@ Deno.test("proxy: what CREATE and MKDIR make comes with its xattr names: the ker
   });
 });
 
-Deno.test("proxy: attributes told are answered again while they hold, until anything changes through the mount", async () => {
+Deno.test("proxy: attributes told are answered again while they hold, until they change through the mount", async () => {
   await withProxy(async (proxy, dir, open) => {
     await Deno.writeTextFile(`${dir}/f`, "abc");
     const [node, fh] = await open("f"); // a LOOKUP: its entry has the attributes
@@ -680,5 +680,39 @@ Deno.test("proxy: a name made through the mount is removed without waiting; one 
     await unlink("gone");
     await landed("the late failure told", () => proxy.late.length === 1);
     assert.match(proxy.late[0].message, /ENOENT|No such file/);
+  });
+});
+
+Deno.test("proxy: a name made, removed or moved drops the attributes of what it changes, and no others", async () => {
+  await withProxy(async (proxy, dir) => {
+    for (const name of ["a", "b", "c"]) await Deno.writeTextFile(`${dir}/${name}`, name);
+    const lookup = async (name: string) =>
+      (await proxy.lookup!({ header: header(1), name } as unknown as Request<"LOOKUP">)).nodeid;
+    const [a, b, c] = [await lookup("a"), await lookup("b"), await lookup("c")];
+    assert.equal(await lookup("b2"), 0); // the kernel looks a rename's target up first
+    const getattr = (n: number) =>
+      proxy.getattr!({ header: header(n), getattrFlags: 0, fh: 0 } as unknown as Request<
+        "GETATTR"
+      >) as Promise<{ attr: { nlink: number } }>;
+    const asked = () => (proxy as unknown as ProxyFs).peer.callsByMethod["fs.getattr"] ?? 0;
+    const before = asked();
+    await proxy.unlink!({ header: header(1), name: "c" } as unknown as Request<"UNLINK">);
+    await proxy.rename!(
+      { header: header(1), name: "b", newdir: 1, newName: "b2", flags: 0 } as unknown as Request<
+        "RENAME"
+      >,
+    );
+    await getattr(a); // untouched
+    await getattr(1); // the directory: its attributes came with each answer
+    assert.equal(asked(), before, "answered here");
+    await getattr(b); // moved: its ctime changed there
+    assert.equal(asked(), before + 1);
+    // A hard link: its answer is the linked node's entry, with its new link count.
+    await proxy.link!(
+      { header: header(1), oldNodeid: a, newName: "a2" } as unknown as Request<"LINK">,
+    );
+    assert.equal((await getattr(a)).attr.nlink, 2);
+    assert.equal(asked(), before + 1);
+    void c;
   });
 });
