@@ -61,6 +61,7 @@ import {
   type OpenOut,
   type Request,
   type StatfsOut,
+  ZERO_ATTR,
 } from "../fuse/mod.ts";
 import type { RpcPeer, Value } from "../rpc/mod.ts";
 import {
@@ -82,6 +83,7 @@ import {
 } from "./file_wire.ts";
 import { Errno } from "../sys/errno.ts";
 import { O, RENAME_EXCHANGE } from "../sys/libc.ts";
+import { S_IFDIR, S_IFMT } from "../sys/stat.ts";
 
 /** Read-ahead blocks: the unit fetched ahead of sequential reads. */
 export const AHEAD_BLOCK = 256 * 1024;
@@ -91,6 +93,9 @@ export const AHEAD_MAX = 4 * 1024 * 1024;
 const AHEAD_AFTER = 2;
 
 const CAPS = "security.capability";
+
+/** Seconds of an attribute timeout that say the local side watches the directory. */
+const WATCHED_MIN = 10;
 
 /** Names kept at most (see #names): negative ones are never forgotten by the kernel. */
 const MAX_NAMES = 200_000;
@@ -163,6 +168,14 @@ export class ProxyFs implements Filesystem {
    */
   readonly #names = new Map<string, number>();
   readonly #keysOf = new Map<number, Set<string>>();
+  /**
+   * Directories whose attributes were told for long, by node: the local side watches
+   * them and tells of each change made there by others, so a name in one that is known
+   * absent (removed through the mount, or asked) is answered here, for that long.
+   */
+  readonly #watchedDirs = new Map<number, number>();
+  /** Counts the local changes told (`changed`). */
+  #changes = 0;
   /** Reads ahead: answered from a block fetched ahead, blocks asked for, answers come. */
   readonly ahead = { hits: 0, blocks: 0, settled: 0 };
 
@@ -192,8 +205,18 @@ export class ProxyFs implements Filesystem {
   // ---- names: each entry's attributes and xattr names are kept as told ----
 
   async lookup(req: Request<"LOOKUP">): Promise<EntryOut> {
+    const watched = this.#watchedDirs.get(req.header.nodeid);
+    if (watched && this.#names.get(`${req.header.nodeid}\0${req.name}`) === 0) {
+      return { nodeid: 0, entryTimeout: watched, attrTimeout: 0, attr: ZERO_ATTR };
+    }
     const gen = this.#attrGen;
+    const changes = this.#changes;
     const entry = this.#learn(await this.#ask<EntryOut>("lookup", req), gen);
+    if (changes !== this.#changes) {
+      // A local change was told while this was asked: the answer may be older than it,
+      // and the invalidation has already gone to the kernel. Not kept, by anyone.
+      return { ...entry, entryTimeout: 0, attrTimeout: 0 };
+    }
     this.#named(req.header.nodeid, req.name, entry.nodeid);
     return entry;
   }
@@ -282,9 +305,12 @@ export class ProxyFs implements Filesystem {
     const moved = this.#names.get(from);
     const replaced = this.#names.get(to);
     this.#keepParents(req, await this.#ask<ParentAttrs | null>("rename", req), gen);
-    this.#named(req.newdir, req.newName, moved ?? 0);
-    const exchanged = req.flags & RENAME_EXCHANGE ? replaced : undefined;
-    this.#named(req.header.nodeid, req.name, exchanged ?? 0);
+    // What each name is now: the moved node (and, exchanged, the other), or not known.
+    if (moved) this.#named(req.newdir, req.newName, moved);
+    else this.#unnamed(req.newdir, req.newName);
+    if (!(req.flags & RENAME_EXCHANGE)) this.#named(req.header.nodeid, req.name, 0);
+    else if (replaced) this.#named(req.header.nodeid, req.name, replaced);
+    else this.#unnamed(req.header.nodeid, req.name);
     if (fromMade) this.#madeHere.add(to);
     if (toMade && req.flags & RENAME_EXCHANGE) this.#madeHere.add(from);
   }
@@ -593,6 +619,14 @@ export class ProxyFs implements Filesystem {
     if (e.entry.nodeid) this.#named(parent, e.name, e.entry.nodeid);
   }
 
+  /** Forgets what `name` in `parent` is. */
+  #unnamed(parent: number, name: string): void {
+    const key = `${parent}\0${name}`;
+    const before = this.#names.get(key);
+    if (before) this.#keysOf.get(before)?.delete(key);
+    this.#names.delete(key);
+  }
+
   /** Notes that `name` in `parent` is node `node` (0: no such name), as an answer told. */
   #named(parent: number, name: string, node: number): void {
     const key = `${parent}\0${name}`;
@@ -612,7 +646,12 @@ export class ProxyFs implements Filesystem {
 
   /** Keeps attributes told by an answer to a call made in generation `gen`, if still current. */
   #keepAttr(nodeid: number, attr: AttrOut["attr"], attrTimeout: number, gen: number): void {
-    if (nodeid && attrTimeout > 0 && gen === this.#attrGen) {
+    if (!nodeid) return;
+    // Told for long: the local side watches this directory (change_watch.ts).
+    if (attrTimeout >= WATCHED_MIN && (attr.mode & S_IFMT) === S_IFDIR) {
+      this.#watchedDirs.set(nodeid, attrTimeout);
+    }
+    if (attrTimeout > 0 && gen === this.#attrGen) {
       this.#attrs.set(nodeid, { attr, until: performance.now() + attrTimeout * 1000 });
     }
   }
@@ -674,10 +713,12 @@ export class ProxyFs implements Filesystem {
    * nodes and names is dropped (the kernel's own copies are the caller's to drop).
    */
   changed(changes: Invalidation[]): void {
+    this.#attrGen++; // an answer asked for before may tell of the file as it was
+    this.#changes++;
     for (const c of changes) {
       if (c.parent !== null) {
         this.#attrs.delete(c.parent); // its times changed
-        this.#named(c.parent, c.name, 0); // and what the name is, not known now
+        this.#unnamed(c.parent, c.name); // and what the name is, not known now
       }
       if (c.node === null) continue;
       this.#attrs.delete(c.node);
@@ -689,6 +730,7 @@ export class ProxyFs implements Filesystem {
   }
 
   forget(nodeid: number, nlookup: number): void {
+    this.#watchedDirs.delete(nodeid);
     for (const key of this.#keysOf.get(nodeid) ?? []) this.#names.delete(key);
     this.#keysOf.delete(nodeid);
     this.#attrs.delete(nodeid);

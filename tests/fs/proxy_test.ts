@@ -716,3 +716,28 @@ Deno.test("proxy: a name made, removed or moved drops the attributes of what it 
     void c;
   });
 });
+
+Deno.test("proxy: in a watched directory a name known absent is answered here, until a change there is told", async () => {
+  await withProxy(async (proxy, dir) => {
+    await Deno.mkdir(`${dir}/sub`);
+    await Deno.writeTextFile(`${dir}/sub/x`, "x");
+    const lookup = async (parent: number, name: string) =>
+      (await proxy.lookup!({ header: header(parent), name } as unknown as Request<"LOOKUP">))
+        .nodeid;
+    const asked = () => (proxy as unknown as ProxyFs).peer.callsByMethod["fs.lookup"] ?? 0;
+    const sub = await lookup(1, "sub"); // its attributes told for 60 s: watched there
+    assert.ok(await lookup(sub, "x"));
+    await proxy.unlink!({ header: header(sub), name: "x" } as unknown as Request<"UNLINK">);
+    const before = asked();
+    assert.equal(await lookup(sub, "x"), 0, "removed through the mount");
+    assert.equal(asked(), before, "answered here");
+    assert.equal(await lookup(sub, "y"), 0);
+    assert.equal(await lookup(sub, "y"), 0);
+    assert.equal(asked(), before + 1, "asked once");
+    // Made here by someone else: the local side tells, and the name is asked again.
+    await Deno.writeTextFile(`${dir}/sub/y`, "y");
+    (proxy as unknown as ProxyFs).changed([{ parent: sub, name: "y", node: null }]);
+    assert.ok(await lookup(sub, "y"));
+    assert.equal(asked(), before + 2);
+  }, 60);
+});
