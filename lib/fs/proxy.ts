@@ -56,8 +56,10 @@ import {
   type DirEntry,
   direntSize,
   type EntryOut,
+  FATTR,
   type Filesystem,
   FOPEN,
+  GETATTR_FH,
   type OpenOut,
   type Request,
   type StatfsOut,
@@ -96,6 +98,14 @@ const CAPS = "security.capability";
 
 /** Seconds of an attribute timeout that say the local side watches the directory. */
 const WATCHED_MIN = 10;
+
+/**
+ * Handles of openings answered on the remote (see #kept): far above any local file
+ * descriptor and any handle of CachedFs's (from 2^40 up).
+ */
+const KEPT_FH_BASE = 2 ** 44;
+/** Bytes of kept contents at most (small files only: each is under OPEN_AHEAD). */
+const KEPT_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Names kept at most (see #names): negative ones are never forgotten by the kernel. */
 const MAX_NAMES = 200_000;
@@ -176,6 +186,18 @@ export class ProxyFs implements Filesystem {
   readonly #watchedDirs = new Map<number, number>();
   /** Counts the local changes told (`changed`). */
   #changes = 0;
+  /**
+   * Whole small files as read at an opening, by node, while their attributes are kept
+   * for long (the local side watches their directory and tells of each change made
+   * there by others; a change through the mount drops them): the next opening to read
+   * is answered here, with a handle of its own (from KEPT_FH_BASE up) and its pages
+   * kept by the kernel. A header every compile unit includes was a round trip each.
+   */
+  readonly #kept = new Map<number, { data: Uint8Array; mtime: bigint; mtimeNsec: number }>();
+  #keptBytes = 0;
+  #nextKeptFh = KEPT_FH_BASE;
+  /** Handles answered here that needed a local one after all (lseek, fsync, ...). */
+  readonly #localFhs = new Map<number, Promise<number>>();
   /** Reads ahead: answered from a block fetched ahead, blocks asked for, answers come. */
   readonly ahead = { hits: 0, blocks: 0, settled: 0 };
 
@@ -324,7 +346,9 @@ export class ProxyFs implements Filesystem {
     const left = known ? known.until - performance.now() : 0;
     if (known && left > 0) return { attr: known.attr, attrTimeout: left / 1000 };
     const gen = this.#attrGen;
-    const out = await this.#ask<AttrOut>("getattr", req);
+    // An opening answered here: by node (GETATTR_FH's fstat is the same file).
+    const ask = req.fh >= KEPT_FH_BASE ? { ...req, flags: req.flags & ~GETATTR_FH, fh: 0 } : req;
+    const out = await this.#ask<AttrOut>("getattr", ask);
     this.#keepAttr(req.header.nodeid, out.attr, out.attrTimeout, gen);
     return out;
   }
@@ -332,6 +356,10 @@ export class ProxyFs implements Filesystem {
   /** A change of a file's bytes drops what was read ahead of it, on every handle (and a
    * chmod may change its ACL). */
   setattr(req: Request<"SETATTR">): Promise<AttrOut> {
+    // On an opening answered here (fchmod, futimens): by node, the same file.
+    if (req.valid & FATTR.FH && req.fh >= KEPT_FH_BASE) {
+      req = { ...req, valid: req.valid & ~FATTR.FH };
+    }
     this.#attrsChanged(req.header.nodeid);
     this.#forgetNode(req.header.nodeid);
     this.#doneWriting(req.header.nodeid, null);
@@ -396,6 +424,13 @@ export class ProxyFs implements Filesystem {
   async open(req: Request<"OPEN">): Promise<OpenOut> {
     if (req.flags & O.TRUNC) this.#attrsChanged(req.header.nodeid);
     const reading = (req.flags & O.ACCMODE) === O.RDONLY;
+    const kept = reading && !(req.flags & O.TRUNC) ? this.#keptNow(req.header.nodeid) : null;
+    if (kept) {
+      const fh = this.#nextKeptFh++;
+      this.#heads.set(fh, { nodeid: req.header.nodeid, data: kept, whole: true });
+      this.keptOpens++;
+      return { fh, openFlags: FOPEN.NOFLUSH | FOPEN.KEEP_CACHE };
+    }
     const args = { ...req, size: reading ? OPEN_AHEAD : 0 } as unknown as Value;
     const gen = this.#attrGen;
     const { open, head, attr } = await this.peer.call(
@@ -405,13 +440,66 @@ export class ProxyFs implements Filesystem {
     if (attr) this.#keepAttr(req.header.nodeid, attr.attr, attr.attrTimeout, gen);
     if (head) {
       const data = unpacked(this.codec, head);
-      this.#heads.set(open.fh, {
-        nodeid: req.header.nodeid,
-        data,
-        whole: data.length < OPEN_AHEAD,
-      });
+      const whole = data.length < OPEN_AHEAD;
+      this.#heads.set(open.fh, { nodeid: req.header.nodeid, data, whole });
+      if (whole && attr && attr.attrTimeout >= WATCHED_MIN && gen === this.#attrGen) {
+        this.#keep(req.header.nodeid, data, attr.attr);
+      }
     }
     return reading ? { ...open, openFlags: (open.openFlags ?? 0) | FOPEN.NOFLUSH } : open;
+  }
+
+  /** Openings answered on the remote from kept contents (tests, -v). */
+  keptOpens = 0;
+
+  #keep(node: number, data: Uint8Array, attr: AttrOut["attr"]): void {
+    if (BigInt(data.length) !== attr.size) return;
+    this.#unkeep(node);
+    this.#kept.set(node, { data, mtime: attr.mtimeSec, mtimeNsec: attr.mtimeNsec });
+    this.#keptBytes += data.length;
+    for (const [old, k] of this.#kept) {
+      if (this.#keptBytes <= KEPT_MAX_BYTES) break;
+      this.#kept.delete(old);
+      this.#keptBytes -= k.data.length;
+    }
+  }
+
+  #unkeep(node: number): void {
+    const k = this.#kept.get(node);
+    if (!k) return;
+    this.#kept.delete(node);
+    this.#keptBytes -= k.data.length;
+  }
+
+  /** A node's kept contents, if they are as its attributes kept now say. */
+  #keptNow(node: number): Uint8Array | null {
+    const k = this.#kept.get(node);
+    const known = this.#attrs.get(node);
+    if (!k) return null;
+    if (
+      !known || known.until <= performance.now() || known.attr.size !== BigInt(k.data.length) ||
+      known.attr.mtimeSec !== k.mtime || known.attr.mtimeNsec !== k.mtimeNsec
+    ) {
+      this.#unkeep(node);
+      return null;
+    }
+    return k.data;
+  }
+
+  /**
+   * `req` with a handle the local side knows: one answered here is opened there
+   * (once) when a call needs it.
+   */
+  async #localFh<T extends { fh: number; header: Request["header"] }>(req: T): Promise<T> {
+    if (req.fh < KEPT_FH_BASE) return req;
+    let local = this.#localFhs.get(req.fh);
+    if (!local) {
+      const ask = { header: req.header, flags: O.RDONLY, openFlags: 0, size: 0 };
+      local = this.peer.call("fs.openAhead", ask as unknown as Value)
+        .then((o) => (o as unknown as OpenedFile).open.fh);
+      this.#localFhs.set(req.fh, local);
+    }
+    return { ...req, fh: await local };
   }
 
   read(req: Request<"READ">): Promise<Uint8Array> {
@@ -445,11 +533,12 @@ export class ProxyFs implements Filesystem {
     if (fh === null || !writing.handles.size) this.#writing.delete(node);
   }
 
-  copyFileRange(req: Request<"COPY_FILE_RANGE">): Promise<number> {
+  async copyFileRange(req: Request<"COPY_FILE_RANGE">): Promise<number> {
     this.#attrsChanged(req.nodeidOut);
     this.#forgetNode(req.nodeidOut);
     this.#doneWriting(req.nodeidOut, null);
-    return this.#ask("copyFileRange", req);
+    const fhIn = (await this.#localFh({ header: req.header, fh: req.fhIn })).fh;
+    return await this.#ask("copyFileRange", { ...req, fhIn } as Request);
   }
 
   /**
@@ -466,6 +555,7 @@ export class ProxyFs implements Filesystem {
   }
 
   async fsync(req: Request<"FSYNC">): Promise<void> {
+    if (req.fh >= KEPT_FH_BASE) return; // opened to read, never written through
     const failed = await this.#settle(req.fh);
     await this.#ask("fsync", req);
     if (failed) throw failed;
@@ -481,11 +571,14 @@ export class ProxyFs implements Filesystem {
     this.#reads.delete(req.fh);
     this.#writes.delete(req.fh);
     this.#heads.delete(req.fh);
-    this.#tell("fs.releaseBehind", req);
+    if (req.fh < KEPT_FH_BASE) return this.#tell("fs.releaseBehind", req);
+    const local = this.#localFhs.get(req.fh);
+    this.#localFhs.delete(req.fh);
+    if (local) this.#tell("fs.releaseBehind", { ...req, fh: await local } as Request);
   }
 
-  lseek(req: Request<"LSEEK">): Promise<bigint> {
-    return this.#ask("lseek", req);
+  async lseek(req: Request<"LSEEK">): Promise<bigint> {
+    return await this.#ask("lseek", await this.#localFh(req));
   }
 
   // ---- directories: listings come with their opening ----
@@ -731,6 +824,7 @@ export class ProxyFs implements Filesystem {
 
   forget(nodeid: number, nlookup: number): void {
     this.#watchedDirs.delete(nodeid);
+    this.#unkeep(nodeid);
     for (const key of this.#keysOf.get(nodeid) ?? []) this.#names.delete(key);
     this.#keysOf.delete(nodeid);
     this.#attrs.delete(nodeid);
@@ -793,6 +887,7 @@ export class ProxyFs implements Filesystem {
   }
 
   #forgetNode(nodeid: number): void {
+    this.#unkeep(nodeid);
     for (const [fh, s] of this.#reads) if (s.nodeid === nodeid) this.#reads.delete(fh);
     for (const [fh, h] of this.#heads) if (h.nodeid === nodeid) this.#heads.delete(fh);
   }
@@ -821,6 +916,7 @@ export class ProxyFs implements Filesystem {
         return head.data.subarray(offset, Math.min(end, head.data.length));
       }
     }
+    if (req.fh >= KEPT_FH_BASE) req = await this.#localFh(req); // its contents changed
     if (s.streak < AHEAD_AFTER) {
       return await this.peer.call("fs.read", req as unknown as Value) as Uint8Array;
     }

@@ -741,3 +741,53 @@ Deno.test("proxy: in a watched directory a name known absent is answered here, u
     assert.equal(asked(), before + 2);
   }, 60);
 });
+
+Deno.test("proxy: a small file opened to read again while watched is answered here, until it changes", async () => {
+  await withProxy(async (proxy, dir) => {
+    await Deno.writeTextFile(`${dir}/common.h`, "#define A 1\n");
+    const fs = proxy as unknown as ProxyFs;
+    const node = (await proxy.lookup!({ header: header(1), name: "common.h" } as unknown as Request<
+      "LOOKUP"
+    >)).nodeid;
+    const open = async () => {
+      const o = await proxy.open!(
+        { header: header(node), flags: 0, openFlags: 0 } as unknown as Request<"OPEN">,
+      );
+      const data = new TextDecoder().decode(await read(proxy, node, o.fh, 0, 4096));
+      await proxy.release!(
+        {
+          header: header(node),
+          fh: o.fh,
+          flags: 0,
+          releaseFlags: 0,
+          lockOwner: 0n,
+        } as unknown as Request<"RELEASE">,
+      );
+      return { data, flags: o.openFlags ?? 0 };
+    };
+    const asked = () => fs.peer.callsByMethod["fs.openAhead"] ?? 0;
+    assert.equal((await open()).data, "#define A 1\n");
+    const before = asked();
+    const again = await open();
+    assert.equal(again.data, "#define A 1\n");
+    assert.equal(asked(), before, "answered here");
+    assert.ok(again.flags & FOPEN.KEEP_CACHE, "the kernel keeps its pages");
+    assert.equal(fs.keptOpens, 1);
+    // Changed here: the local side tells; the next opening asks there.
+    await Deno.writeTextFile(`${dir}/common.h`, "#define A 22\n");
+    fs.changed([{ parent: null, name: "", node }]);
+    assert.equal((await open()).data, "#define A 22\n");
+    assert.equal(asked(), before + 1);
+    // Changed through the mount: the same.
+    await open();
+    assert.equal(asked(), before + 1, "kept again");
+    await proxy.setattr!({
+      header: header(node),
+      valid: 1 << 3, // FATTR_SIZE
+      size: 3n,
+      fh: 0,
+    } as unknown as Request<"SETATTR">);
+    assert.equal((await open()).data, "#de");
+    assert.equal(asked(), before + 2);
+  }, 60);
+});
