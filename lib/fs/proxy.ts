@@ -152,8 +152,13 @@ export class ProxyFs implements Filesystem {
   readonly #noCaps = new Set<number>();
   /** Local nodes' attributes as last told (an entry, a GETATTR), and until when they hold. */
   readonly #attrs = new Map<number, { attr: AttrOut["attr"]; until: number }>();
-  /** Counts changes through the mount: an answer asked for before one is not kept. */
+  /**
+   * Counts changes (through the mount, and told by the local side): an answer asked for
+   * before a change of its node is not kept. When each node last changed, and all.
+   */
   #attrGen = 0;
+  readonly #changedAt = new Map<number, number>();
+  #allChangedAt = 0;
   /** Nodes' extended attributes' names (LISTXATTR's answer), as told with an entry, and until when. */
   readonly #xattrs = new Map<number, { names: Uint8Array; until: number }>();
   /**
@@ -442,7 +447,10 @@ export class ProxyFs implements Filesystem {
       const data = unpacked(this.codec, head);
       const whole = data.length < OPEN_AHEAD;
       this.#heads.set(open.fh, { nodeid: req.header.nodeid, data, whole });
-      if (whole && attr && attr.attrTimeout >= WATCHED_MIN && gen === this.#attrGen) {
+      if (
+        whole && attr && attr.attrTimeout >= WATCHED_MIN &&
+        this.#unchangedSince(req.header.nodeid, gen)
+      ) {
         this.#keep(req.header.nodeid, data, attr.attr);
       }
     }
@@ -515,8 +523,7 @@ export class ProxyFs implements Filesystem {
       writing = { attr: { ...known.attr }, handles: new Set() };
       this.#writing.set(node, writing);
     }
-    this.#attrs.delete(node);
-    this.#attrGen++; // an answer asked for before this write is not kept
+    this.#attrsChanged(node); // an answer asked for before this write is not kept
     if (writing) {
       writing.handles.add(req.fh);
       const end = req.offset + BigInt(req.data.length);
@@ -680,9 +687,21 @@ export class ProxyFs implements Filesystem {
    * others are told by the local side (change_watch.ts, `changed`).
    */
   #attrsChanged(...nodes: number[]): void {
-    if (nodes.length) { for (const n of nodes) this.#attrs.delete(n); }
-    else this.#attrs.clear();
-    this.#attrGen++;
+    const gen = ++this.#attrGen;
+    if (!nodes.length) {
+      this.#attrs.clear();
+      this.#changedAt.clear();
+      this.#allChangedAt = gen;
+    }
+    for (const n of nodes) {
+      this.#attrs.delete(n);
+      this.#changedAt.set(n, gen);
+    }
+  }
+
+  /** Whether nothing changed node `node` since generation `gen` (when its answer was asked). */
+  #unchangedSince(node: number, gen: number): boolean {
+    return gen >= this.#allChangedAt && (this.#changedAt.get(node) ?? 0) <= gen;
   }
 
   /**
@@ -744,7 +763,7 @@ export class ProxyFs implements Filesystem {
     if (attrTimeout >= WATCHED_MIN && (attr.mode & S_IFMT) === S_IFDIR) {
       this.#watchedDirs.set(nodeid, attrTimeout);
     }
-    if (attrTimeout > 0 && gen === this.#attrGen) {
+    if (attrTimeout > 0 && this.#unchangedSince(nodeid, gen)) {
       this.#attrs.set(nodeid, { attr, until: performance.now() + attrTimeout * 1000 });
     }
   }
@@ -806,15 +825,14 @@ export class ProxyFs implements Filesystem {
    * nodes and names is dropped (the kernel's own copies are the caller's to drop).
    */
   changed(changes: Invalidation[]): void {
-    this.#attrGen++; // an answer asked for before may tell of the file as it was
     this.#changes++;
+    // An answer asked for before may tell of these as they were: not kept.
+    this.#attrsChanged(
+      ...changes.flatMap((c) => [c.parent, c.node]).filter((n): n is number => n !== null),
+    );
     for (const c of changes) {
-      if (c.parent !== null) {
-        this.#attrs.delete(c.parent); // its times changed
-        this.#unnamed(c.parent, c.name); // and what the name is, not known now
-      }
+      if (c.parent !== null) this.#unnamed(c.parent, c.name); // what the name is: not known now
       if (c.node === null) continue;
-      this.#attrs.delete(c.node);
       this.#xattrs.delete(c.node);
       this.#noCaps.delete(c.node);
       this.#forgetNode(c.node);
