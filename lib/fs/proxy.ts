@@ -192,6 +192,15 @@ export class ProxyFs implements Filesystem {
   /** Counts the local changes told (`changed`). */
   #changes = 0;
   /**
+   * Watched directories' names, as listed there, by node (null: too many to list), kept
+   * true like #names (a name made or told changed is added): a name not among them is
+   * absent. Asked for at the second name found absent in a directory (gcc's *.gch next
+   * to each source, its random temporaries in /tmp).
+   */
+  readonly #listed = new Map<number, Set<string> | null>();
+  /** Names found absent there, by directory, until its names are listed. */
+  readonly #absentAsked = new Map<number, number>();
+  /**
    * Whole small files as read at an opening, by node, while their attributes are kept
    * for long (the local side watches their directory and tells of each change made
    * there by others; a change through the mount drops them): the next opening to read
@@ -232,8 +241,13 @@ export class ProxyFs implements Filesystem {
   // ---- names: each entry's attributes and xattr names are kept as told ----
 
   async lookup(req: Request<"LOOKUP">): Promise<EntryOut> {
-    const watched = this.#watchedDirs.get(req.header.nodeid);
-    if (watched && this.#names.get(`${req.header.nodeid}\0${req.name}`) === 0) {
+    const parent = req.header.nodeid;
+    const watched = this.#watchedDirs.get(parent);
+    const listed = watched ? this.#listed.get(parent) : undefined;
+    if (
+      watched &&
+      (this.#names.get(`${parent}\0${req.name}`) === 0 || (listed && !listed.has(req.name)))
+    ) {
       return { nodeid: 0, entryTimeout: watched, attrTimeout: 0, attr: ZERO_ATTR };
     }
     const gen = this.#attrGen;
@@ -245,6 +259,7 @@ export class ProxyFs implements Filesystem {
       return { ...entry, entryTimeout: 0, attrTimeout: 0 };
     }
     this.#named(req.header.nodeid, req.name, entry.nodeid);
+    if (!entry.nodeid && watched && listed === undefined) this.#absentFound(parent, req);
     return entry;
   }
 
@@ -459,6 +474,8 @@ export class ProxyFs implements Filesystem {
 
   /** Openings answered on the remote from kept contents (tests, -v). */
   keptOpens = 0;
+  /** Directories' names listed to answer absent names (tests, -v). */
+  listings = 0;
 
   #keep(node: number, data: Uint8Array, attr: AttrOut["attr"]): void {
     if (BigInt(data.length) !== attr.size) return;
@@ -731,8 +748,27 @@ export class ProxyFs implements Filesystem {
     if (e.entry.nodeid) this.#named(parent, e.name, e.entry.nodeid);
   }
 
+  /** A name found absent in watched directory `dir`: at the second, its names are listed. */
+  #absentFound(dir: number, req: Request): void {
+    const n = (this.#absentAsked.get(dir) ?? 0) + 1;
+    this.#absentAsked.set(dir, n);
+    if (n !== 2) return;
+    const gen = this.#attrGen;
+    const ask = { header: req.header } as unknown as Value;
+    (this.peer.call("fs.names", ask) as Promise<string[] | null>).then((names) => {
+      // Changed meanwhile (here or there): listed again at the next names found absent.
+      if (!this.#unchangedSince(dir, gen) || !this.#watchedDirs.has(dir)) {
+        this.#absentAsked.delete(dir);
+        return;
+      }
+      this.#listed.set(dir, names && new Set(names));
+      this.listings++;
+    }, () => this.#listed.set(dir, null));
+  }
+
   /** Forgets what `name` in `parent` is. */
   #unnamed(parent: number, name: string): void {
+    this.#listed.get(parent)?.add(name); // may be there now
     const key = `${parent}\0${name}`;
     const before = this.#names.get(key);
     if (before) this.#keysOf.get(before)?.delete(key);
@@ -751,6 +787,7 @@ export class ProxyFs implements Filesystem {
     }
     this.#names.set(key, node);
     if (!node) return;
+    this.#listed.get(parent)?.add(name);
     let keys = this.#keysOf.get(node);
     if (!keys) this.#keysOf.set(node, keys = new Set());
     keys.add(key);
@@ -842,6 +879,8 @@ export class ProxyFs implements Filesystem {
 
   forget(nodeid: number, nlookup: number): void {
     this.#watchedDirs.delete(nodeid);
+    this.#listed.delete(nodeid);
+    this.#absentAsked.delete(nodeid);
     this.#unkeep(nodeid);
     for (const key of this.#keysOf.get(nodeid) ?? []) this.#names.delete(key);
     this.#keysOf.delete(nodeid);

@@ -26,6 +26,9 @@ import { S_IFMT, S_IFREG } from "../sys/stat.ts";
 
 type AnyMethod = (req: Request, into?: Uint8Array) => unknown;
 
+/** Names of a directory sent at most by `fs.names`. */
+const NAMES_MAX = 10_000;
+
 /** Methods whose answer is an entry (CREATE's: with its handle): it carries xattr names. */
 const ENTRY_METHODS = new Set<string>(["lookup", "mknod", "mkdir", "symlink", "link", "create"]);
 
@@ -214,6 +217,27 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
         });
       });
     }
+  }
+  // A directory's names alone (null: more than NAMES_MAX): the remote answers names
+  // not among them as absent, for as long as the directory is watched here.
+  if (fs.opendir && fs.readdir && fs.releasedir) {
+    peer.handle("fs.names", async (args) => {
+      const req = args as unknown as Request<"OPENDIR">;
+      const open = await fs.opendir!({ ...req, flags: 0 } as Request<"OPENDIR">);
+      const dir = { ...req, fh: open.fh } as unknown as Request<"READDIR">;
+      try {
+        const names: string[] = [];
+        for (let offset = 0n;;) {
+          const page = await fs.readdir!({ ...dir, offset, size: 65536 });
+          if (!page.length) return names as unknown as Value;
+          for (const e of page) if (e.name !== "." && e.name !== "..") names.push(e.name);
+          if (names.length > NAMES_MAX) return null;
+          offset = page.at(-1)!.nextOffset;
+        }
+      } finally {
+        await fs.releasedir!(dir as unknown as Request<"RELEASEDIR">);
+      }
+    });
   }
   peer.onEvent("fs.forget", (args) => {
     const [nodeid, nlookup] = args as [number, number];

@@ -21,7 +21,12 @@ function mb(n: number): string {
  * of a validation, asked for with it (no round trip of its own) and answered while the
  * command runs (what waited for it is counted: restWaits).
  */
-const UNWAITED = new Set<string>([...Object.keys(UNWAITED_CALLS), "cache.validateRest"]);
+const UNWAITED = new Set<string>([
+  ...Object.keys(UNWAITED_CALLS),
+  "cache.validateRest",
+  // A directory's names, asked for beside a lookup that goes on without them.
+  "fs.names",
+]);
 
 /** Blocking calls from the remote (what the command waited a round trip for). */
 export function roundTrips(calls: Record<string, number>): number {

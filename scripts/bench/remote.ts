@@ -355,6 +355,25 @@ export function targets(rows: RemoteBenchRow[], links: Link[] = []): string[] {
       );
     }
   }
+  for (const host of new Set(rows.map((r) => r.host))) {
+    const build = (workload: string, target: number, perUnit: boolean) => {
+      const native = get(host, workload, "native");
+      for (const mode of ["warm", "master"] as const) {
+        const r = get(host, workload, mode);
+        if (!native || !r) continue;
+        const units = perUnit && r.roundTrips !== null
+          ? `, ${(r.roundTrips / PROJECT_UNITS).toFixed(1)} round trips a compile unit (target 2)`
+          : "";
+        out.push(
+          `${mode} ${workload} on ${host}: ${r.seconds.toFixed(2)} s = ${
+            (r.seconds / native.seconds).toFixed(1)
+          }x native (${native.seconds.toFixed(2)} s; target ${target}x)${units}`,
+        );
+      }
+    };
+    build(`make -j2 (${PROJECT_UNITS} units)`, 1.3, true);
+    build("configure (30 checks)", 2, false);
+  }
   const warmTrips = rows.filter((r) => r.mode === "warm").map((r) =>
     `${r.host} ${r.workload}: ${r.roundTrips}`
   );

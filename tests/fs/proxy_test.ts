@@ -797,3 +797,31 @@ Deno.test("proxy: a small file opened to read again while watched is answered he
     assert.equal(asked(), before + 2);
   }, 60);
 });
+
+Deno.test("proxy: at the second name found absent in a watched directory its names are listed; others are then answered here", async () => {
+  await withProxy(async (proxy, dir) => {
+    await Deno.mkdir(`${dir}/src`);
+    await Deno.writeTextFile(`${dir}/src/u0.c`, "int x;\n");
+    const fs = proxy as unknown as ProxyFs;
+    const lookup = async (parent: number, name: string) =>
+      (await proxy.lookup!({ header: header(parent), name } as unknown as Request<"LOOKUP">))
+        .nodeid;
+    const asked = () => fs.peer.callsByMethod["fs.lookup"] ?? 0;
+    const src = await lookup(1, "src");
+    assert.equal(await lookup(src, "u0.c.gch"), 0);
+    assert.equal(fs.peer.callsByMethod["fs.names"], undefined, "not at the first");
+    assert.equal(await lookup(src, "u1.c.gch"), 0);
+    await landed("the names listed", () => fs.listings === 1);
+    assert.equal(fs.peer.callsByMethod["fs.names"], 1);
+    const before = asked();
+    assert.equal(await lookup(src, "u2.c.gch"), 0);
+    assert.equal(asked(), before, "answered here");
+    assert.ok(await lookup(src, "u0.c"), "a listed name is asked for");
+    assert.equal(asked(), before + 1);
+    // Made here by someone else, and told: asked for again.
+    await Deno.writeTextFile(`${dir}/src/u2.c.gch`, "");
+    fs.changed([{ parent: src, name: "u2.c.gch", node: null }]);
+    assert.ok(await lookup(src, "u2.c.gch"));
+    assert.equal(asked(), before + 2);
+  }, 60);
+});
