@@ -86,6 +86,9 @@ import {
 import { Errno } from "../sys/errno.ts";
 import { O, RENAME_EXCHANGE } from "../sys/libc.ts";
 import { S_IFDIR, S_IFMT } from "../sys/stat.ts";
+import { KeptAttrs } from "./kept_attrs.ts";
+import { KeptFiles } from "./kept_files.ts";
+import { KnownNames } from "./known_names.ts";
 
 /** Read-ahead blocks: the unit fetched ahead of sequential reads. */
 export const AHEAD_BLOCK = 256 * 1024;
@@ -104,11 +107,6 @@ const WATCHED_MIN = 10;
  * descriptor and any handle of CachedFs's (from 2^40 up).
  */
 const KEPT_FH_BASE = 2 ** 44;
-/** Bytes of kept contents at most (small files only: each is under OPEN_AHEAD). */
-const KEPT_MAX_BYTES = 64 * 1024 * 1024;
-
-/** Names kept at most (see #names): negative ones are never forgotten by the kernel. */
-const MAX_NAMES = 200_000;
 
 /** Bytes of a handle's writes on their way at most before the next write waits. */
 export const WRITE_BEHIND = 8 * 1024 * 1024;
@@ -150,15 +148,8 @@ export class ProxyFs implements Filesystem {
   readonly #writes = new Map<number, WriteState>();
   /** Nodes known to have no security.capability (the kernel asks before every write). */
   readonly #noCaps = new Set<number>();
-  /** Local nodes' attributes as last told (an entry, a GETATTR), and until when they hold. */
-  readonly #attrs = new Map<number, { attr: AttrOut["attr"]; until: number }>();
-  /**
-   * Counts changes (through the mount, and told by the local side): an answer asked for
-   * before a change of its node is not kept. When each node last changed, and all.
-   */
-  #attrGen = 0;
-  readonly #changedAt = new Map<number, number>();
-  #allChangedAt = 0;
+  /** Local nodes' attributes as last told, while they hold (kept_attrs.ts). */
+  readonly #attrs = new KeptAttrs();
   /** Nodes' extended attributes' names (LISTXATTR's answer), as told with an entry, and until when. */
   readonly #xattrs = new Map<number, { names: Uint8Array; until: number }>();
   /**
@@ -176,30 +167,10 @@ export class ProxyFs implements Filesystem {
    * configure's conftest.*), as the local side made it for this same user a moment ago.
    */
   readonly #madeHere = new Set<string>();
-  /**
-   * What each name told to the kernel is ("parent\0name" -> node id, 0 for none), so
-   * that removing or moving it drops that node's kept attributes alone; and the other
-   * way, for forgetting.
-   */
-  readonly #names = new Map<string, number>();
-  readonly #keysOf = new Map<number, Set<string>>();
-  /**
-   * Directories whose attributes were told for long, by node: the local side watches
-   * them and tells of each change made there by others, so a name in one that is known
-   * absent (removed through the mount, or asked) is answered here, for that long.
-   */
-  readonly #watchedDirs = new Map<number, number>();
+  /** What each name told is, which directories are watched there (known_names.ts). */
+  readonly #names = new KnownNames();
   /** Counts the local changes told (`changed`). */
   #changes = 0;
-  /**
-   * Watched directories' names, as listed there, by node (null: too many to list), kept
-   * true like #names (a name made or told changed is added): a name not among them is
-   * absent. Asked for at the second name found absent in a directory (gcc's *.gch next
-   * to each source, its random temporaries in /tmp).
-   */
-  readonly #listed = new Map<number, Set<string> | null>();
-  /** Names found absent there, by directory, until its names are listed. */
-  readonly #absentAsked = new Map<number, number>();
   /**
    * Whole small files as read at an opening, by node, while their attributes are kept
    * for long (the local side watches their directory and tells of each change made
@@ -207,8 +178,7 @@ export class ProxyFs implements Filesystem {
    * is answered here, with a handle of its own (from KEPT_FH_BASE up) and its pages
    * kept by the kernel. A header every compile unit includes was a round trip each.
    */
-  readonly #kept = new Map<number, { data: Uint8Array; mtime: bigint; mtimeNsec: number }>();
-  #keptBytes = 0;
+  readonly #kept = new KeptFiles();
   #nextKeptFh = KEPT_FH_BASE;
   /** Handles answered here that needed a local one after all (lseek, fsync, ...). */
   readonly #localFhs = new Map<number, Promise<number>>();
@@ -242,15 +212,11 @@ export class ProxyFs implements Filesystem {
 
   async lookup(req: Request<"LOOKUP">): Promise<EntryOut> {
     const parent = req.header.nodeid;
-    const watched = this.#watchedDirs.get(parent);
-    const listed = watched ? this.#listed.get(parent) : undefined;
-    if (
-      watched &&
-      (this.#names.get(`${parent}\0${req.name}`) === 0 || (listed && !listed.has(req.name)))
-    ) {
-      return { nodeid: 0, entryTimeout: watched, attrTimeout: 0, attr: ZERO_ATTR };
+    const absent = this.#names.absent(parent, req.name);
+    if (absent !== null) {
+      return { nodeid: 0, entryTimeout: absent, attrTimeout: 0, attr: ZERO_ATTR };
     }
-    const gen = this.#attrGen;
+    const gen = this.#attrs.gen;
     const changes = this.#changes;
     const entry = this.#learn(await this.#ask<EntryOut>("lookup", req), gen);
     if (changes !== this.#changes) {
@@ -258,21 +224,21 @@ export class ProxyFs implements Filesystem {
       // and the invalidation has already gone to the kernel. Not kept, by anyone.
       return { ...entry, entryTimeout: 0, attrTimeout: 0 };
     }
-    this.#named(req.header.nodeid, req.name, entry.nodeid);
-    if (!entry.nodeid && watched && listed === undefined) this.#absentFound(parent, req);
+    this.#names.named(parent, req.name, entry.nodeid);
+    if (!entry.nodeid && this.#names.absentAsked(parent)) this.#listNames(parent, req);
     return entry;
   }
 
   /** What makes a name: the directory's kept attributes go first (see #attrsChanged). */
   async #made(name: "mknod" | "mkdir" | "symlink" | "link", req: Request): Promise<EntryOut> {
     this.#attrsChanged(req.header.nodeid, (req as Partial<Request<"LINK">>).oldNodeid ?? 0);
-    const gen = this.#attrGen;
+    const gen = this.#attrs.gen;
     const made = await this.#ask<EntryOut & ParentAttrs>(name, req);
     this.#keepParents(req, made, gen);
     const entry = this.#learn(made, gen);
     const asked = req as { name?: string; newName?: string };
     const madeName = asked.newName ?? asked.name!;
-    this.#named(req.header.nodeid, madeName, entry.nodeid);
+    this.#names.named(req.header.nodeid, madeName, entry.nodeid);
     if (name !== "mkdir") this.#madeHere.add(`${req.header.nodeid}\0${madeName}`);
     return entry;
   }
@@ -295,11 +261,11 @@ export class ProxyFs implements Filesystem {
 
   async create(req: Request<"CREATE">): Promise<{ entry: EntryOut; open: OpenOut }> {
     this.#attrsChanged(req.header.nodeid);
-    const gen = this.#attrGen;
+    const gen = this.#attrs.gen;
     const made = await this.#ask<{ entry: EntryOut; open: OpenOut } & ParentAttrs>("create", req);
     this.#keepParents(req, made, gen);
     this.#learn(made.entry, gen);
-    this.#named(req.header.nodeid, req.name, made.entry.nodeid);
+    this.#names.named(req.header.nodeid, req.name, made.entry.nodeid);
     this.#madeHere.add(`${req.header.nodeid}\0${req.name}`);
     return made;
   }
@@ -315,14 +281,14 @@ export class ProxyFs implements Filesystem {
    */
   async unlink(req: Request<"UNLINK">): Promise<void> {
     this.#nameChanged(req.header.nodeid, req.name);
-    const gen = this.#attrGen;
+    const gen = this.#attrs.gen;
     const key = `${req.header.nodeid}\0${req.name}`;
     if (!this.#madeHere.delete(key)) {
       this.#keepParents(req, await this.#ask<ParentAttrs | null>("unlink", req), gen);
-      this.#named(req.header.nodeid, req.name, 0);
+      this.#names.named(req.header.nodeid, req.name, 0);
       return;
     }
-    this.#named(req.header.nodeid, req.name, 0);
+    this.#names.named(req.header.nodeid, req.name, 0);
     (this.peer.call("fs.unlinkBehind", req as unknown as Value) as Promise<ParentAttrs | null>)
       .then(
         (done) => this.#keepParents(req, done, gen),
@@ -332,9 +298,9 @@ export class ProxyFs implements Filesystem {
 
   async rmdir(req: Request<"RMDIR">): Promise<void> {
     this.#nameChanged(req.header.nodeid, req.name);
-    const gen = this.#attrGen;
+    const gen = this.#attrs.gen;
     this.#keepParents(req, await this.#ask<ParentAttrs | null>("rmdir", req), gen);
-    this.#named(req.header.nodeid, req.name, 0);
+    this.#names.named(req.header.nodeid, req.name, 0);
   }
 
   async rename(req: Request<"RENAME" | "RENAME2">): Promise<void> {
@@ -343,16 +309,16 @@ export class ProxyFs implements Filesystem {
     const to = `${req.newdir}\0${req.newName}`;
     // Both names are as they were until the rename is done there (an exchange swaps them).
     const [fromMade, toMade] = [this.#madeHere.delete(from), this.#madeHere.delete(to)];
-    const gen = this.#attrGen;
-    const moved = this.#names.get(from);
-    const replaced = this.#names.get(to);
+    const gen = this.#attrs.gen;
+    const moved = this.#names.nodeOf(req.header.nodeid, req.name);
+    const replaced = this.#names.nodeOf(req.newdir, req.newName);
     this.#keepParents(req, await this.#ask<ParentAttrs | null>("rename", req), gen);
     // What each name is now: the moved node (and, exchanged, the other), or not known.
-    if (moved) this.#named(req.newdir, req.newName, moved);
-    else this.#unnamed(req.newdir, req.newName);
-    if (!(req.flags & RENAME_EXCHANGE)) this.#named(req.header.nodeid, req.name, 0);
-    else if (replaced) this.#named(req.header.nodeid, req.name, replaced);
-    else this.#unnamed(req.header.nodeid, req.name);
+    if (moved) this.#names.named(req.newdir, req.newName, moved);
+    else this.#names.unnamed(req.newdir, req.newName);
+    if (!(req.flags & RENAME_EXCHANGE)) this.#names.named(req.header.nodeid, req.name, 0);
+    else if (replaced) this.#names.named(req.header.nodeid, req.name, replaced);
+    else this.#names.unnamed(req.header.nodeid, req.name);
     if (fromMade) this.#madeHere.add(to);
     if (toMade && req.flags & RENAME_EXCHANGE) this.#madeHere.add(from);
   }
@@ -363,9 +329,8 @@ export class ProxyFs implements Filesystem {
     const writing = this.#writing.get(req.header.nodeid);
     if (writing) return { attr: { ...writing.attr }, attrTimeout: 0 };
     const known = this.#attrs.get(req.header.nodeid);
-    const left = known ? known.until - performance.now() : 0;
-    if (known && left > 0) return { attr: known.attr, attrTimeout: left / 1000 };
-    const gen = this.#attrGen;
+    if (known) return { attr: known.attr, attrTimeout: known.left / 1000 };
+    const gen = this.#attrs.gen;
     // An opening answered here: by node (GETATTR_FH's fstat is the same file).
     const ask = req.fh >= KEPT_FH_BASE ? { ...req, flags: req.flags & ~GETATTR_FH, fh: 0 } : req;
     const out = await this.#ask<AttrOut>("getattr", ask);
@@ -444,7 +409,9 @@ export class ProxyFs implements Filesystem {
   async open(req: Request<"OPEN">): Promise<OpenOut> {
     if (req.flags & O.TRUNC) this.#attrsChanged(req.header.nodeid);
     const reading = (req.flags & O.ACCMODE) === O.RDONLY;
-    const kept = reading && !(req.flags & O.TRUNC) ? this.#keptNow(req.header.nodeid) : null;
+    const kept = reading && !(req.flags & O.TRUNC)
+      ? this.#kept.get(req.header.nodeid, this.#attrs.get(req.header.nodeid)?.attr)
+      : null;
     if (kept) {
       const fh = this.#nextKeptFh++;
       this.#heads.set(fh, { nodeid: req.header.nodeid, data: kept, whole: true });
@@ -452,7 +419,7 @@ export class ProxyFs implements Filesystem {
       return { fh, openFlags: FOPEN.NOFLUSH | FOPEN.KEEP_CACHE };
     }
     const args = { ...req, size: reading ? OPEN_AHEAD : 0 } as unknown as Value;
-    const gen = this.#attrGen;
+    const gen = this.#attrs.gen;
     const { open, head, attr } = await this.peer.call(
       "fs.openAhead",
       args,
@@ -464,9 +431,9 @@ export class ProxyFs implements Filesystem {
       this.#heads.set(open.fh, { nodeid: req.header.nodeid, data, whole });
       if (
         whole && attr && attr.attrTimeout >= WATCHED_MIN &&
-        this.#unchangedSince(req.header.nodeid, gen)
+        this.#attrs.unchangedSince(req.header.nodeid, gen)
       ) {
-        this.#keep(req.header.nodeid, data, attr.attr);
+        this.#kept.keep(req.header.nodeid, data, attr.attr);
       }
     }
     return reading ? { ...open, openFlags: (open.openFlags ?? 0) | FOPEN.NOFLUSH } : open;
@@ -476,40 +443,6 @@ export class ProxyFs implements Filesystem {
   keptOpens = 0;
   /** Directories' names listed to answer absent names (tests, -v). */
   listings = 0;
-
-  #keep(node: number, data: Uint8Array, attr: AttrOut["attr"]): void {
-    if (BigInt(data.length) !== attr.size) return;
-    this.#unkeep(node);
-    this.#kept.set(node, { data, mtime: attr.mtimeSec, mtimeNsec: attr.mtimeNsec });
-    this.#keptBytes += data.length;
-    for (const [old, k] of this.#kept) {
-      if (this.#keptBytes <= KEPT_MAX_BYTES) break;
-      this.#kept.delete(old);
-      this.#keptBytes -= k.data.length;
-    }
-  }
-
-  #unkeep(node: number): void {
-    const k = this.#kept.get(node);
-    if (!k) return;
-    this.#kept.delete(node);
-    this.#keptBytes -= k.data.length;
-  }
-
-  /** A node's kept contents, if they are as its attributes kept now say. */
-  #keptNow(node: number): Uint8Array | null {
-    const k = this.#kept.get(node);
-    const known = this.#attrs.get(node);
-    if (!k) return null;
-    if (
-      !known || known.until <= performance.now() || known.attr.size !== BigInt(k.data.length) ||
-      known.attr.mtimeSec !== k.mtime || known.attr.mtimeNsec !== k.mtimeNsec
-    ) {
-      this.#unkeep(node);
-      return null;
-    }
-    return k.data;
-  }
 
   /**
    * `req` with a handle the local side knows: one answered here is opened there
@@ -536,7 +469,7 @@ export class ProxyFs implements Filesystem {
     const node = req.header.nodeid;
     let writing = this.#writing.get(node);
     const known = this.#attrs.get(node);
-    if (!writing && known && known.until > performance.now()) {
+    if (!writing && known) {
       writing = { attr: { ...known.attr }, handles: new Set() };
       this.#writing.set(node, writing);
     }
@@ -609,7 +542,7 @@ export class ProxyFs implements Filesystem {
 
   async opendir(req: Request<"OPENDIR">): Promise<OpenOut> {
     const args = { ...req, size: LIST_FIRST } as unknown as Value;
-    const gen = this.#attrGen;
+    const gen = this.#attrs.gen;
     const { open, entries, end, attr } = await this.peer.call(
       "fs.opendirAhead",
       args,
@@ -671,7 +604,7 @@ export class ProxyFs implements Filesystem {
     }
     if (!dir.entries.length && !dir.end) {
       const more = { ...req, op: "READDIRPLUS", size: LIST_MORE } as unknown as Value;
-      const gen = this.#attrGen;
+      const gen = this.#attrs.gen;
       const next = await this.peer.call("fs.readdirAhead", more) as unknown as Listing;
       // Let go meanwhile (or asked elsewhere): nobody takes these.
       if (this.#dirs.get(req.fh) !== dir || dir.from !== req.offset) {
@@ -704,21 +637,7 @@ export class ProxyFs implements Filesystem {
    * others are told by the local side (change_watch.ts, `changed`).
    */
   #attrsChanged(...nodes: number[]): void {
-    const gen = ++this.#attrGen;
-    if (!nodes.length) {
-      this.#attrs.clear();
-      this.#changedAt.clear();
-      this.#allChangedAt = gen;
-    }
-    for (const n of nodes) {
-      this.#attrs.delete(n);
-      this.#changedAt.set(n, gen);
-    }
-  }
-
-  /** Whether nothing changed node `node` since generation `gen` (when its answer was asked). */
-  #unchangedSince(node: number, gen: number): boolean {
-    return gen >= this.#allChangedAt && (this.#changedAt.get(node) ?? 0) <= gen;
+    this.#attrs.changed(...nodes);
   }
 
   /**
@@ -734,7 +653,7 @@ export class ProxyFs implements Filesystem {
       names.push([newParent, newName]);
     }
     for (const [dir, n] of names) {
-      const node = this.#names.get(`${dir}\0${n}`);
+      const node = this.#names.nodeOf(dir, n);
       if (node === undefined) return this.#attrsChanged();
       nodes.push(node);
     }
@@ -745,52 +664,18 @@ export class ProxyFs implements Filesystem {
   #learnListed(parent: number, e: DirEntry, gen: number): void {
     if (!e.entry) return;
     this.#learn(e.entry, gen);
-    if (e.entry.nodeid) this.#named(parent, e.name, e.entry.nodeid);
+    if (e.entry.nodeid) this.#names.named(parent, e.name, e.entry.nodeid);
   }
 
-  /** A name found absent in watched directory `dir`: at the second, its names are listed. */
-  #absentFound(dir: number, req: Request): void {
-    const n = (this.#absentAsked.get(dir) ?? 0) + 1;
-    this.#absentAsked.set(dir, n);
-    if (n !== 2) return;
-    const gen = this.#attrGen;
+  /** Asks for directory `dir`'s names (see KnownNames): names not among them are absent. */
+  #listNames(dir: number, req: Request): void {
+    const gen = this.#attrs.gen;
     const ask = { header: req.header } as unknown as Value;
     (this.peer.call("fs.names", ask) as Promise<string[] | null>).then((names) => {
       // Changed meanwhile (here or there): listed again at the next names found absent.
-      if (!this.#unchangedSince(dir, gen) || !this.#watchedDirs.has(dir)) {
-        this.#absentAsked.delete(dir);
-        return;
-      }
-      this.#listed.set(dir, names && new Set(names));
+      this.#names.listed(dir, names, !this.#attrs.unchangedSince(dir, gen));
       this.listings++;
-    }, () => this.#listed.set(dir, null));
-  }
-
-  /** Forgets what `name` in `parent` is. */
-  #unnamed(parent: number, name: string): void {
-    this.#listed.get(parent)?.add(name); // may be there now
-    const key = `${parent}\0${name}`;
-    const before = this.#names.get(key);
-    if (before) this.#keysOf.get(before)?.delete(key);
-    this.#names.delete(key);
-  }
-
-  /** Notes that `name` in `parent` is node `node` (0: no such name), as an answer told. */
-  #named(parent: number, name: string, node: number): void {
-    const key = `${parent}\0${name}`;
-    const before = this.#names.get(key);
-    if (before) this.#keysOf.get(before)?.delete(key);
-    // Known absent (0) too: a rename's target is looked up first, and is usually that.
-    if (this.#names.size >= MAX_NAMES && !this.#names.has(key)) {
-      this.#names.clear(); // unknown names drop all kept attributes: safe, if slower
-      this.#keysOf.clear();
-    }
-    this.#names.set(key, node);
-    if (!node) return;
-    this.#listed.get(parent)?.add(name);
-    let keys = this.#keysOf.get(node);
-    if (!keys) this.#keysOf.set(node, keys = new Set());
-    keys.add(key);
+    }, () => this.#names.listed(dir, null, false));
   }
 
   /** Keeps attributes told by an answer to a call made in generation `gen`, if still current. */
@@ -798,11 +683,9 @@ export class ProxyFs implements Filesystem {
     if (!nodeid) return;
     // Told for long: the local side watches this directory (change_watch.ts).
     if (attrTimeout >= WATCHED_MIN && (attr.mode & S_IFMT) === S_IFDIR) {
-      this.#watchedDirs.set(nodeid, attrTimeout);
+      this.#names.watched(nodeid, attrTimeout);
     }
-    if (attrTimeout > 0 && this.#unchangedSince(nodeid, gen)) {
-      this.#attrs.set(nodeid, { attr, until: performance.now() + attrTimeout * 1000 });
-    }
+    this.#attrs.keep(nodeid, attr, attrTimeout, gen);
   }
 
   /**
@@ -868,7 +751,7 @@ export class ProxyFs implements Filesystem {
       ...changes.flatMap((c) => [c.parent, c.node]).filter((n): n is number => n !== null),
     );
     for (const c of changes) {
-      if (c.parent !== null) this.#unnamed(c.parent, c.name); // what the name is: not known now
+      if (c.parent !== null) this.#names.unnamed(c.parent, c.name); // what the name is: not known now
       if (c.node === null) continue;
       this.#xattrs.delete(c.node);
       this.#noCaps.delete(c.node);
@@ -878,13 +761,9 @@ export class ProxyFs implements Filesystem {
   }
 
   forget(nodeid: number, nlookup: number): void {
-    this.#watchedDirs.delete(nodeid);
-    this.#listed.delete(nodeid);
-    this.#absentAsked.delete(nodeid);
-    this.#unkeep(nodeid);
-    for (const key of this.#keysOf.get(nodeid) ?? []) this.#names.delete(key);
-    this.#keysOf.delete(nodeid);
-    this.#attrs.delete(nodeid);
+    this.#names.forget(nodeid);
+    this.#kept.drop(nodeid);
+    this.#attrs.forget(nodeid);
     this.#doneWriting(nodeid, null);
     this.#noCaps.delete(nodeid); // the id may name another file later
     this.#xattrs.delete(nodeid);
@@ -944,7 +823,7 @@ export class ProxyFs implements Filesystem {
   }
 
   #forgetNode(nodeid: number): void {
-    this.#unkeep(nodeid);
+    this.#kept.drop(nodeid);
     for (const [fh, s] of this.#reads) if (s.nodeid === nodeid) this.#reads.delete(fh);
     for (const [fh, h] of this.#heads) if (h.nodeid === nodeid) this.#heads.delete(fh);
   }
