@@ -5,10 +5,9 @@
  * Node ids, handles and errno values pass through unchanged. FORGET travels as a
  * one-way event, like in the kernel protocol.
  *
- * Reads that follow each other on a handle (a file read from start to end: an input
- * video, an archive) are read ahead here, in blocks, as many at once as the link
- * holds: the kernel's own readahead (64 KiB, kept small for mapped libraries) left a
- * 20 ms link moving 7 MB/s.
+ * Reads that follow each other on a handle are read ahead (read_ahead.ts). What is
+ * kept of the local files between calls has rooms of its own: attributes
+ * (kept_attrs.ts), names (known_names.ts), whole small files (kept_files.ts).
  *
  * Writes are written behind, as NFS does: a WRITE is answered at once and its data
  * goes on its way (at most WRITE_BEHIND bytes per handle outstanding); a write that
@@ -89,13 +88,7 @@ import { S_IFDIR, S_IFMT } from "../sys/stat.ts";
 import { KeptAttrs } from "./kept_attrs.ts";
 import { KeptFiles } from "./kept_files.ts";
 import { KnownNames } from "./known_names.ts";
-
-/** Read-ahead blocks: the unit fetched ahead of sequential reads. */
-export const AHEAD_BLOCK = 256 * 1024;
-/** The most read ahead of a handle's last read (a 20 ms link at ~100 MB/s holds 2 MB). */
-export const AHEAD_MAX = 4 * 1024 * 1024;
-/** Reads in sequence before reading ahead starts (a header read, then a seek, is not). */
-const AHEAD_AFTER = 2;
+import { AHEAD_BLOCK, ReadAhead } from "./read_ahead.ts";
 
 const CAPS = "security.capability";
 
@@ -119,18 +112,6 @@ interface WriteState {
   packing: Packing | null;
 }
 
-/** A handle's reads: where the next one would start if they follow each other. */
-interface ReadState {
-  nodeid: number;
-  /** Where the next read starts if it follows the last one asked for. */
-  next: number;
-  streak: number;
-  /** Bytes to keep in flight past the last read (doubles with each read in sequence). */
-  window: number;
-  /** Block index -> its bytes (short at the end of the file). */
-  blocks: Map<number, Promise<Uint8Array>>;
-}
-
 /**
  * A directory handle's entries fetched ahead, those after offset `from`; each with a
  * lookup there that the kernel takes over when given the entry in a READDIRPLUS.
@@ -141,7 +122,15 @@ interface DirAhead extends Listing {
 
 /** The FUSE side: each request goes to the other end and its answer comes back. */
 export class ProxyFs implements Filesystem {
-  readonly #reads = new Map<number, ReadState>();
+  /** Reads in sequence, read ahead (read_ahead.ts). */
+  readonly #reads = new ReadAhead({
+    once: (req) => this.peer.call("fs.read", req as unknown as Value) as Promise<Uint8Array>,
+    block: (req, offset) => {
+      const ask = { ...req, offset, size: AHEAD_BLOCK } as unknown as Value;
+      return (this.peer.call("fs.readAhead", ask) as Promise<Uint8Array | PackedBytes>)
+        .then((v) => unpacked(this.codec, v));
+    },
+  });
   /** Read-only handles' first bytes, as at their opening (`whole`: all of the file). */
   readonly #heads = new Map<number, { nodeid: number; data: Uint8Array; whole: boolean }>();
   readonly #dirs = new Map<number, DirAhead>();
@@ -183,7 +172,9 @@ export class ProxyFs implements Filesystem {
   /** Handles answered here that needed a local one after all (lseek, fsync, ...). */
   readonly #localFhs = new Map<number, Promise<number>>();
   /** Reads ahead: answered from a block fetched ahead, blocks asked for, answers come. */
-  readonly ahead = { hits: 0, blocks: 0, settled: 0 };
+  get ahead(): ReadAhead["stats"] {
+    return this.#reads.stats;
+  }
 
   constructor(
     readonly peer: RpcPeer,
@@ -525,7 +516,7 @@ export class ProxyFs implements Filesystem {
   async release(req: Request<"RELEASE">): Promise<void> {
     await this.#settle(req.fh);
     this.#doneWriting(req.header.nodeid, req.fh);
-    this.#reads.delete(req.fh);
+    this.#reads.release(req.fh);
     this.#writes.delete(req.fh);
     this.#heads.delete(req.fh);
     if (req.fh < KEPT_FH_BASE) return this.#tell("fs.releaseBehind", req);
@@ -824,27 +815,14 @@ export class ProxyFs implements Filesystem {
 
   #forgetNode(nodeid: number): void {
     this.#kept.drop(nodeid);
-    for (const [fh, s] of this.#reads) if (s.nodeid === nodeid) this.#reads.delete(fh);
+    this.#reads.forgetNode(nodeid);
     for (const [fh, h] of this.#heads) if (h.nodeid === nodeid) this.#heads.delete(fh);
   }
 
   async #read(req: Request<"READ">): Promise<Uint8Array> {
-    const offset = Number(req.offset);
-    let s = this.#reads.get(req.fh);
-    if (!s || s.nodeid !== req.header.nodeid) {
-      s = { nodeid: req.header.nodeid, next: -1, streak: 0, window: 0, blocks: new Map() };
-      this.#reads.set(req.fh, s);
-    }
-    // Where the next read starts if it follows this one: set now, as the kernel may ask
-    // for the next range before this one is answered.
-    const follows = offset === s.next;
-    s.next = offset + req.size;
-    if (!follows) {
-      s.streak = 0;
-      s.window = 0;
-      s.blocks.clear();
-    } else s.streak++;
+    this.#reads.note(req);
     // Within what came with the opening.
+    const offset = Number(req.offset);
     const head = this.#heads.get(req.fh);
     if (head && head.nodeid === req.header.nodeid) {
       const end = offset + req.size;
@@ -853,49 +831,6 @@ export class ProxyFs implements Filesystem {
       }
     }
     if (req.fh >= KEPT_FH_BASE) req = await this.#localFh(req); // its contents changed
-    if (s.streak < AHEAD_AFTER) {
-      return await this.peer.call("fs.read", req as unknown as Value) as Uint8Array;
-    }
-    s.window = Math.min(AHEAD_MAX, Math.max(2 * AHEAD_BLOCK, s.window * 2));
-    const end = offset + req.size;
-    const first = Math.floor(offset / AHEAD_BLOCK);
-    // Everything up to the window's end is asked for now; what is behind is let go.
-    const last = Math.floor((end + s.window - 1) / AHEAD_BLOCK);
-    for (let b = first; b <= last; b++) {
-      if (!s.blocks.has(b)) s.blocks.set(b, this.#fetch(req, b));
-    }
-    for (const b of s.blocks.keys()) if (b < first) s.blocks.delete(b);
-    const out = new Uint8Array(req.size);
-    let got = 0;
-    for (let b = first; got < req.size; b++) {
-      const block = s.blocks.get(b) ?? this.#fetch(req, b);
-      let bytes: Uint8Array;
-      try {
-        bytes = await block;
-      } catch (e) {
-        s.blocks.clear(); // asked again next time, each error in its place
-        s.streak = 0;
-        if (got) break; // what came before the error is the answer, as with read(2)
-        throw e;
-      }
-      const from = offset + got - b * AHEAD_BLOCK;
-      const piece = bytes.subarray(from, from + (req.size - got));
-      out.set(piece, got);
-      got += piece.length;
-      if (bytes.length < AHEAD_BLOCK) break; // the end of the file
-    }
-    this.ahead.hits++;
-    return out.subarray(0, got);
-  }
-
-  #fetch(req: Request<"READ">, block: number): Promise<Uint8Array> {
-    this.ahead.blocks++;
-    const ask = { ...req, offset: BigInt(block * AHEAD_BLOCK), size: AHEAD_BLOCK };
-    const p = (this.peer.call("fs.readAhead", ask as unknown as Value) as Promise<
-      Uint8Array | PackedBytes
-    >).then((v) => unpacked(this.codec, v));
-    // A block nobody waits for fails quietly.
-    p.then(() => this.ahead.settled++, () => this.ahead.settled++);
-    return p;
+    return await this.#reads.read(req);
   }
 }

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { delayedFilesystem, type DelayStats } from "../../lib/fs/delayed.ts";
 import { LoopbackFs } from "../../lib/fs/loopback.ts";
-import { AHEAD_BLOCK, ProxyFs } from "../../lib/fs/proxy.ts";
+import { ProxyFs } from "../../lib/fs/proxy.ts";
+import { AHEAD_BLOCK } from "../../lib/fs/read_ahead.ts";
 import { type BulkCodec, LIST_FIRST, OPEN_AHEAD } from "../../lib/fs/file_wire.ts";
 import { serveFilesystem } from "../../lib/fs/serve.ts";
 import { bulkCodec } from "../../lib/fs/cache/chunks.ts";
