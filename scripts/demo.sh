@@ -46,3 +46,8 @@ shared=(-F "$cfg" -o ControlMaster=auto -o ControlPersist=60)
 time "$outrun" "${shared[@]}" deb-wan ffmpeg -version | head -1
 time ssh -F "$cfg" deb-wan true
 "$outrun" "${shared[@]}" -O exit deb-wan
+echo "== a build: make -j2 of a generated 12-unit C project with local headers, objects land here"
+deno eval "import { writeCProject } from '$repo/scripts/bench/c_project.ts'; await writeCProject('$work/proj', 11);"
+time "$outrun" -F "$cfg" --stats deb-wan make -s -j2 -C proj
+./proj/prog
+cp -r proj local && make -s -B -C local && cmp proj/prog local/prog && echo "the program built there is byte-identical to the one built here"
