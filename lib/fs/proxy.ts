@@ -9,12 +9,8 @@
  * kept of the local files between calls has rooms of its own: attributes
  * (kept_attrs.ts), names (known_names.ts), whole small files (kept_files.ts).
  *
- * Writes are written behind, as NFS does: a WRITE is answered at once and its data
- * goes on its way (at most WRITE_BEHIND bytes per handle outstanding); a write that
- * fails there is reported by the next write, FLUSH (close) or FSYNC on the handle.
- * Calls are handled in order on the other side, so whatever comes after a write
- * (a read, a stat, a rename) sees it. ffmpeg writing its output 32 KiB at a time
- * moved 0.7 MB/s on a 20 ms link, one round trip a write.
+ * Writes are written behind (write_behind.ts): answered at once, a failure there
+ * reported by the next write, FLUSH (close) or FSYNC on the handle.
  *
  * And before each write the kernel asks whether the file has capabilities to drop
  * (GETXATTR security.capability): a file's "none" is kept here until an xattr of it
@@ -76,7 +72,6 @@ import {
   type OpenedDir,
   type OpenedFile,
   type PackedBytes,
-  Packing,
   type ParentAttrs,
   type Proxied,
   unpacked,
@@ -89,6 +84,7 @@ import { KeptAttrs } from "./kept_attrs.ts";
 import { KeptFiles } from "./kept_files.ts";
 import { KnownNames } from "./known_names.ts";
 import { AHEAD_BLOCK, ReadAhead } from "./read_ahead.ts";
+import { WriteBehind } from "./write_behind.ts";
 
 const CAPS = "security.capability";
 
@@ -100,17 +96,6 @@ const WATCHED_MIN = 10;
  * descriptor and any handle of CachedFs's (from 2^40 up).
  */
 const KEPT_FH_BASE = 2 ** 44;
-
-/** Bytes of a handle's writes on their way at most before the next write waits. */
-export const WRITE_BEHIND = 8 * 1024 * 1024;
-
-/** A handle's writes on their way, and the first that failed (not reported yet). */
-interface WriteState {
-  inFlight: Set<Promise<void>>;
-  bytes: number;
-  error: Error | null;
-  packing: Packing | null;
-}
 
 /**
  * A directory handle's entries fetched ahead, those after offset `from`; each with a
@@ -134,7 +119,8 @@ export class ProxyFs implements Filesystem {
   /** Read-only handles' first bytes, as at their opening (`whole`: all of the file). */
   readonly #heads = new Map<number, { nodeid: number; data: Uint8Array; whole: boolean }>();
   readonly #dirs = new Map<number, DirAhead>();
-  readonly #writes = new Map<number, WriteState>();
+  /** Writes on their way, by handle (write_behind.ts). */
+  readonly #writes: WriteBehind;
   /** Nodes known to have no security.capability (the kernel asks before every write). */
   readonly #noCaps = new Set<number>();
   /** Local nodes' attributes as last told, while they hold (kept_attrs.ts). */
@@ -187,6 +173,12 @@ export class ProxyFs implements Filesystem {
     /** Packs writes written behind, unpacks blocks read ahead (none: all goes raw). */
     readonly codec?: BulkCodec,
   ) {
+    this.#writes = new WriteBehind(
+      (req, data) =>
+        this.peer.call("fs.writeBehind", { ...req, data } as unknown as Value) as Promise<number>,
+      (e) => this.onLateWriteError(e),
+      codec,
+    );
   }
 
   /** A call to the local file service, its answer as `T` (the one cast of the answers). */
@@ -517,7 +509,7 @@ export class ProxyFs implements Filesystem {
     await this.#settle(req.fh);
     this.#doneWriting(req.header.nodeid, req.fh);
     this.#reads.release(req.fh);
-    this.#writes.delete(req.fh);
+    this.#writes.release(req.fh);
     this.#heads.delete(req.fh);
     if (req.fh < KEPT_FH_BASE) return this.#tell("fs.releaseBehind", req);
     const local = this.#localFhs.get(req.fh);
@@ -761,56 +753,14 @@ export class ProxyFs implements Filesystem {
     this.peer.event("fs.forget", [nodeid, nlookup]);
   }
 
-  async #write(req: Request<"WRITE">): Promise<number> {
+  #write(req: Request<"WRITE">): Promise<number> {
     this.#forgetNode(req.header.nodeid);
-    let w = this.#writes.get(req.fh);
-    if (!w) {
-      const packing = this.codec ? new Packing(this.codec) : null;
-      this.#writes.set(req.fh, w = { inFlight: new Set(), bytes: 0, error: null, packing });
-    }
-    const failed = w.error;
-    if (failed) {
-      w.error = null;
-      this.onLateWriteError(failed);
-      throw failed;
-    }
-    let data = req.data;
-    if (w.bytes > WRITE_BEHIND) {
-      data = data.slice(); // the request's buffer is not ours across a wait
-      while (w.bytes > WRITE_BEHIND) await Promise.race(w.inFlight);
-    }
-    const n = data.length;
-    const state = w;
-    const sent: Promise<void> = this.peer.call(
-      "fs.writeBehind",
-      { ...req, data: w.packing?.pack(data) ?? data } as unknown as Value,
-    )
-      .then((written) => {
-        if (written !== n) {
-          throw new RpcError(Errno.EIO, `fs.write: ${written} of ${n} bytes written`);
-        }
-      })
-      .catch((e: Error) => {
-        state.error ??= e;
-      })
-      .finally(() => {
-        state.bytes -= n;
-        state.inFlight.delete(sent);
-      });
-    w.bytes += n;
-    w.inFlight.add(sent);
-    return n;
+    return this.#writes.write(req);
   }
 
   /** Waits for a handle's writes on their way; the first that failed, taken (or null). */
-  async #settle(fh: number): Promise<Error | null> {
-    const w = this.#writes.get(fh);
-    if (!w) return null;
-    while (w.inFlight.size) await Promise.all(w.inFlight);
-    const failed = w.error;
-    w.error = null;
-    if (failed) this.onLateWriteError(failed);
-    return failed;
+  #settle(fh: number): Promise<Error | null> {
+    return this.#writes.settle(fh);
   }
 
   #forgetNode(nodeid: number): void {
