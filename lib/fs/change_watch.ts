@@ -98,7 +98,9 @@ export class ChangeWatch implements DirectoryWatch {
    * without the changes the call made itself.
    */
   afterCall(req: Request): void {
-    if (this.#inotify) this.#tell(this.#inotify.read(), this.#own(req));
+    const events = this.#inotify?.read() ?? [];
+    // What the call changed itself is worked out only when there is something to sift.
+    if (events.length) this.#tell(events, this.#own(req));
   }
 
   stop(): void {

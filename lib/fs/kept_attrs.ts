@@ -35,7 +35,10 @@ export class KeptAttrs {
     }
   }
 
-  /** `nodes` changed (all of them when none is named): theirs go. */
+  /**
+   * `nodes` changed (all of them when none is named): theirs go, and an answer asked for
+   * before is not kept for them. Called before each call that may change them.
+   */
   changed(...nodes: number[]): void {
     const gen = ++this.#gen;
     if (!nodes.length) {

@@ -212,9 +212,10 @@ export class ProxyFs implements Filesystem {
     return entry;
   }
 
-  /** What makes a name: the directory's kept attributes go first (see #attrsChanged). */
+  /** What makes a name: the directory's kept attributes go first (see KeptAttrs). */
   async #made(name: "mknod" | "mkdir" | "symlink" | "link", req: Request): Promise<EntryOut> {
-    this.#attrsChanged(req.header.nodeid, (req as Partial<Request<"LINK">>).oldNodeid ?? 0);
+    const linked = (req as Partial<Request<"LINK">>).oldNodeid; // its link count changes
+    this.#attrs.changed(req.header.nodeid, ...(linked ? [linked] : []));
     const gen = this.#attrs.gen;
     const made = await this.#ask<EntryOut & ParentAttrs>(name, req);
     this.#keepParents(req, made, gen);
@@ -243,7 +244,7 @@ export class ProxyFs implements Filesystem {
   }
 
   async create(req: Request<"CREATE">): Promise<{ entry: EntryOut; open: OpenOut }> {
-    this.#attrsChanged(req.header.nodeid);
+    this.#attrs.changed(req.header.nodeid);
     const gen = this.#attrs.gen;
     const made = await this.#ask<{ entry: EntryOut; open: OpenOut } & ParentAttrs>("create", req);
     this.#keepParents(req, made, gen);
@@ -328,7 +329,7 @@ export class ProxyFs implements Filesystem {
     if (req.valid & FATTR.FH && req.fh >= KEPT_FH_BASE) {
       req = { ...req, valid: req.valid & ~FATTR.FH };
     }
-    this.#attrsChanged(req.header.nodeid);
+    this.#attrs.changed(req.header.nodeid);
     this.#forgetNode(req.header.nodeid);
     this.#doneWriting(req.header.nodeid, null);
     this.#xattrs.delete(req.header.nodeid);
@@ -336,7 +337,7 @@ export class ProxyFs implements Filesystem {
   }
 
   fallocate(req: Request<"FALLOCATE">): Promise<void> {
-    this.#attrsChanged(req.header.nodeid);
+    this.#attrs.changed(req.header.nodeid);
     this.#forgetNode(req.header.nodeid);
     this.#doneWriting(req.header.nodeid, null);
     this.#xattrs.delete(req.header.nodeid);
@@ -368,14 +369,14 @@ export class ProxyFs implements Filesystem {
   }
 
   setxattr(req: Request<"SETXATTR">): Promise<void> {
-    this.#attrsChanged(req.header.nodeid);
+    this.#attrs.changed(req.header.nodeid);
     this.#noCaps.delete(req.header.nodeid);
     this.#xattrs.delete(req.header.nodeid);
     return this.#ask("setxattr", req);
   }
 
   removexattr(req: Request<"REMOVEXATTR">): Promise<void> {
-    this.#attrsChanged(req.header.nodeid);
+    this.#attrs.changed(req.header.nodeid);
     this.#noCaps.delete(req.header.nodeid);
     this.#xattrs.delete(req.header.nodeid);
     return this.#ask("removexattr", req);
@@ -390,7 +391,7 @@ export class ProxyFs implements Filesystem {
    * (a round trip per file read).
    */
   async open(req: Request<"OPEN">): Promise<OpenOut> {
-    if (req.flags & O.TRUNC) this.#attrsChanged(req.header.nodeid);
+    if (req.flags & O.TRUNC) this.#attrs.changed(req.header.nodeid);
     const reading = (req.flags & O.ACCMODE) === O.RDONLY;
     const kept = reading && !(req.flags & O.TRUNC)
       ? this.#kept.get(req.header.nodeid, this.#attrs.get(req.header.nodeid)?.attr)
@@ -456,7 +457,7 @@ export class ProxyFs implements Filesystem {
       writing = { attr: { ...known.attr }, handles: new Set() };
       this.#writing.set(node, writing);
     }
-    this.#attrsChanged(node); // an answer asked for before this write is not kept
+    this.#attrs.changed(node); // an answer asked for before this write is not kept
     if (writing) {
       writing.handles.add(req.fh);
       const end = req.offset + BigInt(req.data.length);
@@ -474,7 +475,7 @@ export class ProxyFs implements Filesystem {
   }
 
   async copyFileRange(req: Request<"COPY_FILE_RANGE">): Promise<number> {
-    this.#attrsChanged(req.nodeidOut);
+    this.#attrs.changed(req.nodeidOut);
     this.#forgetNode(req.nodeidOut);
     this.#doneWriting(req.nodeidOut, null);
     const fhIn = (await this.#localFh({ header: req.header, fh: req.fhIn })).fh;
@@ -489,14 +490,14 @@ export class ProxyFs implements Filesystem {
    * at every close() of a file written there.
    */
   async flush(req: Request<"FLUSH">): Promise<void> {
-    const failed = await this.#settle(req.fh);
+    const failed = await this.#writes.settle(req.fh);
     this.#doneWriting(req.header.nodeid, req.fh);
     if (failed) throw failed;
   }
 
   async fsync(req: Request<"FSYNC">): Promise<void> {
     if (req.fh >= KEPT_FH_BASE) return; // opened to read, never written through
-    const failed = await this.#settle(req.fh);
+    const failed = await this.#writes.settle(req.fh);
     await this.#ask("fsync", req);
     if (failed) throw failed;
   }
@@ -506,7 +507,7 @@ export class ProxyFs implements Filesystem {
    * unwaited, once the handle's writes are there (a failure was told at the flush).
    */
   async release(req: Request<"RELEASE">): Promise<void> {
-    await this.#settle(req.fh);
+    await this.#writes.settle(req.fh);
     this.#doneWriting(req.header.nodeid, req.fh);
     this.#reads.release(req.fh);
     this.#writes.release(req.fh);
@@ -614,16 +615,6 @@ export class ProxyFs implements Filesystem {
   }
 
   /**
-   * Something changed through the mount: the attributes kept of `nodes` go (all when
-   * none is named), and no answer asked for before it is kept. Every call that may
-   * change a node calls it first with the nodes it changes; changes made locally by
-   * others are told by the local side (change_watch.ts, `changed`).
-   */
-  #attrsChanged(...nodes: number[]): void {
-    this.#attrs.changed(...nodes);
-  }
-
-  /**
    * A name removed or moved (`newParent`/`newName`: a rename's target, which it may
    * replace): the directories' attributes and the nodes' (their link counts, ctime)
    * go; all of them when a node there is not known by its name here.
@@ -637,10 +628,10 @@ export class ProxyFs implements Filesystem {
     }
     for (const [dir, n] of names) {
       const node = this.#names.nodeOf(dir, n);
-      if (node === undefined) return this.#attrsChanged();
+      if (node === undefined) return this.#attrs.changed();
       nodes.push(node);
     }
-    this.#attrsChanged(...nodes);
+    this.#attrs.changed(...nodes);
   }
 
   /** A listed entry of directory `parent`: its attributes and name kept, as a lookup's. */
@@ -730,7 +721,7 @@ export class ProxyFs implements Filesystem {
   changed(changes: Invalidation[]): void {
     this.#changes++;
     // An answer asked for before may tell of these as they were: not kept.
-    this.#attrsChanged(
+    this.#attrs.changed(
       ...changes.flatMap((c) => [c.parent, c.node]).filter((n): n is number => n !== null),
     );
     for (const c of changes) {
@@ -756,11 +747,6 @@ export class ProxyFs implements Filesystem {
   #write(req: Request<"WRITE">): Promise<number> {
     this.#forgetNode(req.header.nodeid);
     return this.#writes.write(req);
-  }
-
-  /** Waits for a handle's writes on their way; the first that failed, taken (or null). */
-  #settle(fh: number): Promise<Error | null> {
-    return this.#writes.settle(fh);
   }
 
   #forgetNode(nodeid: number): void {

@@ -204,17 +204,9 @@ export function serveFilesystem(peer: RpcPeer, fs: Filesystem, options: ServeOpt
           after();
           throw e;
         }
-        if (!(result instanceof Promise)) {
-          after();
-          return result;
-        }
-        return result.then((v) => {
-          after();
-          return v;
-        }, (e) => {
-          after();
-          throw e;
-        });
+        if (result instanceof Promise) return result.finally(after);
+        after();
+        return result;
       });
     }
   }

@@ -5,7 +5,7 @@
  */
 import { byteString } from "./bytes.ts";
 import { bpath } from "./files.ts";
-import { check, close, errno, libc, O, pollEvents } from "./libc.ts";
+import { check, close, libc, O, pollEvents } from "./libc.ts";
 
 /** Event bits (linux/inotify.h). */
 export const IN = {
@@ -80,11 +80,12 @@ export class Inotify {
     return check("inotify_add_watch", libc().inotify_add_watch(this.#fd, bpath(path), mask), path);
   }
 
-  /** Stops watch `wd` (an IGNORED event follows); one gone already is no error. */
-  remove(wd: number): void {
-    if (libc().inotify_rm_watch(this.#fd, wd) < 0 && errno() !== 22 /* EINVAL */) {
-      throw new Error(`inotify_rm_watch: errno ${errno()}`);
-    }
+  /**
+   * Stops watch `wd` (an IGNORED event follows). Whether it was there: one gone already
+   * (EINVAL) is the only way this fails, and is no error to whoever lets it go.
+   */
+  remove(wd: number): boolean {
+    return libc().inotify_rm_watch(this.#fd, wd) === 0;
   }
 
   /** The events queued now (none: an empty list), without waiting. */

@@ -45,8 +45,9 @@ Deno.test("inotify: a watched directory's changes are read without waiting", asy
       events.map((e) => [e.wd, e.mask, e.name]),
       [[wd, IN.CREATE, "f"], [wd, IN.MODIFY, "f"], [wd, IN.DELETE, "f"]],
     );
-    watch.remove(wd);
+    assert.equal(watch.remove(wd), true);
     await eventually("the IGNORED event", () => watch.read().some((e) => e.mask & IN.IGNORED));
+    assert.equal(watch.remove(wd), false, "gone already: no error");
     assert.equal(await watch.readable(50), false, "nothing more");
     assert.throws(() => watch.add(`${dir}/missing`, IN.CREATE), /ENOENT/);
   } finally {
